@@ -1,0 +1,143 @@
+//! The bus carries published events between bridge nodes and keeps each
+//! channel's recent history for resume.
+//!
+//! Two implementations share these semantics: [`memory::MemoryBus`] (single
+//! node, the embedded default) and, for several nodes, Valkey. The bus knows
+//! nothing of HTTP or gRPC: it stores and forwards named JSON payloads.
+
+pub mod memory;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::channel::Channel;
+use crate::cursor::StreamId;
+
+/// One stored event of a channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub id: StreamId,
+    /// The `resource.verb` event name.
+    pub event: Arc<str>,
+    /// The payload as one line of JSON.
+    pub data: Bytes,
+}
+
+/// An event to publish.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub channel: Channel,
+    pub event: Arc<str>,
+    pub data: Bytes,
+    /// Scoped to the channel; empty means none.
+    pub idempotency_key: Option<String>,
+}
+
+/// The outcome of a publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    pub id: StreamId,
+    /// The key had been seen within its window: `id` is the first event's,
+    /// and nothing new was published.
+    pub duplicate: bool,
+}
+
+/// Why history cannot cover a requested range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GapReason {
+    /// Events after the position were trimmed (length or age bound).
+    Trimmed,
+    /// The position is not one this channel's history knows (e.g. ahead of
+    /// its newest event after history was lost).
+    Unknown,
+}
+
+impl fmt::Display for GapReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            GapReason::Trimmed => "history_trimmed",
+            GapReason::Unknown => "unknown_position",
+        })
+    }
+}
+
+/// History cannot cover a requested range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gap {
+    pub reason: GapReason,
+    /// The position the reader continues from: just before the oldest
+    /// retained event when history was trimmed, the newest position when
+    /// the requested one is unknown.
+    pub resume_from: StreamId,
+}
+
+/// What a channel's history holds after a position.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Replay {
+    /// Set when events after the requested position are lost.
+    pub gap: Option<Gap>,
+    /// The retained events after the position (after `gap.resume_from`
+    /// when there is a gap), oldest first.
+    pub entries: Vec<Entry>,
+}
+
+/// Bus failures; all of them are worth retrying later.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BusError {
+    #[error("the event bus is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Receives live events for the channels a node watches. Called in each
+/// channel's publish order.
+pub trait Sink: Send + Sync + 'static {
+    fn deliver(&self, channel: &Channel, entry: Entry);
+}
+
+/// Bounds of each channel's history.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Events kept per channel.
+    pub max_len: usize,
+    /// Events older than this are dropped.
+    pub max_age: Duration,
+    /// How long an idempotency key is remembered.
+    pub idempotency_window: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            max_len: 1000,
+            max_age: Duration::from_secs(3600),
+            idempotency_window: Duration::from_secs(300),
+        }
+    }
+}
+
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Appends to the channel's history and delivers to every watching node.
+    async fn publish(&self, event: Outgoing) -> Result<Published, BusError>;
+
+    /// The newest position of the channel ([`StreamId::ZERO`] when empty).
+    async fn head(&self, channel: &Channel) -> Result<StreamId, BusError>;
+
+    /// Every retained event after `after`, and the gap when history cannot
+    /// cover all of it.
+    async fn read_after(&self, channel: &Channel, after: StreamId) -> Result<Replay, BusError>;
+
+    /// Starts delivering the channel's live events to this node's sink. When
+    /// it returns, every later publish is delivered.
+    async fn watch(&self, channel: &Channel) -> Result<(), BusError>;
+
+    /// Stops delivering the channel's events to this node.
+    async fn unwatch(&self, channel: &Channel) -> Result<(), BusError>;
+
+    /// Whether the bus can serve requests now.
+    async fn ready(&self) -> bool;
+}

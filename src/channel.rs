@@ -1,0 +1,235 @@
+//! A parsed channel name: `<prefix>:<tenant_id>:<resource_id>`.
+//!
+//! A `Channel` can only be built by parsing, so holding one proves the name
+//! is well formed and its tenant is a normalised UUID. Names are rejected,
+//! never repaired: the only normalisation is the tenant UUID's case.
+
+use std::fmt;
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+const MAX_PREFIX: usize = 63;
+const MAX_RESOURCE: usize = 128;
+
+/// Why a channel name was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChannelError {
+    #[error(
+        "channel must have exactly three `:`-separated parts `<prefix>:<tenant_id>:<resource_id>`, got {0}"
+    )]
+    Segments(usize),
+    #[error("channel prefix must match ^[a-z][a-z0-9-]{{0,62}}$")]
+    Prefix,
+    #[error(
+        "channel tenant_id must be a hyphenated UUID such as 0b6e1a52-3a8e-4a47-9d0e-2c4f5d6e7f80"
+    )]
+    Tenant,
+    #[error("channel resource_id must match ^[A-Za-z0-9._~-]{{1,128}}$")]
+    Resource,
+}
+
+/// A channel: where events are published and what browsers subscribe to.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Channel {
+    /// The canonical string form; ordering and hashing use it.
+    name: Arc<str>,
+    tenant: Uuid,
+    prefix_len: usize,
+}
+
+fn valid_prefix(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= MAX_PREFIX
+        && b[0].is_ascii_lowercase()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+}
+
+fn valid_resource(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_RESOURCE
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'~' | b'-'))
+}
+
+/// Parses a hyphenated UUID in any case; other UUID spellings are rejected.
+pub fn parse_tenant(s: &str) -> Result<Uuid, ChannelError> {
+    let b = s.as_bytes();
+    let hyphens_ok = b.len() == 36 && [8, 13, 18, 23].iter().all(|&i| b[i] == b'-');
+    if !hyphens_ok {
+        return Err(ChannelError::Tenant);
+    }
+    Uuid::try_parse(s).map_err(|_| ChannelError::Tenant)
+}
+
+impl Channel {
+    /// Builds a channel from its three parts (the gRPC form).
+    pub fn from_parts(prefix: &str, tenant: &str, resource: &str) -> Result<Channel, ChannelError> {
+        if !valid_prefix(prefix) {
+            return Err(ChannelError::Prefix);
+        }
+        let tenant = parse_tenant(tenant)?;
+        if !valid_resource(resource) {
+            return Err(ChannelError::Resource);
+        }
+        let name = format!("{prefix}:{}:{resource}", tenant.hyphenated());
+        Ok(Channel {
+            name: name.into(),
+            tenant,
+            prefix_len: prefix.len(),
+        })
+    }
+
+    /// Parses the string form used by the SSE API.
+    pub fn parse(s: &str) -> Result<Channel, ChannelError> {
+        let parts: Vec<&str> = s.split(':').collect();
+        match parts.as_slice() {
+            [prefix, tenant, resource] => Channel::from_parts(prefix, tenant, resource),
+            _ => Err(ChannelError::Segments(parts.len())),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.name[..self.prefix_len]
+    }
+
+    pub fn tenant(&self) -> Uuid {
+        self.tenant
+    }
+
+    pub fn resource(&self) -> &str {
+        // prefix, ':', 36-char UUID, ':'
+        &self.name[self.prefix_len + 38..]
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.name
+    }
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+impl fmt::Debug for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Channel({})", self.name)
+    }
+}
+
+impl std::str::FromStr for Channel {
+    type Err = ChannelError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Channel::parse(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const T: &str = "0b6e1a52-3a8e-4a47-9d0e-2c4f5d6e7f80";
+
+    #[test]
+    fn parses_and_exposes_parts() {
+        let c = Channel::parse(&format!("scans:{T}:abc-1")).unwrap();
+        assert_eq!(c.prefix(), "scans");
+        assert_eq!(c.tenant().to_string(), T);
+        assert_eq!(c.resource(), "abc-1");
+        assert_eq!(c.to_string(), format!("scans:{T}:abc-1"));
+    }
+
+    #[test]
+    fn uppercase_tenant_is_normalised() {
+        let c = Channel::parse(&format!("scans:{}:r", T.to_uppercase())).unwrap();
+        assert_eq!(c.as_str(), format!("scans:{T}:r"));
+    }
+
+    #[test]
+    fn rejects_each_broken_part() {
+        let cases = [
+            (format!("scans:{T}"), ChannelError::Segments(2)),
+            (format!("scans:{T}:a:b"), ChannelError::Segments(4)),
+            (format!("Scans:{T}:a"), ChannelError::Prefix),
+            (format!("1scans:{T}:a"), ChannelError::Prefix),
+            (format!(":{T}:a"), ChannelError::Prefix),
+            (format!("{}:{T}:a", "a".repeat(64)), ChannelError::Prefix),
+            ("scans:not-a-uuid:a".to_owned(), ChannelError::Tenant),
+            (
+                format!("scans:{}:a", T.replace('-', "")),
+                ChannelError::Tenant,
+            ),
+            (format!("scans:{{{T}}}:a"), ChannelError::Tenant),
+            (format!("scans:{T}:"), ChannelError::Resource),
+            (format!("scans:{T}:a b"), ChannelError::Resource),
+            (format!("scans:{T}:a/b"), ChannelError::Resource),
+            (
+                format!("scans:{T}:{}", "r".repeat(129)),
+                ChannelError::Resource,
+            ),
+        ];
+        for (input, want) in cases {
+            assert_eq!(Channel::parse(&input), Err(want), "{input}");
+        }
+        assert!(Channel::parse(&format!("{}:{T}:{}", "a".repeat(63), "r".repeat(128))).is_ok());
+    }
+
+    #[test]
+    fn parts_cannot_inject_separators() {
+        assert_eq!(
+            Channel::from_parts("scans", T, "a:b"),
+            Err(ChannelError::Resource)
+        );
+        assert_eq!(
+            Channel::from_parts("sc:ans", T, "a"),
+            Err(ChannelError::Prefix)
+        );
+        assert_eq!(
+            Channel::from_parts("scans", &format!("{T}:x"), "a"),
+            Err(ChannelError::Tenant)
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn round_trips(prefix in "[a-z][a-z0-9-]{0,62}", tenant in any::<u128>(), resource in "[A-Za-z0-9._~-]{1,128}") {
+            let tenant = Uuid::from_u128(tenant);
+            let c = Channel::from_parts(&prefix, &tenant.to_string().to_uppercase(), &resource).unwrap();
+            let again = Channel::parse(c.as_str()).unwrap();
+            prop_assert_eq!(&again, &c);
+            prop_assert_eq!(again.prefix(), prefix.as_str());
+            prop_assert_eq!(again.resource(), resource.as_str());
+            prop_assert_eq!(again.tenant(), tenant);
+        }
+
+        #[test]
+        fn a_separator_inside_any_part_is_rejected(
+            prefix in "[a-z][a-z0-9-]{0,20}",
+            resource in "[A-Za-z0-9._~-]{1,20}",
+            cut in 0usize..20,
+        ) {
+            let cut = cut.min(resource.len());
+            let injected = format!("{}:{}", &resource[..cut], &resource[cut..]);
+            prop_assert!(Channel::from_parts(&prefix, T, &injected).is_err());
+            let full = format!("{prefix}:{T}:{injected}");
+            prop_assert!(Channel::parse(&full).is_err());
+        }
+
+        #[test]
+        fn non_uuid_tenants_are_rejected(tenant in "[^:]{0,40}") {
+            prop_assume!(Uuid::try_parse(&tenant).is_err());
+            let full = format!("scans:{tenant}:r");
+            prop_assert!(Channel::parse(&full).is_err());
+        }
+
+        #[test]
+        fn arbitrary_input_never_panics(s in ".{0,300}") {
+            let _ = Channel::parse(&s);
+        }
+    }
+}

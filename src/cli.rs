@@ -1,0 +1,503 @@
+//! The `sse-bridge` command line: `serve`, `token`, `publish`, `tail` and
+//! `schema`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use futures::StreamExt;
+
+use crate::auth::{Key, PublisherAuth, Rules, SubscriberAuth, Verifier};
+use crate::bus::Retention;
+use crate::http::HttpConfig;
+use crate::schema::Schema;
+use crate::server::{self, Settings};
+use crate::{client, token};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sse-bridge",
+    version,
+    about = "Typed events from gRPC producers to browsers over Server-Sent Events"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a bridge node (gRPC publish API + SSE endpoint).
+    Serve(Box<ServeArgs>),
+    /// Mint an HS256 token for a subscriber or a publisher.
+    Token(TokenArgs),
+    /// Publish one event from JSON through the gRPC API.
+    Publish(PublishArgs),
+    /// Print the events of one or more channels as they arrive.
+    Tail(TailArgs),
+    /// List the event catalogue: names, fields, rules and an example each.
+    Schema(SchemaArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Development mode: embedded bus, a random secret unless one is given,
+    /// and ready-to-paste tokens and commands printed at start.
+    #[arg(long)]
+    pub dev: bool,
+    /// Address of the HTTP (SSE) listener.
+    #[arg(long, env = "SSE_BRIDGE_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+    /// Address of the gRPC (publish) listener.
+    #[arg(long, env = "SSE_BRIDGE_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    pub grpc_addr: SocketAddr,
+    /// Valkey URL for several nodes; without it the embedded bus is used.
+    #[arg(long, env = "SSE_BRIDGE_VALKEY_URL")]
+    pub valkey_url: Option<String>,
+    /// HS256 secret for subscriber (and, by default, publisher) tokens.
+    #[arg(long, env = "SSE_BRIDGE_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// PEM public key (RS256, ES256 or EdDSA, picked from the key) for
+    /// subscriber tokens.
+    #[arg(long, env = "SSE_BRIDGE_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+    /// Required `aud` of subscriber tokens (unchecked when absent).
+    #[arg(long, env = "SSE_BRIDGE_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Required `iss` of subscriber tokens (unchecked when absent).
+    #[arg(long, env = "SSE_BRIDGE_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required `typ` claim of subscriber tokens, e.g. `access`.
+    #[arg(long, env = "SSE_BRIDGE_JWT_TYP")]
+    pub jwt_typ: Option<String>,
+    /// Clock leeway for `exp`/`nbf`, in seconds.
+    #[arg(long, env = "SSE_BRIDGE_JWT_LEEWAY_SECS", default_value_t = 0)]
+    pub jwt_leeway_secs: u64,
+    /// Claim of subscriber tokens that holds the tenant UUID.
+    #[arg(long, env = "SSE_BRIDGE_TENANT_CLAIM", default_value = "tenant_id")]
+    pub tenant_claim: String,
+    /// HS256 secret for publisher tokens, when not the subscriber secret.
+    #[arg(long, env = "SSE_BRIDGE_PUBLISHER_JWT_SECRET", hide_env_values = true)]
+    pub publisher_jwt_secret: Option<String>,
+    /// PEM public key for publisher tokens.
+    #[arg(long, env = "SSE_BRIDGE_PUBLISHER_JWT_PUBLIC_KEY")]
+    pub publisher_jwt_public_key: Option<PathBuf>,
+    /// Origin allowed to open streams from a browser (repeatable).
+    #[arg(
+        long = "cors-origin",
+        env = "SSE_BRIDGE_CORS_ORIGIN",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
+    /// Seconds between keep-alive comments on idle streams.
+    #[arg(long, env = "SSE_BRIDGE_KEEPALIVE_SECS", default_value_t = 15)]
+    pub keepalive_secs: u64,
+    /// Reconnect delay sent to clients in `retry:`, in milliseconds.
+    #[arg(long, env = "SSE_BRIDGE_RETRY_MS", default_value_t = 2000)]
+    pub retry_ms: u64,
+    /// Channels one stream may subscribe to.
+    #[arg(long, env = "SSE_BRIDGE_MAX_CHANNELS", default_value_t = 10)]
+    pub max_channels: usize,
+    /// Events kept per channel for resume.
+    #[arg(long, env = "SSE_BRIDGE_HISTORY_LEN", default_value_t = 1000)]
+    pub history_len: usize,
+    /// Seconds an event is kept for resume.
+    #[arg(long, env = "SSE_BRIDGE_HISTORY_TTL_SECS", default_value_t = 3600)]
+    pub history_ttl_secs: u64,
+    /// Seconds an idempotency key is remembered per channel.
+    #[arg(
+        long,
+        env = "SSE_BRIDGE_IDEMPOTENCY_WINDOW_SECS",
+        default_value_t = 300
+    )]
+    pub idempotency_window_secs: u64,
+    /// Largest accepted encoded event, in bytes.
+    #[arg(long, env = "SSE_BRIDGE_MAX_PAYLOAD_BYTES", default_value_t = 64 * 1024)]
+    pub max_payload_bytes: usize,
+    /// Events a stream may fall behind before it is caught up from history.
+    #[arg(long, env = "SSE_BRIDGE_STREAM_BUFFER", default_value_t = 256)]
+    pub stream_buffer: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct TokenArgs {
+    /// HS256 secret to sign with.
+    #[arg(long, env = "SSE_BRIDGE_JWT_SECRET", hide_env_values = true)]
+    pub secret: String,
+    /// Mint a publisher token (scope `events:publish`) instead of a
+    /// subscriber token.
+    #[arg(long)]
+    pub publisher: bool,
+    /// Subscriber: the tenant UUID.
+    #[arg(long, required_unless_present = "publisher")]
+    pub tenant: Option<String>,
+    /// Publisher: tenants it may publish to (comma-separated UUIDs, or `*`).
+    #[arg(long, value_delimiter = ',', default_value = "*")]
+    pub tenants: Vec<String>,
+    /// The `sub` claim.
+    #[arg(long, default_value = "dev")]
+    pub sub: String,
+    /// Claim that holds the tenant (subscriber tokens).
+    #[arg(long, default_value = "tenant_id")]
+    pub tenant_claim: String,
+    /// `typ` claim to add, e.g. `access`.
+    #[arg(long)]
+    pub typ: Option<String>,
+    /// `aud` claim to add.
+    #[arg(long)]
+    pub aud: Option<String>,
+    /// `iss` claim to add.
+    #[arg(long)]
+    pub iss: Option<String>,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 1800)]
+    pub ttl: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct PublishArgs {
+    /// gRPC address of a bridge.
+    #[arg(
+        long,
+        env = "SSE_BRIDGE_GRPC_TARGET",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub target: String,
+    /// Publisher token.
+    #[arg(long, env = "SSE_BRIDGE_PUBLISHER_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// Channel `<prefix>:<tenant_id>:<resource_id>`.
+    #[arg(long)]
+    pub channel: String,
+    /// Event name, e.g. `scan.progress` (`sse-bridge schema` lists them).
+    #[arg(long)]
+    pub event: String,
+    /// The payload as JSON (proto or JSON field names).
+    #[arg(long)]
+    pub data: String,
+    /// Idempotency key: publishing again with it within the window returns
+    /// the first id.
+    #[arg(long, default_value = "")]
+    pub idempotency_key: String,
+}
+
+#[derive(Args, Debug)]
+pub struct TailArgs {
+    /// HTTP base URL of a bridge.
+    #[arg(long, env = "SSE_BRIDGE_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Subscriber token.
+    #[arg(long, env = "SSE_BRIDGE_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// Channel to follow (repeatable).
+    #[arg(long = "channel", required = true)]
+    pub channels: Vec<String>,
+    /// Resume after this cursor.
+    #[arg(long)]
+    pub last_event_id: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct SchemaArgs {
+    /// Print the catalogue as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn random_secret() -> String {
+    use rand::Rng;
+    let bytes: [u8; 24] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl ServeArgs {
+    fn subscriber_key(&self) -> Result<Key> {
+        match (&self.jwt_secret, &self.jwt_public_key) {
+            (Some(_), Some(_)) => bail!("set only one of --jwt-secret and --jwt-public-key"),
+            (Some(secret), None) => Ok(Key::hs256(secret)?),
+            (None, Some(path)) => Ok(Key::public_pem_file(path)?),
+            (None, None) => bail!(
+                "no token key: set --jwt-secret or --jwt-public-key (SSE_BRIDGE_JWT_SECRET / SSE_BRIDGE_JWT_PUBLIC_KEY), or run `sse-bridge serve --dev`"
+            ),
+        }
+    }
+
+    fn publisher_key(&self, subscriber: &Key) -> Result<Key> {
+        match (&self.publisher_jwt_secret, &self.publisher_jwt_public_key) {
+            (Some(_), Some(_)) => {
+                bail!("set only one of --publisher-jwt-secret and --publisher-jwt-public-key")
+            }
+            (Some(secret), None) => Ok(Key::hs256(secret)?),
+            (None, Some(path)) => Ok(Key::public_pem_file(path)?),
+            (None, None) => Ok(subscriber.clone()),
+        }
+    }
+
+    /// Checks the flags and builds the node's settings.
+    pub fn settings(&self) -> Result<Settings> {
+        if self.valkey_url.is_some() {
+            bail!(
+                "the Valkey bus is not available in this version; omit --valkey-url to use the embedded bus"
+            );
+        }
+        if self.max_channels == 0 {
+            bail!("--max-channels must be at least 1");
+        }
+        if self.keepalive_secs == 0 {
+            bail!("--keepalive-secs must be at least 1");
+        }
+        let key = self.subscriber_key()?;
+        let rules = Rules {
+            audience: self.jwt_audience.clone(),
+            issuer: self.jwt_issuer.clone(),
+            typ: self.jwt_typ.clone(),
+            leeway_secs: self.jwt_leeway_secs,
+        };
+        let publisher_rules = Rules {
+            leeway_secs: self.jwt_leeway_secs,
+            ..Rules::default()
+        };
+        let publisher_key = self.publisher_key(&key)?;
+        let cors_origins = self
+            .cors_origins
+            .iter()
+            .map(|o| {
+                o.parse()
+                    .with_context(|| format!("bad --cors-origin `{o}`"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Settings {
+            http_addr: self.http_addr,
+            grpc_addr: self.grpc_addr,
+            subscriber_auth: SubscriberAuth::new(
+                Verifier::new(key, &rules),
+                self.tenant_claim.clone(),
+            ),
+            publisher_auth: PublisherAuth::new(Verifier::new(publisher_key, &publisher_rules)),
+            http: HttpConfig {
+                max_channels: self.max_channels,
+                keepalive: Duration::from_secs(self.keepalive_secs),
+                retry: Duration::from_millis(self.retry_ms),
+                cors_origins,
+            },
+            retention: Retention {
+                max_len: self.history_len.max(1),
+                max_age: Duration::from_secs(self.history_ttl_secs.max(1)),
+                idempotency_window: Duration::from_secs(self.idempotency_window_secs),
+            },
+            max_payload_bytes: self.max_payload_bytes,
+            listener_buffer: self.stream_buffer.max(1),
+        })
+    }
+}
+
+fn print_dev_banner(
+    args: &ServeArgs,
+    secret: &str,
+    http: SocketAddr,
+    grpc: SocketAddr,
+) -> Result<()> {
+    let tenant = uuid::Uuid::new_v4().to_string();
+    let day = 24 * 3600;
+    let sub = token::mint(
+        secret,
+        token::subscriber_claims(&args.tenant_claim, &tenant, "dev-user"),
+        day,
+    )?;
+    let publ = token::mint(
+        secret,
+        token::publisher_claims(
+            "dev-publisher",
+            crate::auth::PUBLISH_SCOPE,
+            &["*".to_owned()],
+        ),
+        day,
+    )?;
+    let channel = format!("scans:{tenant}:scan-1");
+    println!(
+        r#"
+sse-bridge dev server (embedded bus)
+  SSE   http://{http}/v1/events
+  gRPC  http://{grpc}
+  JWT secret (HS256): {secret}
+
+Subscriber token (tenant {tenant}, 24 h):
+  {sub}
+Publisher token (all tenants, 24 h):
+  {publ}
+
+Follow a channel (another terminal):
+  sse-bridge tail --url http://{http} --token {sub} --channel {channel}
+or with curl:
+  curl -N -H 'Authorization: Bearer {sub}' 'http://{http}/v1/events?channel={channel}'
+
+Publish an event:
+  sse-bridge publish --target http://{grpc} --token {publ} --channel {channel} --event scan.progress --data '{{"scan_id":"{tenant}","checked":3,"total":10}}'
+"#
+    );
+    Ok(())
+}
+
+async fn serve(mut args: ServeArgs) -> Result<()> {
+    let mut dev_secret = None;
+    if args.dev {
+        if args.valkey_url.is_some() {
+            bail!("--dev uses the embedded bus; omit --valkey-url");
+        }
+        if args.jwt_secret.is_none() && args.jwt_public_key.is_none() {
+            args.jwt_secret = Some(random_secret());
+        }
+        dev_secret = args.jwt_secret.clone();
+    }
+    let settings = args.settings()?;
+    let running = server::start(settings).await?;
+    if let Some(secret) = dev_secret {
+        print_dev_banner(&args, &secret, running.http_addr, running.grpc_addr)?;
+    }
+    running.run_until_signal().await;
+    Ok(())
+}
+
+fn mint_token(args: TokenArgs) -> Result<()> {
+    let mut claims = if args.publisher {
+        token::publisher_claims(&args.sub, crate::auth::PUBLISH_SCOPE, &args.tenants)
+    } else {
+        let tenant = args.tenant.clone().unwrap_or_default();
+        crate::channel::parse_tenant(&tenant)
+            .map_err(|_| anyhow::anyhow!("--tenant must be a hyphenated UUID"))?;
+        token::subscriber_claims(&args.tenant_claim, &tenant, &args.sub)
+    };
+    for (name, value) in [("typ", &args.typ), ("aud", &args.aud), ("iss", &args.iss)] {
+        if let Some(v) = value {
+            claims.insert(name.to_owned(), serde_json::json!(v));
+        }
+    }
+    println!("{}", token::mint(&args.secret, claims, args.ttl)?);
+    Ok(())
+}
+
+async fn publish(args: PublishArgs) -> Result<()> {
+    let channel = crate::channel::Channel::parse(&args.channel)?;
+    let event = Schema::embedded().event_from_json(&args.event, &args.data)?;
+    let mut client = client::connect(&args.target, &args.token).await?;
+    let request = client::request(
+        client::channel(
+            channel.prefix(),
+            &channel.tenant().to_string(),
+            channel.resource(),
+        ),
+        event,
+        &args.idempotency_key,
+    );
+    match client.publish(request).await {
+        Ok(response) => {
+            let r = response.into_inner();
+            if r.duplicate {
+                println!(
+                    "{} (duplicate: already published with this idempotency key)",
+                    r.id
+                );
+            } else {
+                println!("{}", r.id);
+            }
+            Ok(())
+        }
+        Err(status) => {
+            use tonic_types::StatusExt;
+            let mut message = format!("{:?}: {}", status.code(), status.message());
+            if let Some(bad) = status.get_details_bad_request() {
+                for v in bad.field_violations {
+                    message.push_str(&format!("\n  {}: {}", v.field, v.description));
+                }
+            }
+            bail!(message)
+        }
+    }
+}
+
+async fn tail(args: TailArgs) -> Result<()> {
+    let mut url = reqwest::Url::parse(&args.url)
+        .with_context(|| format!("bad --url `{}`", args.url))?
+        .join("/v1/events")?;
+    {
+        let mut q = url.query_pairs_mut();
+        for c in &args.channels {
+            q.append_pair("channel", c);
+        }
+        if let Some(id) = &args.last_event_id {
+            q.append_pair("last_event_id", id);
+        }
+    }
+    let http = reqwest::Client::builder().no_proxy().build()?;
+    let response = http
+        .get(url)
+        .bearer_auth(&args.token)
+        .send()
+        .await
+        .context("cannot reach the bridge")?;
+    if !response.status().is_success() {
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        bail!("{status}: {body}");
+    }
+    use eventsource_stream::Eventsource;
+    let mut events = response.bytes_stream().eventsource();
+    while let Some(event) = events.next().await {
+        let event = event.context("stream broke")?;
+        println!(
+            "id: {}\nevent: {}\ndata: {}\n",
+            event.id, event.event, event.data
+        );
+    }
+    Ok(())
+}
+
+fn schema(args: SchemaArgs) -> Result<()> {
+    let described = Schema::embedded().describe();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&described)?);
+        return Ok(());
+    }
+    let empty = Vec::new();
+    for event in described["events"].as_array().unwrap_or(&empty) {
+        println!(
+            "{}  ({})",
+            event["name"].as_str().unwrap_or(""),
+            event["message"].as_str().unwrap_or("")
+        );
+        for f in event["fields"].as_array().unwrap_or(&empty) {
+            let rules: Vec<&str> = f["rules"]
+                .as_array()
+                .unwrap_or(&empty)
+                .iter()
+                .filter_map(|r| r.as_str())
+                .collect();
+            let rules = if rules.is_empty() {
+                String::new()
+            } else {
+                format!("  [{}]", rules.join(", "))
+            };
+            println!(
+                "  {} {}{}",
+                f["type"].as_str().unwrap_or(""),
+                f["name"].as_str().unwrap_or(""),
+                rules
+            );
+        }
+        println!("  example: {}\n", event["example"]);
+    }
+    Ok(())
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(*args).await,
+        Command::Token(args) => mint_token(args),
+        Command::Publish(args) => publish(args).await,
+        Command::Tail(args) => tail(args).await,
+        Command::Schema(args) => schema(args),
+    }
+}

@@ -1,0 +1,211 @@
+//! Stream positions and the SSE cursor.
+//!
+//! A position is a Valkey stream id `<ms>-<seq>`. The cursor a stream sends
+//! in `id:` is that position itself for a one-channel stream, and for several
+//! channels a compact URL-safe token holding every channel's position, bound
+//! to the set of channels (in any order) so it cannot be replayed against
+//! another set.
+
+use std::fmt;
+use std::str::FromStr;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+/// A position in a channel's history, ordered like Valkey stream ids.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Debug)]
+pub struct StreamId {
+    pub ms: u64,
+    pub seq: u64,
+}
+
+impl StreamId {
+    /// The position before any event.
+    pub const ZERO: StreamId = StreamId { ms: 0, seq: 0 };
+
+    pub fn new(ms: u64, seq: u64) -> StreamId {
+        StreamId { ms, seq }
+    }
+}
+
+/// Why a cursor or stream id was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CursorError {
+    #[error("stream id must be `<milliseconds>-<sequence>`, e.g. 1732844000000-0")]
+    StreamId,
+    #[error("cursor is not a cursor issued by this bridge")]
+    Malformed,
+    #[error("cursor was issued for a different set of channels")]
+    Channels,
+}
+
+impl FromStr for StreamId {
+    type Err = CursorError;
+    fn from_str(s: &str) -> Result<StreamId, CursorError> {
+        let (ms, seq) = s.split_once('-').ok_or(CursorError::StreamId)?;
+        let digits = |p: &str| {
+            if p.is_empty() || p.len() > 20 || !p.bytes().all(|b| b.is_ascii_digit()) {
+                Err(CursorError::StreamId)
+            } else {
+                p.parse::<u64>().map_err(|_| CursorError::StreamId)
+            }
+        };
+        Ok(StreamId::new(digits(ms)?, digits(seq)?))
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+const VERSION: u8 = 1;
+
+/// FNV-1a: a stable, dependency-free fingerprint of the channel set. It only
+/// has to catch a cursor used with the wrong channels, not resist forgery
+/// (a cursor grants nothing; the token does).
+fn fingerprint<'a>(names: impl IntoIterator<Item = &'a str>) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for name in names {
+        for b in name.bytes().chain(std::iter::once(0)) {
+            h ^= u32::from(b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+    }
+    h
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn take_varint(input: &mut &[u8]) -> Option<u64> {
+    let mut v: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let (&b, rest) = input.split_first()?;
+        *input = rest;
+        v |= u64::from(b & 0x7f).checked_shl(shift)?;
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// Encodes the positions of `names` (which must be sorted, one position
+/// each) as the cursor a stream sends in `id:`.
+pub fn encode(names: &[&str], positions: &[StreamId]) -> String {
+    debug_assert_eq!(names.len(), positions.len());
+    if let ([_], [only]) = (names, positions) {
+        return only.to_string();
+    }
+    let mut bytes = Vec::with_capacity(5 + positions.len() * 10);
+    bytes.push(VERSION);
+    bytes.extend_from_slice(&fingerprint(names.iter().copied()).to_be_bytes());
+    for p in positions {
+        put_varint(&mut bytes, p.ms);
+        put_varint(&mut bytes, p.seq);
+    }
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Decodes a cursor for the sorted channel `names`.
+pub fn decode(cursor: &str, names: &[&str]) -> Result<Vec<StreamId>, CursorError> {
+    if names.len() == 1 {
+        return Ok(vec![cursor.parse()?]);
+    }
+    if cursor.len() > 4096 {
+        return Err(CursorError::Malformed);
+    }
+    let bytes = URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| CursorError::Malformed)?;
+    let mut input = bytes.as_slice();
+    let (&version, rest) = input.split_first().ok_or(CursorError::Malformed)?;
+    if version != VERSION || rest.len() < 4 {
+        return Err(CursorError::Malformed);
+    }
+    let (fp, rest) = rest.split_at(4);
+    input = rest;
+    if fp != fingerprint(names.iter().copied()).to_be_bytes() {
+        return Err(CursorError::Channels);
+    }
+    let mut positions = Vec::with_capacity(names.len());
+    for _ in names {
+        let ms = take_varint(&mut input).ok_or(CursorError::Malformed)?;
+        let seq = take_varint(&mut input).ok_or(CursorError::Malformed)?;
+        positions.push(StreamId::new(ms, seq));
+    }
+    if !input.is_empty() {
+        return Err(CursorError::Malformed);
+    }
+    Ok(positions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn stream_ids_parse_and_order() {
+        let a: StreamId = "1732844000000-0".parse().unwrap();
+        let b: StreamId = "1732844000000-12".parse().unwrap();
+        assert!(a < b);
+        assert_eq!(b.to_string(), "1732844000000-12");
+        for bad in [
+            "",
+            "1",
+            "-1",
+            "1-",
+            "a-1",
+            "1-1-1",
+            "+1-1",
+            "99999999999999999999999-0",
+        ] {
+            assert_eq!(bad.parse::<StreamId>(), Err(CursorError::StreamId), "{bad}");
+        }
+    }
+
+    #[test]
+    fn single_channel_cursor_is_the_stream_id() {
+        let id = StreamId::new(5, 7);
+        assert_eq!(encode(&["a"], &[id]), "5-7");
+        assert_eq!(decode("5-7", &["a"]), Ok(vec![id]));
+    }
+
+    #[test]
+    fn cursor_is_bound_to_its_channels() {
+        let c = encode(&["a", "b"], &[StreamId::new(1, 0), StreamId::new(2, 3)]);
+        assert!(
+            c.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        );
+        assert_eq!(decode(&c, &["a", "c"]), Err(CursorError::Channels));
+        assert_eq!(decode(&c, &["a", "b", "c"]), Err(CursorError::Channels));
+        assert_eq!(decode("!!", &["a", "b"]), Err(CursorError::Malformed));
+        assert_eq!(decode("5-7", &["a", "b"]), Err(CursorError::Malformed));
+    }
+
+    proptest! {
+        #[test]
+        fn round_trips(ids in proptest::collection::vec((any::<u64>(), any::<u64>()), 2..12)) {
+            let names: Vec<String> = (0..ids.len()).map(|i| format!("p:{i}")).collect();
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            let positions: Vec<StreamId> = ids.iter().map(|&(m, s)| StreamId::new(m, s)).collect();
+            let c = encode(&names, &positions);
+            prop_assert_eq!(decode(&c, &names), Ok(positions));
+        }
+
+        #[test]
+        fn arbitrary_input_never_panics(s in ".{0,200}") {
+            let _ = decode(&s, &["a", "b"]);
+            let _ = decode(&s, &["a"]);
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! Errors of the HTTP API, sent before streaming starts as
+//! `{"error":{"code":"…","message":"…"}}` with a real status.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::auth::AuthError;
+use crate::bus::BusError;
+use crate::channel::ChannelError;
+use crate::cursor::CursorError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Unauthenticated(#[from] AuthError),
+    #[error("add at least one `channel` query parameter")]
+    NoChannel,
+    #[error("at most {max} channels per stream, got {got}")]
+    TooManyChannels { max: usize, got: usize },
+    #[error("channel {index} (`{shown}`): {error}")]
+    BadChannel {
+        index: usize,
+        shown: String,
+        error: ChannelError,
+    },
+    #[error("bad Last-Event-ID / last_event_id: {0}")]
+    BadCursor(#[from] CursorError),
+    #[error("channel `{0}` belongs to another tenant than the token's")]
+    Forbidden(String),
+    #[error(transparent)]
+    Unavailable(#[from] BusError),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ApiError::NoChannel
+            | ApiError::TooManyChannels { .. }
+            | ApiError::BadChannel { .. }
+            | ApiError::BadCursor(_) => StatusCode::BAD_REQUEST,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthenticated(_) => "unauthenticated",
+            ApiError::NoChannel => "missing_channel",
+            ApiError::TooManyChannels { .. } => "too_many_channels",
+            ApiError::BadChannel { .. } => "bad_channel",
+            ApiError::BadCursor(_) => "bad_cursor",
+            ApiError::Forbidden(_) => "forbidden_channel",
+            ApiError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code(), "message": self.to_string()}});
+        let mut response = (self.status(), Json(body)).into_response();
+        if let ApiError::Unauthenticated(_) = self {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}

@@ -1,0 +1,87 @@
+//! The HTTP transport: the SSE endpoint, health and readiness, CORS, and
+//! JSON errors.
+
+mod error;
+mod sse;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::routing::get;
+use tokio::sync::watch;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+pub use error::ApiError;
+
+use crate::auth::SubscriberAuth;
+use crate::hub::Hub;
+
+/// What the SSE endpoint needs.
+#[derive(Clone)]
+pub struct HttpConfig {
+    pub max_channels: usize,
+    pub keepalive: Duration,
+    /// Reconnect delay sent in the opening `retry:` line.
+    pub retry: Duration,
+    pub cors_origins: Vec<HeaderValue>,
+}
+
+#[derive(Clone)]
+pub(crate) struct AppState {
+    hub: Hub,
+    auth: SubscriberAuth,
+    config: Arc<HttpConfig>,
+    /// Flips to true when the node shuts down; open streams then close.
+    shutdown: watch::Receiver<bool>,
+}
+
+/// Builds the router of the HTTP listener.
+pub fn router(
+    hub: Hub,
+    auth: SubscriberAuth,
+    config: HttpConfig,
+    shutdown: watch::Receiver<bool>,
+) -> Router {
+    let cors_origins = config.cors_origins.clone();
+    let state = AppState {
+        hub,
+        auth,
+        config: Arc::new(config),
+        shutdown,
+    };
+    let router = Router::new()
+        .route("/v1/events", get(sse::events))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state);
+    if cors_origins.is_empty() {
+        return router;
+    }
+    router.layer(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(cors_origins))
+            .allow_methods([Method::GET, Method::OPTIONS])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CACHE_CONTROL,
+                HeaderName::from_static("last-event-id"),
+            ])
+            .allow_credentials(true)
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
+    if state.hub.bus().ready().await {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "bus unavailable\n")
+    }
+}

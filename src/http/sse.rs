@@ -1,0 +1,219 @@
+//! `GET /v1/events`: authenticate, check the request, subscribe, then
+//! stream `text/event-stream`.
+//!
+//! The subscription is opened before the response is returned, so when the
+//! client sees the `200` headers every later publish will reach it.
+
+use std::convert::Infallible;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::{BufMut, Bytes, BytesMut};
+use serde_json::json;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use super::{ApiError, AppState};
+use crate::auth::{self, AuthError, Subscriber};
+use crate::channel::Channel;
+use crate::hub::{Item, Subscription};
+
+/// The parameters of a stream request.
+#[derive(Default)]
+struct Params {
+    channels: Vec<String>,
+    access_token: Option<String>,
+    last_event_id: Option<String>,
+}
+
+impl Params {
+    fn parse(query: Option<&str>) -> Params {
+        let mut p = Params::default();
+        for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            match k.as_ref() {
+                "channel" => p.channels.push(v.into_owned()),
+                "access_token" => p.access_token = Some(v.into_owned()),
+                "last_event_id" => p.last_event_id = Some(v.into_owned()),
+                _ => {}
+            }
+        }
+        p
+    }
+}
+
+/// Header first whenever present, even if invalid (RFC 6750 §2.3 allows one
+/// method per request, and a present header is the caller's choice).
+fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: &Params,
+) -> Result<Subscriber, AuthError> {
+    match headers.get(header::AUTHORIZATION) {
+        Some(value) if !value.is_empty() => {
+            let value = value.to_str().map_err(|_| AuthError::Scheme)?;
+            state.auth.verify(auth::bearer(value)?)
+        }
+        _ => match &params.access_token {
+            Some(token) => state.auth.verify(token),
+            None => Err(AuthError::Missing),
+        },
+    }
+}
+
+fn shown(input: &str) -> String {
+    if input.chars().count() > 200 {
+        format!("{}…", input.chars().take(200).collect::<String>())
+    } else {
+        input.to_owned()
+    }
+}
+
+pub(super) async fn events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let params = Params::parse(query.as_deref());
+    let subscriber = authenticate(&state, &headers, &params).inspect_err(|e| {
+        tracing::info!(reason = e.reason(), "subscriber refused");
+    })?;
+
+    if params.channels.is_empty() {
+        return Err(ApiError::NoChannel);
+    }
+    if params.channels.len() > state.config.max_channels {
+        return Err(ApiError::TooManyChannels {
+            max: state.config.max_channels,
+            got: params.channels.len(),
+        });
+    }
+    let mut channels = Vec::with_capacity(params.channels.len());
+    for (index, raw) in params.channels.iter().enumerate() {
+        let channel = Channel::parse(raw).map_err(|error| ApiError::BadChannel {
+            index,
+            shown: shown(raw),
+            error,
+        })?;
+        channels.push(channel);
+    }
+    let channels = Subscription::normalise(channels);
+    let cursor = match headers.get("last-event-id") {
+        Some(v) if !v.is_empty() => Some(
+            v.to_str()
+                .map_err(|_| ApiError::BadCursor(crate::cursor::CursorError::Malformed))?,
+        ),
+        _ => params.last_event_id.as_deref(),
+    };
+    let resume = cursor
+        .map(|c| Subscription::decode_cursor(&channels, c))
+        .transpose()?;
+    if let Some(other) = channels.iter().find(|c| c.tenant() != subscriber.tenant) {
+        return Err(ApiError::Forbidden(other.to_string()));
+    }
+
+    let subscription = Subscription::open(&state.hub, channels, resume).await?;
+    tracing::debug!(channels = subscription.channels().len(), sub = ?subscriber.subject, "stream opened");
+    let body = Body::from_stream(stream(state, subscription, subscriber.exp));
+    let mut response = (StatusCode::OK, body).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+fn instant_of(unix_secs: u64) -> Instant {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let left = Duration::from_secs(unix_secs).saturating_sub(now);
+    Instant::now() + left
+}
+
+fn frame(id: Option<&str>, event: &str, data: &str) -> Bytes {
+    let mut b = BytesMut::with_capacity(32 + event.len() + data.len());
+    if let Some(id) = id {
+        b.put_slice(b"id: ");
+        b.put_slice(id.as_bytes());
+        b.put_u8(b'\n');
+    }
+    b.put_slice(b"event: ");
+    b.put_slice(event.as_bytes());
+    b.put_slice(b"\ndata: ");
+    b.put_slice(data.as_bytes());
+    b.put_slice(b"\n\n");
+    b.freeze()
+}
+
+fn stream(
+    state: AppState,
+    mut sub: Subscription,
+    exp: u64,
+) -> impl futures::Stream<Item = Result<Bytes, Infallible>> {
+    let retry_ms = state.config.retry.as_millis();
+    let keepalive_every = state.config.keepalive;
+    let mut shutdown = state.shutdown.clone();
+
+    async_stream::stream! {
+        yield Ok(Bytes::from(format!("retry: {retry_ms}\n\n")));
+        let single = sub.channels().len() == 1;
+        let expiry = tokio::time::sleep_until(instant_of(exp));
+        tokio::pin!(expiry);
+        let down = async move {
+            // An error means the server is gone: treat it as shutdown too.
+            let _ = shutdown.wait_for(|down| *down).await;
+        };
+        tokio::pin!(down);
+        let mut keepalive = tokio::time::interval_at(Instant::now() + keepalive_every, keepalive_every);
+        keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut expiry => {
+                    yield Ok(frame(None, "bridge.expired", r#"{"reason":"token_expired"}"#));
+                    break;
+                }
+                _ = &mut down => {
+                    // Reconnect soon, to another node, with the cursor.
+                    yield Ok(Bytes::from_static(b"retry: 500\n\n"));
+                    break;
+                }
+                item = sub.next() => match item {
+                    Some(Ok(Item::Event { frame: f, .. })) => {
+                        if single {
+                            yield Ok(f.with_own_id());
+                        } else {
+                            let cursor = sub.cursor();
+                            let body = f.body();
+                            let mut b = BytesMut::with_capacity(cursor.len() + 5 + body.len());
+                            b.put_slice(b"id: ");
+                            b.put_slice(cursor.as_bytes());
+                            b.put_u8(b'\n');
+                            b.put_slice(&body);
+                            yield Ok(b.freeze());
+                        }
+                    }
+                    Some(Ok(Item::Reset { channels, reason })) => {
+                        let names: Vec<&str> = channels.iter().map(|&i| sub.channels()[i].as_str()).collect();
+                        let data = json!({"channels": names, "reason": reason.to_string()}).to_string();
+                        yield Ok(frame(Some(&sub.cursor()), "bridge.reset", &data));
+                    }
+                    Some(Err(e)) => {
+                        // The client reconnects with its cursor and resumes.
+                        tracing::warn!(error = %e, "stream ended by a bus error");
+                        break;
+                    }
+                    None => break,
+                },
+                _ = keepalive.tick() => {
+                    yield Ok(Bytes::from_static(b": keepalive\n\n"));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! Node-local fan-out: one broadcast slot per watched channel, shared by all
+//! of this node's listeners of that channel.
+//!
+//! The bus hands each live event to [`Fanout`] once; it is encoded as SSE
+//! bytes once and every listener gets a reference to the same bytes.
+
+mod subscription;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{OnceCell, broadcast};
+
+use crate::bus::{Bus, BusError, Entry, Sink};
+use crate::channel::Channel;
+use crate::cursor::StreamId;
+
+pub use subscription::{Item, Subscription};
+
+/// An event encoded once as an SSE frame.
+#[derive(Debug)]
+pub struct Frame {
+    pub id: StreamId,
+    pub event: Arc<str>,
+    /// `id: <id>\nevent: <name>\ndata: <json>\n\n`
+    bytes: bytes::Bytes,
+    /// Where `event:` starts in `bytes`.
+    body_at: usize,
+}
+
+impl Frame {
+    pub fn encode(entry: &Entry) -> Frame {
+        let id = entry.id.to_string();
+        let mut buf = Vec::with_capacity(id.len() + entry.event.len() + entry.data.len() + 24);
+        buf.extend_from_slice(b"id: ");
+        buf.extend_from_slice(id.as_bytes());
+        buf.push(b'\n');
+        let body_at = buf.len();
+        buf.extend_from_slice(b"event: ");
+        buf.extend_from_slice(entry.event.as_bytes());
+        buf.extend_from_slice(b"\ndata: ");
+        buf.extend_from_slice(&entry.data);
+        buf.extend_from_slice(b"\n\n");
+        Frame {
+            id: entry.id,
+            event: entry.event.clone(),
+            bytes: buf.into(),
+            body_at,
+        }
+    }
+
+    /// The whole frame with the channel's own id (one-channel streams).
+    pub fn with_own_id(&self) -> bytes::Bytes {
+        self.bytes.clone()
+    }
+
+    /// The frame without its `id:` line, for streams that send their own
+    /// cursor.
+    pub fn body(&self) -> bytes::Bytes {
+        self.bytes.slice(self.body_at..)
+    }
+}
+
+struct Slot {
+    tx: broadcast::Sender<Arc<Frame>>,
+    listeners: usize,
+    /// Set once the bus delivers this channel to the node.
+    watched: Arc<OnceCell<()>>,
+}
+
+/// The channel → slot table; the bus's sink on this node.
+pub struct Fanout {
+    slots: Mutex<HashMap<Channel, Slot>>,
+    capacity: usize,
+}
+
+impl Fanout {
+    /// `capacity` bounds how many events a listener may fall behind before
+    /// it is caught up from history.
+    pub fn new(capacity: usize) -> Arc<Fanout> {
+        Arc::new(Fanout {
+            slots: Mutex::new(HashMap::new()),
+            capacity: capacity.max(1),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<Channel, Slot>> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Channels with local listeners.
+    pub fn watched_channels(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+impl Sink for Fanout {
+    fn deliver(&self, channel: &Channel, entry: Entry) {
+        let tx = match self.lock().get(channel) {
+            Some(slot) => slot.tx.clone(),
+            None => return,
+        };
+        // No receivers left is not an error: the last listener just went.
+        let _ = tx.send(Arc::new(Frame::encode(&entry)));
+    }
+}
+
+/// The node's hub: local listeners over the shared bus.
+#[derive(Clone)]
+pub struct Hub {
+    bus: Arc<dyn Bus>,
+    fanout: Arc<Fanout>,
+}
+
+/// One local listener of one channel; leaving is dropping it.
+pub struct Listener {
+    channel: Channel,
+    hub: Hub,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let mut slots = self.hub.fanout.lock();
+        let last = match slots.get_mut(&self.channel) {
+            Some(slot) => {
+                slot.listeners -= 1;
+                slot.listeners == 0
+            }
+            None => false,
+        };
+        if last {
+            slots.remove(&self.channel);
+            drop(slots);
+            let bus = self.hub.bus.clone();
+            let channel = self.channel.clone();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    if let Err(e) = bus.unwatch(&channel).await {
+                        tracing::warn!(%channel, error = %e, "unwatch failed");
+                    }
+                });
+            }
+        }
+    }
+}
+
+impl Hub {
+    pub fn new(bus: Arc<dyn Bus>, fanout: Arc<Fanout>) -> Hub {
+        Hub { bus, fanout }
+    }
+
+    pub fn bus(&self) -> &Arc<dyn Bus> {
+        &self.bus
+    }
+
+    pub fn fanout(&self) -> &Arc<Fanout> {
+        &self.fanout
+    }
+
+    /// Starts listening to a channel. When this returns, every event
+    /// published afterwards reaches the receiver.
+    pub async fn listen(
+        &self,
+        channel: &Channel,
+    ) -> Result<(Listener, broadcast::Receiver<Arc<Frame>>), BusError> {
+        let (rx, watched) = {
+            let mut slots = self.fanout.lock();
+            let slot = slots.entry(channel.clone()).or_insert_with(|| Slot {
+                tx: broadcast::channel(self.fanout.capacity).0,
+                listeners: 0,
+                watched: Arc::new(OnceCell::new()),
+            });
+            slot.listeners += 1;
+            (slot.tx.subscribe(), slot.watched.clone())
+        };
+        // From here on the listener is counted, so dropping it on error
+        // releases the slot.
+        let listener = Listener {
+            channel: channel.clone(),
+            hub: self.clone(),
+        };
+        watched.get_or_try_init(|| self.bus.watch(channel)).await?;
+        Ok((listener, rx))
+    }
+}

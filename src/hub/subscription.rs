@@ -1,0 +1,191 @@
+//! One client's view of several channels: history after its cursor, then
+//! live events, in order, with no gap and no duplicate.
+//!
+//! The order of operations is what makes that hold: listen first (so nothing
+//! published from now on can be missed), then read history after the cursor,
+//! then take live events, dropping any at or before each channel's position.
+//! A listener that falls behind its bounded buffer is caught up from history
+//! the same way, or told the range is gone.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use tokio_stream::StreamMap;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+
+use super::{Frame, Hub, Listener};
+use crate::bus::{BusError, GapReason};
+use crate::channel::Channel;
+use crate::cursor::{self, StreamId};
+
+/// What a subscription yields.
+#[derive(Debug, Clone)]
+pub enum Item {
+    /// An event of `channels()[channel]`.
+    Event { channel: usize, frame: Arc<Frame> },
+    /// History cannot cover these channels' missed range; the stream goes
+    /// on from their newest position.
+    Reset {
+        channels: Vec<usize>,
+        reason: GapReason,
+    },
+}
+
+pub struct Subscription {
+    hub: Hub,
+    channels: Vec<Channel>,
+    positions: Vec<StreamId>,
+    live: StreamMap<usize, BroadcastStream<Arc<Frame>>>,
+    pending: VecDeque<Item>,
+    _listeners: Vec<Listener>,
+}
+
+impl Subscription {
+    /// Subscribes to `channels`, which must be sorted and deduplicated
+    /// (the order cursors use; see [`Subscription::normalise`]). With
+    /// `resume`, one position per channel, replay starts after them;
+    /// without, the stream starts live.
+    pub async fn open(
+        hub: &Hub,
+        channels: Vec<Channel>,
+        resume: Option<Vec<StreamId>>,
+    ) -> Result<Subscription, BusError> {
+        debug_assert!(channels.windows(2).all(|w| w[0] < w[1]));
+        if let Some(r) = &resume {
+            assert_eq!(r.len(), channels.len(), "one resume position per channel");
+        }
+        let mut listeners = Vec::with_capacity(channels.len());
+        let mut live = StreamMap::with_capacity(channels.len());
+        for (i, channel) in channels.iter().enumerate() {
+            let (listener, rx) = hub.listen(channel).await?;
+            live.insert(i, BroadcastStream::new(rx));
+            listeners.push(listener);
+        }
+        let mut sub = Subscription {
+            hub: hub.clone(),
+            channels,
+            positions: Vec::new(),
+            live,
+            pending: VecDeque::new(),
+            _listeners: listeners,
+        };
+        match resume {
+            None => {
+                for channel in &sub.channels {
+                    let head = sub.hub.bus().head(channel).await?;
+                    sub.positions.push(head);
+                }
+            }
+            Some(positions) => {
+                sub.positions = positions;
+                let all: Vec<usize> = (0..sub.channels.len()).collect();
+                sub.catch_up(&all).await?;
+            }
+        }
+        Ok(sub)
+    }
+
+    /// Sorts and deduplicates channels into the order cursors use.
+    pub fn normalise(mut channels: Vec<Channel>) -> Vec<Channel> {
+        channels.sort();
+        channels.dedup();
+        channels
+    }
+
+    /// Decodes a cursor for normalised `channels`.
+    pub fn decode_cursor(
+        channels: &[Channel],
+        cursor: &str,
+    ) -> Result<Vec<StreamId>, cursor::CursorError> {
+        let names: Vec<&str> = channels.iter().map(Channel::as_str).collect();
+        cursor::decode(cursor, &names)
+    }
+
+    pub fn channels(&self) -> &[Channel] {
+        &self.channels
+    }
+
+    /// The cursor of everything yielded so far.
+    pub fn cursor(&self) -> String {
+        let names: Vec<&str> = self.channels.iter().map(Channel::as_str).collect();
+        cursor::encode(&names, &self.positions)
+    }
+
+    /// Queues what history holds after each listed channel's position, in
+    /// id order across channels, and resets for the channels it cannot
+    /// cover.
+    async fn catch_up(&mut self, which: &[usize]) -> Result<(), BusError> {
+        let mut replay: Vec<(StreamId, usize, Arc<Frame>)> = Vec::new();
+        let mut gaps: Vec<(usize, GapReason)> = Vec::new();
+        for &i in which {
+            let history = self
+                .hub
+                .bus()
+                .read_after(&self.channels[i], self.positions[i])
+                .await?;
+            if let Some(gap) = history.gap {
+                self.positions[i] = gap.resume_from;
+                gaps.push((i, gap.reason));
+            }
+            let from = self.positions[i];
+            replay.extend(
+                history
+                    .entries
+                    .iter()
+                    .filter(|e| e.id > from)
+                    .map(|e| (e.id, i, Arc::new(Frame::encode(e)))),
+            );
+        }
+        // One reset per reason, naming every channel it covers, ahead of
+        // anything else queued.
+        for reason in [GapReason::Trimmed, GapReason::Unknown] {
+            let channels: Vec<usize> = gaps
+                .iter()
+                .filter(|(_, r)| *r == reason)
+                .map(|(i, _)| *i)
+                .collect();
+            if !channels.is_empty() {
+                self.pending.push_back(Item::Reset { channels, reason });
+            }
+        }
+        replay.sort_by_key(|(id, i, _)| (*id, *i));
+        self.pending.extend(
+            replay
+                .into_iter()
+                .map(|(_, channel, frame)| Item::Event { channel, frame }),
+        );
+        Ok(())
+    }
+
+    /// The next item, waiting for live events when nothing is queued.
+    /// `None` only if the hub shut the channels down.
+    pub async fn next(&mut self) -> Option<Result<Item, BusError>> {
+        loop {
+            if let Some(item) = self.pending.pop_front() {
+                if let Item::Event { channel, frame } = &item {
+                    if frame.id <= self.positions[*channel] {
+                        continue;
+                    }
+                    self.positions[*channel] = frame.id;
+                }
+                return Some(Ok(item));
+            }
+            match self.live.next().await? {
+                (i, Ok(frame)) => {
+                    if frame.id > self.positions[i] {
+                        self.positions[i] = frame.id;
+                        return Some(Ok(Item::Event { channel: i, frame }));
+                    }
+                }
+                (i, Err(BroadcastStreamRecvError::Lagged(missed))) => {
+                    tracing::debug!(channel = %self.channels[i], missed, "listener lagged; catching up from history");
+                    if let Err(e) = self.catch_up(&[i]).await {
+                        return Some(Err(e));
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! sse-bridge: typed events from gRPC producers to browsers over
+//! Server-Sent Events.
+//!
+//! Modules by layer: transports [`grpc`] and [`http`] (plus [`cli`]); the
+//! domain [`publish`], [`auth`], [`schema`] and [`hub`]; the [`bus`]; and
+//! the value types [`channel`] and [`cursor`].
+
+pub mod auth;
+pub mod bus;
+pub mod channel;
+pub mod cli;
+pub mod client;
+pub mod cursor;
+pub mod grpc;
+pub mod http;
+pub mod hub;
+pub mod proto;
+pub mod publish;
+pub mod schema;
+pub mod server;
+pub mod token;

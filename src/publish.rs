@@ -1,0 +1,127 @@
+//! Publishing: the checks every event passes before it reaches the bus, in
+//! the order the contract fixes (channel, tenant, size, schema), then the
+//! bus append. Transports map [`PublishError`] to their own status codes.
+
+use std::sync::Arc;
+
+use prost::Message;
+
+use crate::auth;
+use crate::bus::{Bus, BusError, Outgoing, Published};
+use crate::channel::{Channel, ChannelError};
+use crate::proto::ssebridge::v1 as pb;
+use crate::schema::{Schema, SchemaError, Violation};
+
+/// Longest accepted idempotency key, in bytes.
+pub const MAX_IDEMPOTENCY_KEY: usize = 256;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PublishError {
+    #[error("{message}")]
+    Invalid {
+        message: String,
+        violations: Vec<Violation>,
+    },
+    #[error("this token may not publish to tenant {0}")]
+    Tenant(uuid::Uuid),
+    #[error("event is {size} bytes encoded; the limit is {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+    #[error("{0}; retry with the same idempotency_key")]
+    Unavailable(BusError),
+}
+
+impl PublishError {
+    fn invalid(field: &str, description: String) -> PublishError {
+        PublishError::Invalid {
+            message: format!("{field}: {description}"),
+            violations: vec![Violation {
+                field: field.to_owned(),
+                description,
+            }],
+        }
+    }
+}
+
+fn channel_field(e: &ChannelError) -> &'static str {
+    match e {
+        ChannelError::Segments(_) => "channel",
+        ChannelError::Prefix => "channel.prefix",
+        ChannelError::Tenant => "channel.tenant_id",
+        ChannelError::Resource => "channel.resource_id",
+    }
+}
+
+impl From<SchemaError> for PublishError {
+    fn from(e: SchemaError) -> PublishError {
+        match e {
+            SchemaError::Rules(violations) => PublishError::Invalid {
+                message: SchemaError::Rules(violations.clone()).to_string(),
+                violations,
+            },
+            SchemaError::EmptyPayload => PublishError::invalid("event.payload", e.to_string()),
+            other => PublishError::invalid("event", other.to_string()),
+        }
+    }
+}
+
+/// Validates and publishes events.
+#[derive(Clone)]
+pub struct PublishService {
+    schema: &'static Schema,
+    bus: Arc<dyn Bus>,
+    max_payload_bytes: usize,
+}
+
+impl PublishService {
+    pub fn new(schema: &'static Schema, bus: Arc<dyn Bus>, max_payload_bytes: usize) -> Self {
+        PublishService {
+            schema,
+            bus,
+            max_payload_bytes,
+        }
+    }
+
+    pub async fn publish(
+        &self,
+        publisher: &auth::Publisher,
+        request: pb::PublishRequest,
+    ) -> Result<Published, PublishError> {
+        let channel = request
+            .channel
+            .as_ref()
+            .ok_or_else(|| PublishError::invalid("channel", "is required".to_owned()))?;
+        let channel =
+            Channel::from_parts(&channel.prefix, &channel.tenant_id, &channel.resource_id)
+                .map_err(|e| PublishError::invalid(channel_field(&e), e.to_string()))?;
+        if !publisher.tenants.allows(channel.tenant()) {
+            return Err(PublishError::Tenant(channel.tenant()));
+        }
+        let event = request
+            .event
+            .ok_or_else(|| PublishError::invalid("event", "is required".to_owned()))?;
+        let size = event.encoded_len();
+        if size > self.max_payload_bytes {
+            return Err(PublishError::TooLarge {
+                size,
+                limit: self.max_payload_bytes,
+            });
+        }
+        if request.idempotency_key.len() > MAX_IDEMPOTENCY_KEY {
+            return Err(PublishError::invalid(
+                "idempotency_key",
+                format!("must be at most {MAX_IDEMPOTENCY_KEY} bytes"),
+            ));
+        }
+        let prepared = self.schema.prepare(&event)?;
+        let key = Some(request.idempotency_key).filter(|k| !k.is_empty());
+        self.bus
+            .publish(Outgoing {
+                channel,
+                event: prepared.name.into(),
+                data: prepared.json.into(),
+                idempotency_key: key,
+            })
+            .await
+            .map_err(PublishError::Unavailable)
+    }
+}

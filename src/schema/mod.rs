@@ -1,0 +1,238 @@
+//! The event schema at run time: the catalogue read from the embedded
+//! descriptor set, field-rule validation, and canonical proto3 JSON.
+
+pub mod catalogue;
+pub mod rules;
+
+use std::sync::LazyLock;
+
+use prost::Message;
+use prost_reflect::{
+    DescriptorPool, DynamicMessage, Kind, MessageDescriptor, SerializeOptions, Value,
+};
+use serde_json::json;
+
+pub use catalogue::{Catalogue, EventType, check_event_name};
+pub use rules::Violation;
+
+use crate::proto::events::v1::Event;
+
+/// Why a published event was rejected by the schema.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SchemaError {
+    #[error("event has no payload: set exactly one field of `Event.payload`")]
+    EmptyPayload,
+    #[error("event does not decode against the catalogue: {0}")]
+    Decode(String),
+    #[error("event breaks {} field rule(s): {}", .0.len(), describe(.0))]
+    Rules(Vec<Violation>),
+    #[error("unknown event `{0}`; `sse-bridge schema` lists the catalogue")]
+    UnknownEvent(String),
+    #[error("event JSON does not match `{name}`: {detail}")]
+    Json { name: String, detail: String },
+}
+
+fn describe(v: &[Violation]) -> String {
+    v.iter()
+        .map(|v| format!("{}: {}", v.field, v.description))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// An event that passed the schema: its SSE name and JSON body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prepared {
+    pub name: String,
+    pub json: String,
+}
+
+/// The descriptor pool and catalogue compiled into this binary.
+pub struct Schema {
+    pool: DescriptorPool,
+    catalogue: Catalogue,
+    json: SerializeOptions,
+}
+
+static SCHEMA: LazyLock<Schema> = LazyLock::new(|| {
+    // build.rs decoded and checked these exact bytes, so failing here means
+    // the binary itself is corrupt.
+    let pool = DescriptorPool::decode(crate::proto::FILE_DESCRIPTOR_SET)
+        .expect("embedded descriptor set was checked by build.rs");
+    Schema::from_pool(pool).expect("embedded catalogue was checked by build.rs")
+});
+
+impl Schema {
+    /// The schema compiled into this binary.
+    pub fn embedded() -> &'static Schema {
+        &SCHEMA
+    }
+
+    /// Loads a schema from any pool (used by tests of catalogue rules).
+    pub fn from_pool(pool: DescriptorPool) -> Result<Schema, Vec<rules::RuleError>> {
+        let catalogue = Catalogue::load(&pool)?;
+        Ok(Schema {
+            pool,
+            catalogue,
+            json: SerializeOptions::new()
+                .use_proto_field_name(true)
+                .skip_default_fields(false)
+                .stringify_64_bit_integers(true),
+        })
+    }
+
+    pub fn pool(&self) -> &DescriptorPool {
+        &self.pool
+    }
+
+    pub fn catalogue(&self) -> &Catalogue {
+        &self.catalogue
+    }
+
+    /// Validates an envelope and renders its payload as JSON.
+    pub fn prepare(&self, event: &Event) -> Result<Prepared, SchemaError> {
+        self.prepare_encoded(&event.encode_to_vec())
+    }
+
+    /// Like [`Schema::prepare`], for an already encoded envelope.
+    pub fn prepare_encoded(&self, bytes: &[u8]) -> Result<Prepared, SchemaError> {
+        let envelope = DynamicMessage::decode(self.catalogue.envelope.clone(), bytes)
+            .map_err(|e| SchemaError::Decode(e.to_string()))?;
+        let Some((field, value)) = envelope.fields().next() else {
+            return Err(SchemaError::EmptyPayload);
+        };
+        let event = self
+            .catalogue
+            .by_field(field.number())
+            .ok_or(SchemaError::EmptyPayload)?;
+        let Value::Message(payload) = value else {
+            return Err(SchemaError::EmptyPayload);
+        };
+        let mut violations = Vec::new();
+        event
+            .rules
+            .check(payload, &format!("event.{}", field.name()), &mut violations);
+        if !violations.is_empty() {
+            return Err(SchemaError::Rules(violations));
+        }
+        Ok(Prepared {
+            name: event.name.clone(),
+            json: self.to_json(payload),
+        })
+    }
+
+    fn to_json(&self, message: &DynamicMessage) -> String {
+        let mut out = Vec::with_capacity(128);
+        let mut ser = serde_json::Serializer::new(&mut out);
+        // Serializing a DynamicMessage into memory cannot fail: every value
+        // it holds has a JSON form.
+        if message
+            .serialize_with_options(&mut ser, &self.json)
+            .is_err()
+        {
+            return "{}".to_owned();
+        }
+        String::from_utf8(out).unwrap_or_else(|_| "{}".to_owned())
+    }
+
+    /// Builds an envelope from an event name and its JSON payload (proto or
+    /// JSON field names), as the CLI and tools do.
+    pub fn event_from_json(&self, name: &str, json: &str) -> Result<Event, SchemaError> {
+        let event = self
+            .catalogue
+            .by_name(name)
+            .ok_or_else(|| SchemaError::UnknownEvent(name.to_owned()))?;
+        let mut de = serde_json::Deserializer::from_str(json);
+        let payload = DynamicMessage::deserialize(event.message.clone(), &mut de).map_err(|e| {
+            SchemaError::Json {
+                name: name.to_owned(),
+                detail: e.to_string(),
+            }
+        })?;
+        let mut envelope = DynamicMessage::new(self.catalogue.envelope.clone());
+        envelope.set_field(&event.field, Value::Message(payload));
+        Event::decode(envelope.encode_to_vec().as_slice())
+            .map_err(|e| SchemaError::Decode(e.to_string()))
+    }
+
+    /// The catalogue as JSON for tools: names, fields, types, rules and an
+    /// example payload of each event.
+    pub fn describe(&self) -> serde_json::Value {
+        let events: Vec<serde_json::Value> = self
+            .catalogue
+            .events()
+            .iter()
+            .map(|e| {
+                let rules = e.rules.describe();
+                let fields: Vec<serde_json::Value> = e
+                    .message
+                    .fields()
+                    .map(|f| {
+                        let field_rules = rules
+                            .iter()
+                            .find(|(n, _)| n == f.name())
+                            .map(|(_, r)| r.clone())
+                            .unwrap_or_default();
+                        json!({
+                            "name": f.name(),
+                            "number": f.number(),
+                            "type": type_name(&f.kind(), f.is_list()),
+                            "rules": field_rules,
+                        })
+                    })
+                    .collect();
+                json!({
+                    "name": e.name,
+                    "message": e.message.full_name(),
+                    "envelope_field": e.field.name(),
+                    "fields": fields,
+                    "example": example(&e.message),
+                })
+            })
+            .collect();
+        json!({ "events": events })
+    }
+}
+
+fn type_name(kind: &Kind, list: bool) -> String {
+    let base = match kind {
+        Kind::Message(m) => m.full_name().to_owned(),
+        Kind::Enum(e) => e.full_name().to_owned(),
+        other => format!("{other:?}").to_lowercase(),
+    };
+    if list {
+        format!("repeated {base}")
+    } else {
+        base
+    }
+}
+
+/// A plausible example payload: UUID fields get a UUID, strings a word,
+/// numbers a small value, enums their first non-zero value.
+pub fn example(message: &MessageDescriptor) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for f in message.fields() {
+        let v = match f.kind() {
+            Kind::String if f.name().ends_with("_id") => {
+                json!("0b6e1a52-3a8e-4a47-9d0e-2c4f5d6e7f80")
+            }
+            Kind::String => json!(format!("example {}", f.name())),
+            Kind::Bool => json!(true),
+            Kind::Int64 | Kind::Uint64 | Kind::Sint64 | Kind::Fixed64 | Kind::Sfixed64 => {
+                json!("1")
+            }
+            Kind::Double | Kind::Float => json!(0.5),
+            Kind::Bytes => json!(""),
+            Kind::Enum(e) => {
+                let v = e.values().nth(1).or_else(|| e.values().next());
+                json!(v.map(|v| v.name().to_owned()).unwrap_or_default())
+            }
+            Kind::Message(m) => example(&m),
+            _ => json!(1),
+        };
+        out.insert(
+            f.name().to_owned(),
+            if f.is_list() { json!([v]) } else { v },
+        );
+    }
+    serde_json::Value::Object(out)
+}

@@ -1,0 +1,439 @@
+//! Field rules: compiled from the `ssebridge.v1` options in the catalogue and
+//! checked against every published payload.
+//!
+//! This file is also compiled into `build.rs`, so a rule the validator does
+//! not understand (or one put on a field type it cannot apply to) fails the
+//! build instead of being silently ignored. It therefore depends only on
+//! `prost-reflect`, `uuid` and the standard library.
+
+use prost_reflect::{
+    DescriptorPool, DynamicMessage, ExtensionDescriptor, FieldDescriptor, Kind, MessageDescriptor,
+    Value,
+};
+
+/// Package whose options the validator understands.
+pub const OPTIONS_PACKAGE: &str = "ssebridge.v1";
+const FIELD_RULES_EXT: &str = "ssebridge.v1.rules";
+const MESSAGE_RULES_EXT: &str = "ssebridge.v1.message_rules";
+/// Message options that are not rules but are ours (read elsewhere).
+const EVENT_NAME_EXT: &str = "ssebridge.v1.event";
+
+/// One broken field rule: where it was broken and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// Dotted proto field path, e.g. `event.scan_progress.checked`.
+    pub field: String,
+    pub description: String,
+}
+
+/// A rule declared in the catalogue that the validator cannot enforce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleError {
+    /// Full name of the message (and field, when the rule is on a field).
+    pub location: String,
+    pub problem: String,
+}
+
+impl std::fmt::Display for RuleError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.location, self.problem)
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Check {
+    Uuid,
+    Required,
+    MaxChars(u32),
+    MaxBytes(u32),
+    Min(i64),
+    Max(i64),
+    /// A nested message with rules of its own.
+    Nested(Box<MessageRules>),
+}
+
+#[derive(Debug, Clone)]
+struct FieldChecks {
+    field: FieldDescriptor,
+    checks: Vec<Check>,
+}
+
+/// The compiled rules of one message type.
+#[derive(Debug, Clone, Default)]
+pub struct MessageRules {
+    fields: Vec<FieldChecks>,
+    lte: Vec<(FieldDescriptor, FieldDescriptor)>,
+}
+
+fn is_integer(kind: &Kind) -> bool {
+    matches!(
+        kind,
+        Kind::Int32
+            | Kind::Int64
+            | Kind::Uint32
+            | Kind::Uint64
+            | Kind::Sint32
+            | Kind::Sint64
+            | Kind::Fixed32
+            | Kind::Fixed64
+            | Kind::Sfixed32
+            | Kind::Sfixed64
+    )
+}
+
+fn as_i128(value: &Value) -> Option<i128> {
+    match value {
+        Value::I32(v) => Some((*v).into()),
+        Value::I64(v) => Some((*v).into()),
+        Value::U32(v) => Some((*v).into()),
+        Value::U64(v) => Some((*v).into()),
+        _ => None,
+    }
+}
+
+fn extension(pool: &DescriptorPool, name: &str) -> Option<ExtensionDescriptor> {
+    pool.get_extension_by_name(name)
+}
+
+/// Rejects options from any package other than ours: the bridge would not
+/// enforce them, and an unenforced rule is worse than none.
+fn foreign_extensions(options: &DynamicMessage, location: &str, errors: &mut Vec<RuleError>) {
+    for (ext, _) in options.extensions() {
+        if ext.parent_file().package_name() != OPTIONS_PACKAGE {
+            errors.push(RuleError {
+                location: location.to_owned(),
+                problem: format!(
+                    "option `{}` is not understood by the bridge's validator; \
+                     use the rules of `{OPTIONS_PACKAGE}` (see docs/schema.md)",
+                    ext.full_name()
+                ),
+            });
+        }
+    }
+}
+
+impl MessageRules {
+    /// Compiles the rules declared on `message` and, recursively, on the
+    /// message types of its fields.
+    pub fn compile(
+        pool: &DescriptorPool,
+        message: &MessageDescriptor,
+    ) -> Result<MessageRules, Vec<RuleError>> {
+        let mut errors = Vec::new();
+        let rules = compile_message(pool, message, &mut errors, 0);
+        if errors.is_empty() {
+            Ok(rules)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Checks `message`, appending every broken rule to `out` with field
+    /// paths under `prefix`.
+    pub fn check(&self, message: &DynamicMessage, prefix: &str, out: &mut Vec<Violation>) {
+        for fc in &self.fields {
+            let path = format!("{prefix}.{}", fc.field.name());
+            let value = message.get_field(&fc.field);
+            for check in &fc.checks {
+                check_value(check, &fc.field, &value, message, &path, out);
+            }
+        }
+        for (a, b) in &self.lte {
+            let left = as_i128(&message.get_field(a));
+            let right = as_i128(&message.get_field(b));
+            if let (Some(l), Some(r)) = (left, right) {
+                if l > r {
+                    out.push(Violation {
+                        field: format!("{prefix}.{}", a.name()),
+                        description: format!("must be <= {} ({l} > {r})", b.name()),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Human-readable rules of each field, for the catalogue listing.
+    pub fn describe(&self) -> Vec<(String, Vec<String>)> {
+        let mut out: Vec<(String, Vec<String>)> = self
+            .fields
+            .iter()
+            .map(|fc| {
+                let rules = fc
+                    .checks
+                    .iter()
+                    .filter_map(|c| match c {
+                        Check::Uuid => Some("uuid".to_owned()),
+                        Check::Required => Some("required".to_owned()),
+                        Check::MaxChars(n) => Some(format!("max_len {n} chars")),
+                        Check::MaxBytes(n) => Some(format!("max_len {n} bytes")),
+                        Check::Min(n) => Some(format!(">= {n}")),
+                        Check::Max(n) => Some(format!("<= {n}")),
+                        Check::Nested(_) => None,
+                    })
+                    .collect();
+                (fc.field.name().to_owned(), rules)
+            })
+            .collect();
+        for (a, b) in &self.lte {
+            let rule = format!("<= {}", b.name());
+            match out.iter_mut().find(|(name, _)| name == a.name()) {
+                Some((_, rules)) => rules.push(rule),
+                None => out.push((a.name().to_owned(), vec![rule])),
+            }
+        }
+        out
+    }
+}
+
+fn compile_message(
+    pool: &DescriptorPool,
+    message: &MessageDescriptor,
+    errors: &mut Vec<RuleError>,
+    depth: usize,
+) -> MessageRules {
+    let mut rules = MessageRules::default();
+    if depth > 16 {
+        errors.push(RuleError {
+            location: message.full_name().to_owned(),
+            problem: "message nesting deeper than 16 levels".to_owned(),
+        });
+        return rules;
+    }
+    let options = message.options();
+    foreign_extensions(&options, message.full_name(), errors);
+    for (ext, value) in options.extensions() {
+        match ext.full_name() {
+            EVENT_NAME_EXT => {}
+            MESSAGE_RULES_EXT => {
+                if let Value::Message(m) = value {
+                    compile_message_rules(message, m, &mut rules, errors);
+                }
+            }
+            other if ext.parent_file().package_name() == OPTIONS_PACKAGE => {
+                errors.push(RuleError {
+                    location: message.full_name().to_owned(),
+                    problem: format!("message option `{other}` is not understood by the validator"),
+                });
+            }
+            _ => {}
+        }
+    }
+
+    let field_ext = extension(pool, FIELD_RULES_EXT);
+    for field in message.fields() {
+        let location = format!("{}.{}", message.full_name(), field.name());
+        let options = field.options();
+        foreign_extensions(&options, &location, errors);
+        let mut checks = Vec::new();
+        if let Some(ext) = &field_ext {
+            if options.has_extension(ext) {
+                if let Value::Message(m) = options.get_extension(ext).as_ref() {
+                    compile_field_rules(&field, m, &location, &mut checks, errors);
+                }
+            }
+        }
+        for (ext, _) in options.extensions() {
+            if ext.parent_file().package_name() == OPTIONS_PACKAGE
+                && ext.full_name() != FIELD_RULES_EXT
+            {
+                errors.push(RuleError {
+                    location: location.clone(),
+                    problem: format!(
+                        "field option `{}` is not understood by the validator",
+                        ext.full_name()
+                    ),
+                });
+            }
+        }
+        if let Kind::Message(inner) = field.kind() {
+            if !inner.full_name().starts_with("google.protobuf.") {
+                let nested = compile_message(pool, &inner, errors, depth + 1);
+                if !nested.fields.is_empty() || !nested.lte.is_empty() {
+                    checks.push(Check::Nested(Box::new(nested)));
+                }
+            }
+        }
+        if !checks.is_empty() {
+            rules.fields.push(FieldChecks { field, checks });
+        }
+    }
+    rules
+}
+
+fn compile_field_rules(
+    field: &FieldDescriptor,
+    rules: &DynamicMessage,
+    location: &str,
+    checks: &mut Vec<Check>,
+    errors: &mut Vec<RuleError>,
+) {
+    let kind = field.kind();
+    let wrong_type = |rule: &str, wants: &str| RuleError {
+        location: location.to_owned(),
+        problem: format!(
+            "rule `{rule}` applies to {wants} fields, not to `{}`",
+            kind_name(&kind)
+        ),
+    };
+    if rules.unknown_fields().next().is_some() {
+        errors.push(RuleError {
+            location: location.to_owned(),
+            problem: "field rules carry unknown fields".to_owned(),
+        });
+    }
+    let repeated = field.is_list() || field.is_map();
+    for (rule, value) in rules.fields() {
+        match (rule.name(), value) {
+            ("uuid", Value::Bool(true)) => {
+                if kind == Kind::String && !repeated {
+                    checks.push(Check::Uuid);
+                } else {
+                    errors.push(wrong_type("uuid", "singular string"));
+                }
+            }
+            ("required", Value::Bool(true)) => {
+                if !repeated && matches!(kind, Kind::String | Kind::Bytes | Kind::Message(_)) {
+                    checks.push(Check::Required);
+                } else {
+                    errors.push(wrong_type("required", "singular string, bytes or message"));
+                }
+            }
+            // `false` / `0` turn a rule off; nothing to enforce.
+            ("uuid" | "required", Value::Bool(false)) | ("max_len", Value::U32(0)) => {}
+            ("max_len", Value::U32(n)) => match kind {
+                Kind::String if !repeated => checks.push(Check::MaxChars(*n)),
+                Kind::Bytes if !repeated => checks.push(Check::MaxBytes(*n)),
+                _ => errors.push(wrong_type("max_len", "singular string or bytes")),
+            },
+            ("min", Value::I64(n)) => {
+                if is_integer(&kind) && !repeated {
+                    checks.push(Check::Min(*n));
+                } else {
+                    errors.push(wrong_type("min", "singular integer"));
+                }
+            }
+            ("max", Value::I64(n)) => {
+                if is_integer(&kind) && !repeated {
+                    checks.push(Check::Max(*n));
+                } else {
+                    errors.push(wrong_type("max", "singular integer"));
+                }
+            }
+            // `false` / `0` turn a rule off; nothing to enforce.
+            (other, _) => errors.push(RuleError {
+                location: location.to_owned(),
+                problem: format!("rule `{other}` is not understood by the validator"),
+            }),
+        }
+    }
+}
+
+fn compile_message_rules(
+    message: &MessageDescriptor,
+    value: &DynamicMessage,
+    rules: &mut MessageRules,
+    errors: &mut Vec<RuleError>,
+) {
+    let location = message.full_name();
+    for (rule, v) in value.fields() {
+        match (rule.name(), v) {
+            ("lte", Value::List(pairs)) => {
+                for pair in pairs {
+                    let Value::Message(pair) = pair else { continue };
+                    let name = |n: &str| match pair.get_field_by_name(n).as_deref() {
+                        Some(Value::String(s)) => s.clone(),
+                        _ => String::new(),
+                    };
+                    let (a, b) = (name("field"), name("other"));
+                    let fa = message.get_field_by_name(&a);
+                    let fb = message.get_field_by_name(&b);
+                    match (fa, fb) {
+                        (Some(fa), Some(fb))
+                            if is_integer(&fa.kind())
+                                && is_integer(&fb.kind())
+                                && !fa.is_list()
+                                && !fb.is_list() =>
+                        {
+                            rules.lte.push((fa, fb));
+                        }
+                        _ => errors.push(RuleError {
+                            location: location.to_owned(),
+                            problem: format!(
+                                "rule `lte {{field: \"{a}\", other: \"{b}\"}}` must name two singular integer fields of this message"
+                            ),
+                        }),
+                    }
+                }
+            }
+            (other, _) => errors.push(RuleError {
+                location: location.to_owned(),
+                problem: format!("message rule `{other}` is not understood by the validator"),
+            }),
+        }
+    }
+}
+
+fn kind_name(kind: &Kind) -> String {
+    match kind {
+        Kind::Message(m) => m.full_name().to_owned(),
+        Kind::Enum(e) => e.full_name().to_owned(),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
+fn check_value(
+    check: &Check,
+    field: &FieldDescriptor,
+    value: &Value,
+    message: &DynamicMessage,
+    path: &str,
+    out: &mut Vec<Violation>,
+) {
+    let mut fail = |description: String| {
+        out.push(Violation {
+            field: path.to_owned(),
+            description,
+        })
+    };
+    match (check, value) {
+        (Check::Uuid, Value::String(s)) if uuid::Uuid::try_parse(s).is_err() => {
+            fail(if s.is_empty() {
+                "must be a UUID, got an empty string".to_owned()
+            } else {
+                "must be a UUID such as 0b6e1a52-3a8e-4a47-9d0e-2c4f5d6e7f80".to_owned()
+            });
+        }
+        (Check::Required, Value::String(s)) if s.is_empty() => fail("must not be empty".to_owned()),
+        (Check::Required, Value::Bytes(b)) if b.is_empty() => fail("must not be empty".to_owned()),
+        (Check::Required, Value::Message(_)) if !message.has_field(field) => {
+            fail("must be set".to_owned())
+        }
+        (Check::MaxChars(n), Value::String(s)) => {
+            let len = s.chars().count();
+            if len > *n as usize {
+                fail(format!("must be at most {n} characters, got {len}"));
+            }
+        }
+        (Check::MaxBytes(n), Value::Bytes(b)) if b.len() > *n as usize => {
+            fail(format!("must be at most {n} bytes, got {}", b.len()));
+        }
+        (Check::Min(n), v) => {
+            if let Some(x) = as_i128(v) {
+                if x < i128::from(*n) {
+                    fail(format!("must be >= {n}, got {x}"));
+                }
+            }
+        }
+        (Check::Max(n), v) => {
+            if let Some(x) = as_i128(v) {
+                if x > i128::from(*n) {
+                    fail(format!("must be <= {n}, got {x}"));
+                }
+            }
+        }
+        (Check::Nested(rules), Value::Message(m)) if message.has_field(field) => {
+            rules.check(m, path, out);
+        }
+        _ => {}
+    }
+}

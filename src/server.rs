@@ -1,0 +1,165 @@
+//! Wires a node together: bus, hub, the gRPC and HTTP listeners, and
+//! shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::auth::{PublisherAuth, SubscriberAuth};
+use crate::bus::{Bus, Retention, memory::MemoryBus};
+use crate::grpc::PublisherApi;
+use crate::http::{self, HttpConfig};
+use crate::hub::{Fanout, Hub};
+use crate::proto::FILE_DESCRIPTOR_SET;
+use crate::publish::PublishService;
+use crate::schema::Schema;
+
+/// Everything a node needs to start.
+#[derive(Clone)]
+pub struct Settings {
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub subscriber_auth: SubscriberAuth,
+    pub publisher_auth: PublisherAuth,
+    pub http: HttpConfig,
+    pub retention: Retention,
+    pub max_payload_bytes: usize,
+    /// Events a listener may fall behind before it is caught up from
+    /// history.
+    pub listener_buffer: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(String),
+}
+
+/// A started node.
+pub struct Running {
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    http: JoinHandle<std::io::Result<()>>,
+    grpc: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+/// Binds both listeners and serves until [`Running::shutdown`].
+pub async fn start(settings: Settings) -> Result<Running, StartError> {
+    let http_listener = bind(settings.http_addr).await?;
+    let grpc_listener = bind(settings.grpc_addr).await?;
+    let http_addr = http_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            addr: settings.http_addr,
+            source,
+        })?;
+    let grpc_addr = grpc_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            addr: settings.grpc_addr,
+            source,
+        })?;
+
+    let fanout = Fanout::new(settings.listener_buffer);
+    let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(settings.retention, fanout.clone()));
+    let hub = Hub::new(bus.clone(), fanout);
+    let (shutdown, shutdown_rx) = watch::channel(false);
+
+    let router = http::router(
+        hub.clone(),
+        settings.subscriber_auth.clone(),
+        settings.http.clone(),
+        shutdown_rx.clone(),
+    );
+    let mut http_down = shutdown_rx.clone();
+    let http = tokio::spawn(async move {
+        axum::serve(http_listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = http_down.wait_for(|d| *d).await;
+            })
+            .await
+    });
+
+    let service = PublishService::new(Schema::embedded(), bus, settings.max_payload_bytes);
+    let api = PublisherApi::new(service, settings.publisher_auth.clone());
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<crate::proto::ssebridge::v1::publisher_server::PublisherServer<PublisherApi>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| StartError::Reflection(e.to_string()))?;
+    // Room for an envelope at the limit plus the request around it; larger
+    // messages are refused by tonic before they are decoded.
+    let max_message = settings.max_payload_bytes.saturating_mul(2).max(64 * 1024) + 16 * 1024;
+    let mut grpc_down = shutdown_rx;
+    let grpc = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(api.into_server(max_message))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
+                let _ = grpc_down.wait_for(|d| *d).await;
+            })
+            .await
+    });
+    tracing::info!(%http_addr, %grpc_addr, "sse-bridge listening");
+    Ok(Running {
+        http_addr,
+        grpc_addr,
+        shutdown,
+        http,
+        grpc,
+    })
+}
+
+impl Running {
+    /// Stops accepting, tells open streams to reconnect, and waits for both
+    /// listeners to finish.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.http.await;
+        let _ = self.grpc.await;
+    }
+
+    /// Serves until SIGINT/SIGTERM, then shuts down.
+    pub async fn run_until_signal(self) {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => {
+                        let _ = ctrl_c.await;
+                        return self.shutdown().await;
+                    }
+                };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down");
+        self.shutdown().await;
+    }
+}

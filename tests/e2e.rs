@@ -1,0 +1,20 @@
+//! End-to-end tests: a real bridge, real gRPC calls through the generated
+//! client, real SSE reads over HTTP.
+
+#[path = "e2e/harness.rs"]
+mod harness;
+
+#[path = "e2e/delivery.rs"]
+mod delivery;
+
+#[path = "e2e/subscriber_auth.rs"]
+mod subscriber_auth;
+
+#[path = "e2e/publish_errors.rs"]
+mod publish_errors;
+
+#[path = "e2e/resume.rs"]
+mod resume;
+
+#[path = "e2e/catalogue.rs"]
+mod catalogue;
