@@ -106,6 +106,11 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| StartError::Reflection(e.to_string()))?;
+    // Many deployed tools (grpcurl, older grpcui) still ask v1alpha.
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| StartError::Reflection(e.to_string()))?;
     // Room for an envelope at the limit plus the request around it; larger
     // messages are refused by tonic before they are decoded.
     let max_message = settings.max_payload_bytes.saturating_mul(2).max(64 * 1024) + 16 * 1024;
@@ -114,6 +119,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(reflection)
+            .add_service(reflection_alpha)
             .add_service(api.into_server(max_message))
             .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
                 let _ = grpc_down.wait_for(|d| *d).await;

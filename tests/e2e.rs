@@ -18,3 +18,6 @@ mod resume;
 
 #[path = "e2e/catalogue.rs"]
 mod catalogue;
+
+#[path = "e2e/cli.rs"]
+mod cli;

@@ -63,11 +63,15 @@ impl ChannelState {
     }
 }
 
+/// Publishes between sweeps of channels whose history has aged out.
+const SWEEP_EVERY: u32 = 4096;
+
 /// The embedded, single-node bus.
 pub struct MemoryBus {
     retention: Retention,
     channels: Mutex<HashMap<Channel, ChannelState>>,
     sink: Arc<dyn Sink>,
+    publishes: std::sync::atomic::AtomicU32,
 }
 
 impl MemoryBus {
@@ -76,7 +80,19 @@ impl MemoryBus {
             retention,
             channels: Mutex::new(HashMap::new()),
             sink,
+            publishes: std::sync::atomic::AtomicU32::new(0),
         }
+    }
+
+    /// Forgets channels with nothing retained, so memory follows live
+    /// channels rather than every channel ever used. A later resume with a
+    /// cursor of a forgotten channel gets `bridge.reset` (unknown position),
+    /// never a silent gap.
+    fn sweep(channels: &mut HashMap<Channel, ChannelState>, retention: &Retention, now: Instant) {
+        channels.retain(|_, state| {
+            state.trim(retention, now);
+            !state.entries.is_empty() || !state.keys.is_empty()
+        });
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<Channel, ChannelState>> {
@@ -91,6 +107,12 @@ impl Bus for MemoryBus {
     async fn publish(&self, event: Outgoing) -> Result<Published, BusError> {
         let now = Instant::now();
         let mut channels = self.lock();
+        let n = self
+            .publishes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            Self::sweep(&mut channels, &self.retention, now);
+        }
         let state = channels.entry(event.channel.clone()).or_default();
         state.trim(&self.retention, now);
         if let Some(key) = &event.idempotency_key {
@@ -254,6 +276,27 @@ mod tests {
                 .duplicate
         );
         assert_eq!(sink.0.lock().unwrap().len(), 7);
+    }
+
+    #[tokio::test]
+    async fn channels_whose_history_aged_out_are_forgotten() {
+        let sink = Arc::new(Collect(Mutex::new(Vec::new())));
+        let retention = Retention {
+            max_age: Duration::from_millis(10),
+            idempotency_window: Duration::from_millis(10),
+            ..Retention::default()
+        };
+        let bus = MemoryBus::new(retention, sink);
+        let old = ch("old");
+        let id = bus.publish(out(&old, Some("k"))).await.unwrap().id;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        for _ in 0..SWEEP_EVERY {
+            bus.publish(out(&ch("busy"), None)).await.unwrap();
+        }
+        assert!(!bus.lock().contains_key(&old));
+        // Resuming from the forgotten channel is a reset, not a silent gap.
+        let replay = bus.read_after(&old, id).await.unwrap();
+        assert_eq!(replay.gap.map(|g| g.reason), Some(GapReason::Unknown));
     }
 
     #[tokio::test]

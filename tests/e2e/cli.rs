@@ -1,0 +1,227 @@
+//! The `sse-bridge` binary's commands against a real bridge, and gRPC
+//! reflection as stock tools use it.
+
+use std::process::{Command, Stdio};
+
+use futures::StreamExt;
+use tokio::io::AsyncBufReadExt;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+use crate::harness::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sse-bridge");
+
+fn run(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run sse-bridge");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn schema_lists_every_event_with_rules_and_examples() {
+    let (ok, text, _) = run(&["schema"]);
+    assert!(ok);
+    for name in [
+        "scan.progress",
+        "scan.end",
+        "scan.error",
+        "message.delta",
+        "message.end",
+        "message.error",
+        "tool_call.start",
+        "tool_call.end",
+        "finding.created",
+    ] {
+        assert!(text.contains(name), "{name} missing from:\n{text}");
+    }
+    assert!(text.contains("[uuid]") && text.contains("<= total"));
+    let (ok, json, _) = run(&["schema", "--json"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let progress = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "scan.progress")
+        .unwrap();
+    // The printed example passes the catalogue's own rules.
+    sse_bridge::schema::Schema::embedded()
+        .prepare(
+            &sse_bridge::schema::Schema::embedded()
+                .event_from_json("scan.progress", &progress["example"].to_string())
+                .unwrap(),
+        )
+        .unwrap();
+}
+
+#[test]
+fn every_command_has_help() {
+    for cmd in ["serve", "token", "publish", "tail", "schema"] {
+        let (ok, text, _) = run(&[cmd, "--help"]);
+        assert!(ok && text.contains("Usage"), "{cmd}");
+    }
+    let (_, serve, _) = run(&["serve", "--help"]);
+    assert!(serve.contains("SSE_BRIDGE_JWT_SECRET") && serve.contains("--max-channels"));
+}
+
+#[test]
+fn serve_refuses_to_start_without_a_key() {
+    let (ok, _, err) = run(&[
+        "serve",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--grpc-addr",
+        "127.0.0.1:0",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("--jwt-secret"), "{err}");
+}
+
+// The CLI runs as a blocking child process: keep a worker free for the
+// bridge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_publish_and_tail_round_trip() {
+    let bridge = Bridge::start(&[]).await;
+    let (ok, sub, _) = run(&["token", "--secret", SECRET, "--tenant", TENANT]);
+    assert!(ok);
+    let (ok, publ, _) = run(&["token", "--secret", SECRET, "--publisher"]);
+    assert!(ok);
+    let ch = channel("cli");
+
+    let mut tail = tokio::process::Command::new(BIN)
+        .args([
+            "tail",
+            "--url",
+            &bridge.http,
+            "--token",
+            sub.trim(),
+            "--channel",
+            &ch,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(tail.stdout.take().unwrap()).lines();
+
+    // Wait until the tail is subscribed before publishing.
+    let sub_token = subscriber_token(TENANT);
+    let mut probe = bridge.subscribe(&[&ch], &sub_token, None).await;
+    let data = format!(r#"{{"scan_id":"{TENANT}","checked":3,"total":10}}"#);
+    let mut published = None;
+    for _ in 0..50 {
+        let (ok, out, err) = run(&[
+            "publish",
+            "--target",
+            &bridge.grpc,
+            "--token",
+            publ.trim(),
+            "--channel",
+            &ch,
+            "--event",
+            "scan.progress",
+            "--data",
+            &data,
+        ]);
+        assert!(ok, "{err}");
+        let id = out.trim().to_owned();
+        assert_eq!(probe.next_event().await.id.as_deref(), Some(id.as_str()));
+        // The tail may not be subscribed yet for the first attempts.
+        let got = tokio::time::timeout(std::time::Duration::from_millis(300), async {
+            let mut seen = Vec::new();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.is_empty() {
+                    break;
+                }
+                seen.push(line);
+            }
+            seen
+        })
+        .await;
+        if let Ok(seen) = got {
+            if seen.first() == Some(&format!("id: {id}")) {
+                assert_eq!(seen[1], "event: scan.progress");
+                assert_eq!(seen[2], format!("data: {data}"));
+                published = Some(id);
+                break;
+            }
+        }
+    }
+    assert!(published.is_some(), "tail printed the published frame");
+
+    // Rejections are shown plainly, with the field path.
+    let (ok, _, err) = run(&[
+        "publish",
+        "--target",
+        &bridge.grpc,
+        "--token",
+        publ.trim(),
+        "--channel",
+        &ch,
+        "--event",
+        "scan.progress",
+        "--data",
+        r#"{"scan_id":"x","checked":1,"total":1}"#,
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("InvalidArgument") && err.contains("event.scan_progress.scan_id"),
+        "{err}"
+    );
+    let (ok, _, err) = run(&[
+        "publish",
+        "--target",
+        &bridge.grpc,
+        "--token",
+        publ.trim(),
+        "--channel",
+        &ch,
+        "--event",
+        "scan.nope",
+        "--data",
+        "{}",
+    ]);
+    assert!(!ok && err.contains("unknown event"), "{err}");
+    tail.kill().await.ok();
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn reflection_lists_the_publisher() {
+    let bridge = Bridge::start(&[]).await;
+    let transport = tonic::transport::Endpoint::from_shared(bridge.grpc.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = ServerReflectionClient::new(transport);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = client
+        .server_reflection_info(futures::stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.next().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection answer");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.contains(&"ssebridge.v1.Publisher".to_owned()),
+        "{names:?}"
+    );
+    bridge.stop().await;
+}
