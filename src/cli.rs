@@ -11,6 +11,7 @@ use futures::StreamExt;
 
 use crate::auth::{Key, PublisherAuth, Rules, SubscriberAuth, Verifier};
 use crate::bus::Retention;
+use crate::bus::valkey::ValkeyConfig;
 use crate::http::HttpConfig;
 use crate::schema::Schema;
 use crate::server::{self, Settings};
@@ -53,9 +54,15 @@ pub struct ServeArgs {
     /// Address of the gRPC (publish) listener.
     #[arg(long, env = "SSE_BRIDGE_GRPC_ADDR", default_value = "127.0.0.1:50051")]
     pub grpc_addr: SocketAddr,
-    /// Valkey URL for several nodes; without it the embedded bus is used.
+    /// Valkey URL for several nodes (`redis://` or `rediss://`, with
+    /// optional `user:password@` and `/<db>`); without it the embedded bus
+    /// is used.
     #[arg(long, env = "SSE_BRIDGE_VALKEY_URL")]
     pub valkey_url: Option<String>,
+    /// Bound on each Valkey command, in milliseconds; past
+    /// it publishes fail with UNAVAILABLE and /readyz reports not ready.
+    #[arg(long, env = "SSE_BRIDGE_VALKEY_TIMEOUT_MS", default_value_t = 1000)]
+    pub valkey_timeout_ms: u64,
     /// HS256 secret for subscriber (and, by default, publisher) tokens.
     #[arg(long, env = "SSE_BRIDGE_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
@@ -237,11 +244,6 @@ impl ServeArgs {
 
     /// Checks the flags and builds the node's settings.
     pub fn settings(&self) -> Result<Settings> {
-        if self.valkey_url.is_some() {
-            bail!(
-                "the Valkey bus is not available in this version; omit --valkey-url to use the embedded bus"
-            );
-        }
         if self.max_channels == 0 {
             bail!("--max-channels must be at least 1");
         }
@@ -289,6 +291,10 @@ impl ServeArgs {
             },
             max_payload_bytes: self.max_payload_bytes,
             listener_buffer: self.stream_buffer.max(1),
+            valkey: self.valkey_url.as_ref().map(|url| ValkeyConfig {
+                url: url.clone(),
+                timeout: Duration::from_millis(self.valkey_timeout_ms.max(1)),
+            }),
         })
     }
 }

@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::auth::{PublisherAuth, SubscriberAuth};
+use crate::bus::valkey::{ConnectError, ValkeyBus, ValkeyConfig};
 use crate::bus::{Bus, Retention, memory::MemoryBus};
 use crate::grpc::PublisherApi;
 use crate::http::{self, HttpConfig};
@@ -31,6 +32,8 @@ pub struct Settings {
     /// Events a listener may fall behind before it is caught up from
     /// history.
     pub listener_buffer: usize,
+    /// `None`: the embedded bus.
+    pub valkey: Option<ValkeyConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +45,8 @@ pub enum StartError {
     },
     #[error("cannot build the reflection service: {0}")]
     Reflection(String),
+    #[error(transparent)]
+    Valkey(#[from] ConnectError),
 }
 
 /// A started node.
@@ -77,7 +82,12 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         })?;
 
     let fanout = Fanout::new(settings.listener_buffer);
-    let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(settings.retention, fanout.clone()));
+    let bus: Arc<dyn Bus> = match &settings.valkey {
+        None => Arc::new(MemoryBus::new(settings.retention, fanout.clone())),
+        Some(config) => {
+            Arc::new(ValkeyBus::connect(config, settings.retention, fanout.clone()).await?)
+        }
+    };
     let hub = Hub::new(bus.clone(), fanout);
     let (shutdown, shutdown_rx) = watch::channel(false);
 

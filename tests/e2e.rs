@@ -4,6 +4,9 @@
 #[path = "e2e/harness.rs"]
 mod harness;
 
+#[path = "e2e/valkey_server.rs"]
+mod valkey_server;
+
 #[path = "e2e/delivery.rs"]
 mod delivery;
 
@@ -21,3 +24,6 @@ mod catalogue;
 
 #[path = "e2e/cli.rs"]
 mod cli;
+
+#[path = "e2e/valkey_faults.rs"]
+mod valkey_faults;

@@ -212,6 +212,7 @@ mod tests {
         fn deliver(&self, channel: &Channel, entry: Entry) {
             self.0.lock().unwrap().push((channel.clone(), entry.id));
         }
+        fn resync(&self, _channel: &Channel) {}
     }
 
     fn ch(r: &str) -> Channel {

@@ -6,6 +6,7 @@
 //! nothing of HTTP or gRPC: it stores and forwards named JSON payloads.
 
 pub mod memory;
+pub mod valkey;
 
 use std::fmt;
 use std::sync::Arc;
@@ -54,6 +55,9 @@ pub enum GapReason {
     /// The position is not one this channel's history knows (e.g. ahead of
     /// its newest event after history was lost).
     Unknown,
+    /// The history the position belongs to is gone (e.g. Valkey restarted
+    /// without persistence); what the channel holds now is replayed.
+    Lost,
 }
 
 impl fmt::Display for GapReason {
@@ -61,6 +65,7 @@ impl fmt::Display for GapReason {
         f.write_str(match self {
             GapReason::Trimmed => "history_trimmed",
             GapReason::Unknown => "unknown_position",
+            GapReason::Lost => "history_lost",
         })
     }
 }
@@ -96,6 +101,11 @@ pub enum BusError {
 /// channel's publish order.
 pub trait Sink: Send + Sync + 'static {
     fn deliver(&self, channel: &Channel, entry: Entry);
+
+    /// The node may have missed events of `channel` that history cannot
+    /// supply (e.g. Valkey lost them): every listener must check its own
+    /// position against history, and report the gap.
+    fn resync(&self, channel: &Channel);
 }
 
 /// Bounds of each channel's history.

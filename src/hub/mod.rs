@@ -61,8 +61,16 @@ impl Frame {
     }
 }
 
+/// What a channel's slot broadcasts to its listeners.
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    Frame(Arc<Frame>),
+    /// Check the position against history: the node may have missed events.
+    Resync,
+}
+
 struct Slot {
-    tx: broadcast::Sender<Arc<Frame>>,
+    tx: broadcast::Sender<Delivery>,
     listeners: usize,
     /// Set once the bus delivers this channel to the node.
     watched: Arc<OnceCell<()>>,
@@ -101,7 +109,15 @@ impl Sink for Fanout {
             None => return,
         };
         // No receivers left is not an error: the last listener just went.
-        let _ = tx.send(Arc::new(Frame::encode(&entry)));
+        let _ = tx.send(Delivery::Frame(Arc::new(Frame::encode(&entry))));
+    }
+
+    fn resync(&self, channel: &Channel) {
+        let tx = match self.lock().get(channel) {
+            Some(slot) => slot.tx.clone(),
+            None => return,
+        };
+        let _ = tx.send(Delivery::Resync);
     }
 }
 
@@ -129,8 +145,13 @@ impl Drop for Listener {
             None => false,
         };
         if last {
-            slots.remove(&self.channel);
+            let watched = slots
+                .remove(&self.channel)
+                .is_some_and(|slot| slot.watched.initialized());
             drop(slots);
+            if !watched {
+                return;
+            }
             let bus = self.hub.bus.clone();
             let channel = self.channel.clone();
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
@@ -162,7 +183,7 @@ impl Hub {
     pub async fn listen(
         &self,
         channel: &Channel,
-    ) -> Result<(Listener, broadcast::Receiver<Arc<Frame>>), BusError> {
+    ) -> Result<(Listener, broadcast::Receiver<Delivery>), BusError> {
         let (rx, watched) = {
             let mut slots = self.fanout.lock();
             let slot = slots.entry(channel.clone()).or_insert_with(|| Slot {

@@ -15,7 +15,7 @@ use tokio_stream::StreamMap;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
-use super::{Frame, Hub, Listener};
+use super::{Delivery, Frame, Hub, Listener};
 use crate::bus::{BusError, GapReason};
 use crate::channel::Channel;
 use crate::cursor::{self, StreamId};
@@ -37,7 +37,7 @@ pub struct Subscription {
     hub: Hub,
     channels: Vec<Channel>,
     positions: Vec<StreamId>,
-    live: StreamMap<usize, BroadcastStream<Arc<Frame>>>,
+    live: StreamMap<usize, BroadcastStream<Delivery>>,
     pending: VecDeque<Item>,
     _listeners: Vec<Listener>,
 }
@@ -140,7 +140,7 @@ impl Subscription {
         }
         // One reset per reason, naming every channel it covers, ahead of
         // anything else queued.
-        for reason in [GapReason::Trimmed, GapReason::Unknown] {
+        for reason in [GapReason::Trimmed, GapReason::Unknown, GapReason::Lost] {
             let channels: Vec<usize> = gaps
                 .iter()
                 .filter(|(_, r)| *r == reason)
@@ -173,10 +173,15 @@ impl Subscription {
                 return Some(Ok(item));
             }
             match self.live.next().await? {
-                (i, Ok(frame)) => {
+                (i, Ok(Delivery::Frame(frame))) => {
                     if frame.id > self.positions[i] {
                         self.positions[i] = frame.id;
                         return Some(Ok(Item::Event { channel: i, frame }));
+                    }
+                }
+                (i, Ok(Delivery::Resync)) => {
+                    if let Err(e) = self.catch_up(&[i]).await {
+                        return Some(Err(e));
                     }
                 }
                 (i, Err(BroadcastStreamRecvError::Lagged(missed))) => {

@@ -7,128 +7,6 @@ use sse_bridge::proto::ssebridge::v1 as pb;
 use crate::harness::*;
 
 #[tokio::test]
-async fn typed_events_arrive_as_exact_frames() {
-    let bridge = Bridge::start(&[]).await;
-    let ch = channel("scan-1");
-    let mut sse = bridge
-        .subscribe(&[&ch], &subscriber_token(TENANT), None)
-        .await;
-    assert_eq!(sse.headers["content-type"], "text/event-stream");
-    assert_eq!(sse.headers["cache-control"], "no-cache");
-    assert_eq!(sse.headers["x-accel-buffering"], "no");
-    let first = sse.next_frame().await.expect("opening frame");
-    assert!(first.retry.is_some(), "stream opens with retry: {first:?}");
-
-    let mut p = bridge.publisher().await;
-    let cases = [
-        (
-            progress(0, 10),
-            "scan.progress",
-            format!(r#"{{"scan_id":"{TENANT}","checked":0,"total":10}}"#),
-        ),
-        (
-            event("message.delta", json!({"content": "Hel\nlo \"x\""})),
-            "message.delta",
-            r#"{"content":"Hel\nlo \"x\""}"#.to_owned(),
-        ),
-        (
-            event(
-                "tool_call.start",
-                json!({"tool_call_id": TENANT, "tool_name": "search"}),
-            ),
-            "tool_call.start",
-            format!(r#"{{"tool_call_id":"{TENANT}","tool_name":"search"}}"#),
-        ),
-        (
-            event(
-                "scan.end",
-                json!({"scan_id": TENANT, "state": "SCAN_STATE_COMPLETED", "duration_ms": "1500"}),
-            ),
-            "scan.end",
-            format!(
-                r#"{{"scan_id":"{TENANT}","state":"SCAN_STATE_COMPLETED","findings":0,"duration_ms":"1500"}}"#
-            ),
-        ),
-    ];
-    for (ev, name, data) in cases {
-        let id = publish(&mut p, "scan-1", ev).await;
-        let f = sse.next_event().await;
-        assert_eq!(f.id.as_deref(), Some(id.as_str()));
-        assert_eq!(f.event.as_deref(), Some(name));
-        assert_eq!(f.data.as_deref(), Some(data.as_str()));
-    }
-    bridge.stop().await;
-}
-
-#[tokio::test]
-async fn every_subscriber_gets_every_event_and_only_its_channels() {
-    let bridge = Bridge::start(&[]).await;
-    let token = subscriber_token(TENANT);
-    let mut a1 = bridge.subscribe(&[&channel("a")], &token, None).await;
-    let mut a2 = bridge.subscribe(&[&channel("a")], &token, None).await;
-    let mut b = bridge.subscribe(&[&channel("b")], &token, None).await;
-    let mut p = bridge.publisher().await;
-    let ida = publish(&mut p, "a", progress(1, 2)).await;
-    let idb = publish(&mut p, "b", progress(2, 2)).await;
-    assert_eq!(a1.next_event().await.id, Some(ida.clone()));
-    assert_eq!(a2.next_event().await.id, Some(ida));
-    assert_eq!(b.next_event().await.id, Some(idb));
-    bridge.stop().await;
-}
-
-#[tokio::test]
-async fn idempotent_publish_returns_the_first_id_and_delivers_once() {
-    let bridge = Bridge::start(&[]).await;
-    let mut sse = bridge
-        .subscribe(&[&channel("i")], &subscriber_token(TENANT), None)
-        .await;
-    let mut p = bridge.publisher().await;
-    let req = || client::request(pb_channel(TENANT, "i"), progress(1, 5), "key-1");
-    let first = p.publish(req()).await.unwrap().into_inner();
-    let second = p.publish(req()).await.unwrap().into_inner();
-    assert_eq!(first.id, second.id);
-    assert!(!first.duplicate);
-    assert!(second.duplicate);
-    let marker = publish(&mut p, "i", progress(2, 5)).await;
-    assert_eq!(sse.next_event().await.id, Some(first.id));
-    // The next event is the marker: the duplicate was not delivered.
-    assert_eq!(sse.next_event().await.id, Some(marker));
-    bridge.stop().await;
-}
-
-#[tokio::test]
-async fn publish_stream_answers_in_order_and_survives_bad_items() {
-    let bridge = Bridge::start(&[]).await;
-    let mut sse = bridge
-        .subscribe(&[&channel("s")], &subscriber_token(TENANT), None)
-        .await;
-    let mut p = bridge.publisher().await;
-    let good = |n| client::request(pb_channel(TENANT, "s"), progress(n, 10), "");
-    let bad = client::request(pb_channel(TENANT, "s"), progress(11, 10), "");
-    let requests = vec![good(1), bad, good(2)];
-    let mut responses = p
-        .publish_stream(futures::stream::iter(requests))
-        .await
-        .expect("stream opens")
-        .into_inner();
-    let mut got: Vec<pb::PublishResponse> = Vec::new();
-    while let Some(r) = responses.message().await.expect("response") {
-        got.push(r);
-    }
-    assert_eq!(got.len(), 3);
-    assert!(!got[0].id.is_empty() && got[0].error.is_none());
-    let err = got[1].error.as_ref().expect("second item rejected");
-    assert_eq!(got[1].id, "");
-    assert_eq!(err.code, tonic::Code::InvalidArgument as i32);
-    assert_eq!(err.violations[0].field, "event.scan_progress.checked");
-    assert!(!got[2].id.is_empty() && got[2].error.is_none());
-    assert!(got[0].id < got[2].id || got[0].id.len() < got[2].id.len());
-    assert_eq!(sse.next_event().await.id, Some(got[0].id.clone()));
-    assert_eq!(sse.next_event().await.id, Some(got[2].id.clone()));
-    bridge.stop().await;
-}
-
-#[tokio::test]
 async fn idle_streams_get_keepalive_comments() {
     let bridge = Bridge::start(&["--keepalive-secs", "1"]).await;
     let mut sse = bridge
@@ -243,4 +121,124 @@ async fn shutdown_closes_open_streams() {
         saw_retry |= f.retry.is_some();
     }
     assert!(saw_retry);
+}
+
+crate::on_both_buses! {
+async fn typed_events_arrive_as_exact_frames(backend: Backend) {
+    let bridge = Bridge::on(&backend, &[]).await;
+    let ch = channel("scan-1");
+    let mut sse = bridge
+        .subscribe(&[&ch], &subscriber_token(TENANT), None)
+        .await;
+    assert_eq!(sse.headers["content-type"], "text/event-stream");
+    assert_eq!(sse.headers["cache-control"], "no-cache");
+    assert_eq!(sse.headers["x-accel-buffering"], "no");
+    let first = sse.next_frame().await.expect("opening frame");
+    assert!(first.retry.is_some(), "stream opens with retry: {first:?}");
+
+    let mut p = bridge.publisher().await;
+    let cases = [
+        (
+            progress(0, 10),
+            "scan.progress",
+            format!(r#"{{"scan_id":"{TENANT}","checked":0,"total":10}}"#),
+        ),
+        (
+            event("message.delta", json!({"content": "Hel\nlo \"x\""})),
+            "message.delta",
+            r#"{"content":"Hel\nlo \"x\""}"#.to_owned(),
+        ),
+        (
+            event(
+                "tool_call.start",
+                json!({"tool_call_id": TENANT, "tool_name": "search"}),
+            ),
+            "tool_call.start",
+            format!(r#"{{"tool_call_id":"{TENANT}","tool_name":"search"}}"#),
+        ),
+        (
+            event(
+                "scan.end",
+                json!({"scan_id": TENANT, "state": "SCAN_STATE_COMPLETED", "duration_ms": "1500"}),
+            ),
+            "scan.end",
+            format!(
+                r#"{{"scan_id":"{TENANT}","state":"SCAN_STATE_COMPLETED","findings":0,"duration_ms":"1500"}}"#
+            ),
+        ),
+    ];
+    for (ev, name, data) in cases {
+        let id = publish(&mut p, "scan-1", ev).await;
+        let f = sse.next_event().await;
+        assert_eq!(f.id.as_deref(), Some(id.as_str()));
+        assert_eq!(f.event.as_deref(), Some(name));
+        assert_eq!(f.data.as_deref(), Some(data.as_str()));
+    }
+    bridge.stop().await;
+}
+
+async fn every_subscriber_gets_every_event_and_only_its_channels(backend: Backend) {
+    let bridge = Bridge::on(&backend, &[]).await;
+    let token = subscriber_token(TENANT);
+    let mut a1 = bridge.subscribe(&[&channel("a")], &token, None).await;
+    let mut a2 = bridge.subscribe(&[&channel("a")], &token, None).await;
+    let mut b = bridge.subscribe(&[&channel("b")], &token, None).await;
+    let mut p = bridge.publisher().await;
+    let ida = publish(&mut p, "a", progress(1, 2)).await;
+    let idb = publish(&mut p, "b", progress(2, 2)).await;
+    assert_eq!(a1.next_event().await.id, Some(ida.clone()));
+    assert_eq!(a2.next_event().await.id, Some(ida));
+    assert_eq!(b.next_event().await.id, Some(idb));
+    bridge.stop().await;
+}
+
+async fn idempotent_publish_returns_the_first_id_and_delivers_once(backend: Backend) {
+    let bridge = Bridge::on(&backend, &[]).await;
+    let mut sse = bridge
+        .subscribe(&[&channel("i")], &subscriber_token(TENANT), None)
+        .await;
+    let mut p = bridge.publisher().await;
+    let req = || client::request(pb_channel(TENANT, "i"), progress(1, 5), "key-1");
+    let first = p.publish(req()).await.unwrap().into_inner();
+    let second = p.publish(req()).await.unwrap().into_inner();
+    assert_eq!(first.id, second.id);
+    assert!(!first.duplicate);
+    assert!(second.duplicate);
+    let marker = publish(&mut p, "i", progress(2, 5)).await;
+    assert_eq!(sse.next_event().await.id, Some(first.id));
+    // The next event is the marker: the duplicate was not delivered.
+    assert_eq!(sse.next_event().await.id, Some(marker));
+    bridge.stop().await;
+}
+
+async fn publish_stream_answers_in_order_and_survives_bad_items(backend: Backend) {
+    let bridge = Bridge::on(&backend, &[]).await;
+    let mut sse = bridge
+        .subscribe(&[&channel("s")], &subscriber_token(TENANT), None)
+        .await;
+    let mut p = bridge.publisher().await;
+    let good = |n| client::request(pb_channel(TENANT, "s"), progress(n, 10), "");
+    let bad = client::request(pb_channel(TENANT, "s"), progress(11, 10), "");
+    let requests = vec![good(1), bad, good(2)];
+    let mut responses = p
+        .publish_stream(futures::stream::iter(requests))
+        .await
+        .expect("stream opens")
+        .into_inner();
+    let mut got: Vec<pb::PublishResponse> = Vec::new();
+    while let Some(r) = responses.message().await.expect("response") {
+        got.push(r);
+    }
+    assert_eq!(got.len(), 3);
+    assert!(!got[0].id.is_empty() && got[0].error.is_none());
+    let err = got[1].error.as_ref().expect("second item rejected");
+    assert_eq!(got[1].id, "");
+    assert_eq!(err.code, tonic::Code::InvalidArgument as i32);
+    assert_eq!(err.violations[0].field, "event.scan_progress.checked");
+    assert!(!got[2].id.is_empty() && got[2].error.is_none());
+    assert!(got[0].id < got[2].id || got[0].id.len() < got[2].id.len());
+    assert_eq!(sse.next_event().await.id, Some(got[0].id.clone()));
+    assert_eq!(sse.next_event().await.id, Some(got[2].id.clone()));
+    bridge.stop().await;
+}
 }

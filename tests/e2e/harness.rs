@@ -22,6 +22,65 @@ pub const OTHER_TENANT: &str = "7d3c2b1a-0000-4000-8000-000000000001";
 /// hanging. Not a performance assertion.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
+pub use crate::valkey_server::ValkeyServer;
+
+/// The bus a test bridge runs on.
+#[derive(Clone)]
+pub enum Backend {
+    Memory,
+    Valkey(std::sync::Arc<std::sync::Mutex<ValkeyServer>>),
+}
+
+impl Backend {
+    pub fn valkey() -> Backend {
+        Backend::Valkey(std::sync::Arc::new(std::sync::Mutex::new(
+            ValkeyServer::start(false),
+        )))
+    }
+
+    pub fn valkey_persistent() -> Backend {
+        Backend::Valkey(std::sync::Arc::new(std::sync::Mutex::new(
+            ValkeyServer::start(true),
+        )))
+    }
+
+    /// Runs one command on the backend's Valkey.
+    pub async fn cmd(&self, args: &[&str]) -> redis::Value {
+        let url = self.server().url();
+        crate::valkey_server::cmd(&url, args).await
+    }
+
+    pub fn server(&self) -> std::sync::MutexGuard<'_, ValkeyServer> {
+        match self {
+            Backend::Valkey(s) => s.lock().unwrap(),
+            Backend::Memory => panic!("not a Valkey backend"),
+        }
+    }
+}
+
+/// Runs a test body once on the embedded bus and once on Valkey, so both
+/// keep the same semantics.
+#[macro_export]
+macro_rules! on_both_buses {
+    ($(async fn $name:ident($backend:ident: Backend) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+                async fn body($backend: Backend) $body
+                #[tokio::test]
+                async fn memory() {
+                    body(Backend::Memory).await
+                }
+                #[tokio::test]
+                async fn valkey() {
+                    body(Backend::valkey()).await
+                }
+            }
+        )*
+    };
+}
+
 pub struct Bridge {
     pub running: Option<Running>,
     pub http: String,
@@ -32,6 +91,25 @@ impl Bridge {
     /// Starts a bridge with `serve` flags on top of loopback port-0
     /// listeners and the test secret.
     pub async fn start(extra: &[&str]) -> Bridge {
+        Bridge::on(&Backend::Memory, extra).await
+    }
+
+    /// Starts a bridge on `backend`.
+    pub async fn on(backend: &Backend, extra: &[&str]) -> Bridge {
+        let url = match backend {
+            Backend::Memory => None,
+            Backend::Valkey(_) => Some(backend.server().url()),
+        };
+        Bridge::with_valkey_url(url.as_deref(), extra).await
+    }
+
+    /// Starts a bridge on the Valkey at `url`, or the embedded bus.
+    pub async fn with_valkey_url(url: Option<&str>, extra: &[&str]) -> Bridge {
+        // Logs for debugging a failure: RUST_LOG=sse_bridge=debug.
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .try_init();
         let mut args = vec![
             "sse-bridge",
             "serve",
@@ -42,6 +120,9 @@ impl Bridge {
         ];
         if !extra.iter().any(|a| a.starts_with("--jwt-public-key")) {
             args.extend(["--jwt-secret", SECRET]);
+        }
+        if let Some(url) = url {
+            args.extend(["--valkey-url", url]);
         }
         args.extend(extra);
         let cli = <Cli as clap::Parser>::try_parse_from(args).expect("serve flags parse");

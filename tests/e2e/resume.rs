@@ -5,9 +5,24 @@ use serde_json::json;
 
 use crate::harness::*;
 
-#[tokio::test]
-async fn two_channel_resume_gets_exactly_the_missed_events_then_live() {
-    let bridge = Bridge::start(&[]).await;
+fn big(n: u32) -> sse_bridge::proto::events::v1::Event {
+    // 15 KB each: a few hundred fill the loopback socket buffers, so the
+    // server stops draining the listener and it falls behind.
+    event(
+        "message.delta",
+        json!({"content": format!("{n:08}{}", "x".repeat(15_000))}),
+    )
+}
+
+fn seq(f: &Frame) -> u32 {
+    f.data_json()["content"].as_str().unwrap()[..8]
+        .parse()
+        .unwrap()
+}
+
+crate::on_both_buses! {
+async fn two_channel_resume_gets_exactly_the_missed_events_then_live(backend: Backend) {
+    let bridge = Bridge::on(&backend, &[]).await;
     let token = subscriber_token(TENANT);
     let (a, b) = (channel("a"), channel("b"));
     let mut p = bridge.publisher().await;
@@ -56,9 +71,8 @@ async fn two_channel_resume_gets_exactly_the_missed_events_then_live() {
     bridge.stop().await;
 }
 
-#[tokio::test]
-async fn single_channel_resume_uses_the_publish_id() {
-    let bridge = Bridge::start(&[]).await;
+async fn single_channel_resume_uses_the_publish_id(backend: Backend) {
+    let bridge = Bridge::on(&backend, &[]).await;
     let token = subscriber_token(TENANT);
     let mut p = bridge.publisher().await;
     let first = publish(&mut p, "one", progress(1, 5)).await;
@@ -71,9 +85,8 @@ async fn single_channel_resume_uses_the_publish_id() {
     bridge.stop().await;
 }
 
-#[tokio::test]
-async fn resume_past_retained_history_gets_bridge_reset_then_live() {
-    let bridge = Bridge::start(&["--history-len", "3"]).await;
+async fn resume_past_retained_history_gets_bridge_reset_then_live(backend: Backend) {
+    let bridge = Bridge::on(&backend, &["--history-len", "3"]).await;
     let token = subscriber_token(TENANT);
     let (a, b) = (channel("a"), channel("b"));
     let mut p = bridge.publisher().await;
@@ -124,9 +137,8 @@ async fn resume_past_retained_history_gets_bridge_reset_then_live() {
     bridge.stop().await;
 }
 
-#[tokio::test]
-async fn a_cursor_from_the_future_is_reset_not_trusted() {
-    let bridge = Bridge::start(&[]).await;
+async fn a_cursor_from_the_future_is_reset_not_trusted(backend: Backend) {
+    let bridge = Bridge::on(&backend, &[]).await;
     let token = subscriber_token(TENANT);
     let mut sse = bridge
         .subscribe(&[&channel("f")], &token, Some("99999999999999-0"))
@@ -139,24 +151,8 @@ async fn a_cursor_from_the_future_is_reset_not_trusted() {
     bridge.stop().await;
 }
 
-fn big(n: u32) -> sse_bridge::proto::events::v1::Event {
-    // 15 KB each: a few hundred fill the loopback socket buffers, so the
-    // server stops draining the listener and it falls behind.
-    event(
-        "message.delta",
-        json!({"content": format!("{n:08}{}", "x".repeat(15_000))}),
-    )
-}
-
-fn seq(f: &Frame) -> u32 {
-    f.data_json()["content"].as_str().unwrap()[..8]
-        .parse()
-        .unwrap()
-}
-
-#[tokio::test]
-async fn a_slow_reader_is_caught_up_from_history_without_loss() {
-    let bridge = Bridge::start(&["--stream-buffer", "4", "--history-len", "2000"]).await;
+async fn a_slow_reader_is_caught_up_from_history_without_loss(backend: Backend) {
+    let bridge = Bridge::on(&backend, &["--stream-buffer", "4", "--history-len", "2000"]).await;
     let token = subscriber_token(TENANT);
     let mut sse = bridge.subscribe(&[&channel("slow")], &token, None).await;
     let mut p = bridge.publisher().await;
@@ -172,9 +168,8 @@ async fn a_slow_reader_is_caught_up_from_history_without_loss() {
     bridge.stop().await;
 }
 
-#[tokio::test]
-async fn a_slow_reader_beyond_history_is_told_bridge_reset() {
-    let bridge = Bridge::start(&["--stream-buffer", "4", "--history-len", "50"]).await;
+async fn a_slow_reader_beyond_history_is_told_bridge_reset(backend: Backend) {
+    let bridge = Bridge::on(&backend, &["--stream-buffer", "4", "--history-len", "50"]).await;
     let token = subscriber_token(TENANT);
     let mut sse = bridge.subscribe(&[&channel("slow")], &token, None).await;
     let mut p = bridge.publisher().await;
@@ -211,4 +206,5 @@ async fn a_slow_reader_beyond_history_is_told_bridge_reset() {
     }
     assert!(resets >= 1, "the reader fell behind the history");
     bridge.stop().await;
+}
 }

@@ -1,0 +1,666 @@
+//! The Valkey bus: history in one stream per channel, live events over
+//! sharded pub/sub, so any number of nodes share both.
+//!
+//! Layout, per channel `c` (the hash tag keeps all of them in one slot, so
+//! the same layout holds on Valkey Cluster):
+//!
+//! - `sseb:{c}:h` — the history stream, trimmed by length and age, with the
+//!   newest trimmed id kept as its `max-deleted-entry-id`, expiring when
+//!   idle for the age bound;
+//! - `sseb:{c}:k:<key>` — an idempotency key's first id, expiring with its
+//!   window;
+//! - `sseb:{c}` — the shard channel each event is published on as
+//!   `<id>\n<event>\n<json>`.
+//!
+//! Publishing is one Lua script: check the key, `XADD`, trim, remember the
+//! key, `SPUBLISH`. Each node holds one RESP3 connection for everything: it
+//! subscribes a channel while it has local listeners, is resubscribed by the
+//! client library after a reconnect, and then refills from the stream what
+//! it missed while the subscription was down.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Script, Value};
+use tokio::sync::mpsc;
+
+use super::{Bus, BusError, Entry, Gap, GapReason, Outgoing, Published, Replay, Retention, Sink};
+use crate::channel::Channel;
+use crate::cursor::StreamId;
+
+/// Trimming records the newest dropped id as the stream's
+/// `max-deleted-entry-id` (`XSETID … MAXDELETEDID`), which `XADD MAXLEN`
+/// and `XTRIM` leave alone; reads compare cursors against it to tell a
+/// covered position from a trimmed one.
+const PUBLISH: &str = r#"
+local function parse(id)
+  local d = string.find(id, '-', 1, true)
+  return string.sub(id, 1, d - 1), tonumber(string.sub(id, d + 1))
+end
+local function lt(a, b)
+  local am, as = parse(a)
+  local bm, bs = parse(b)
+  am, bm = tonumber(am), tonumber(bm)
+  return am < bm or (am == bm and as < bs)
+end
+if ARGV[7] == '1' then
+  local first = redis.call('GET', KEYS[2])
+  if first then return {first, 1} end
+end
+local id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[1], 'd', ARGV[2])
+local through = nil
+local over = redis.call('XLEN', KEYS[1]) - tonumber(ARGV[3])
+if over > 0 then
+  local old = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', over)
+  through = old[#old][1]
+end
+local t = redis.call('TIME')
+local min_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[4])
+if min_ms > 0 then
+  local aged = redis.call('XREVRANGE', KEYS[1], '(' .. string.format('%d', min_ms) .. '-0', '-', 'COUNT', 1)
+  if #aged > 0 and (through == nil or lt(through, aged[1][1])) then through = aged[1][1] end
+end
+if through then
+  local ms, seq = parse(through)
+  redis.call('XTRIM', KEYS[1], 'MINID', ms .. '-' .. string.format('%d', seq + 1))
+  redis.call('XSETID', KEYS[1], id, 'MAXDELETEDID', through)
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+if ARGV[7] == '1' then redis.call('SET', KEYS[2], id, 'PX', ARGV[5]) end
+redis.call('SPUBLISH', ARGV[6], id .. '\n' .. ARGV[1] .. '\n' .. ARGV[2])
+return {id, 0}
+"#;
+
+/// Returns `{status, from, entries}`: status 0 covered, 1 trimmed, 2 ahead
+/// of the stream, 3 from a history that is gone; `from` is where the
+/// returned entries start (exclusive).
+const READ_AFTER: &str = r#"
+local function parse(id)
+  local d = string.find(id, '-', 1, true)
+  return tonumber(string.sub(id, 1, d - 1)), tonumber(string.sub(id, d + 1))
+end
+local function lt(a, b)
+  local am, as = parse(a)
+  local bm, bs = parse(b)
+  return am < bm or (am == bm and as < bs)
+end
+local after = ARGV[1]
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  if after == '0-0' then return {0, '0-0', {}} end
+  return {3, '0-0', {}}
+end
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+local last, maxdel, first = '0-0', '0-0', '0-0'
+for i = 1, #info, 2 do
+  local k = info[i]
+  if k == 'last-generated-id' then last = info[i + 1]
+  elseif k == 'max-deleted-entry-id' then maxdel = info[i + 1]
+  elseif k == 'recorded-first-entry-id' then first = info[i + 1] end
+end
+if lt(last, after) then return {2, last, {}} end
+local status, from = 0, after
+if lt(after, maxdel) then
+  status, from = 1, maxdel
+elseif after ~= '0-0' and lt(maxdel, after) and lt(after, first) then
+  status, from = 3, '0-0'
+end
+return {status, from, redis.call('XRANGE', KEYS[1], '(' .. from, '+', 'COUNT', ARGV[2])}
+"#;
+
+const HEAD: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return '0-0' end
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+for i = 1, #info, 2 do
+  if info[i] == 'last-generated-id' then return info[i + 1] end
+end
+return '0-0'
+"#;
+
+/// How to reach Valkey and how long to wait for it.
+#[derive(Debug, Clone)]
+pub struct ValkeyConfig {
+    pub url: String,
+    /// Bound on every command; past it the bus reports unavailable.
+    pub timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("bad Valkey URL: {0}")]
+    Url(String),
+    #[error("cannot connect to Valkey: {0}")]
+    Connect(String),
+}
+
+fn history_key(channel: &Channel) -> String {
+    format!("sseb:{{{channel}}}:h")
+}
+
+fn idempotency_key(channel: &Channel, key: &str) -> String {
+    format!("sseb:{{{channel}}}:k:{key}")
+}
+
+fn shard_channel(channel: &Channel) -> String {
+    format!("sseb:{{{channel}}}")
+}
+
+fn unavailable(e: impl std::fmt::Display) -> BusError {
+    BusError::Unavailable(e.to_string())
+}
+
+/// A channel this node subscribes to.
+struct Watch {
+    channel: Channel,
+    /// Local watchers (the hub's slots); unsubscribed at zero.
+    count: usize,
+    /// Newest id handed to the sink: later deliveries at or before it are
+    /// duplicates, and a refill starts after it.
+    last: StreamId,
+    /// The subscription dropped; refill once it is back.
+    stale: bool,
+}
+
+struct Shared {
+    sink: Arc<dyn Sink>,
+    /// Keyed by shard channel name.
+    watches: Mutex<HashMap<String, Watch>>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Watch>> {
+        self.watches.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hands `entry` to the sink unless the node already delivered it.
+    fn deliver(&self, name: &str, entry: Entry) {
+        let channel = {
+            let mut watches = self.lock();
+            let Some(w) = watches.get_mut(name) else {
+                return;
+            };
+            if entry.id <= w.last {
+                return;
+            }
+            w.last = entry.id;
+            w.channel.clone()
+        };
+        self.sink.deliver(&channel, entry);
+    }
+}
+
+/// The Valkey-backed bus.
+pub struct ValkeyBus {
+    conn: ConnectionManager,
+    retention: Retention,
+    timeout: Duration,
+    shared: Arc<Shared>,
+    /// Serialises subscribe/unsubscribe so Valkey's state follows the
+    /// watch counts whatever order the hub's calls arrive in.
+    subscriptions: tokio::sync::Mutex<()>,
+    publish: Script,
+    read_after: Script,
+    head: Script,
+    pump: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ValkeyBus {
+    fn drop(&mut self) {
+        self.pump.abort();
+    }
+}
+
+fn parse_id(v: &Value) -> Option<StreamId> {
+    match v {
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        Value::SimpleString(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn as_bytes(v: &Value) -> Option<&[u8]> {
+    match v {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.as_bytes()),
+        _ => None,
+    }
+}
+
+/// Parses one `XRANGE` entry: `[id, [field, value, ...]]`.
+fn parse_entry(v: &Value) -> Option<Entry> {
+    let Value::Array(parts) = v else { return None };
+    let id = parse_id(parts.first()?)?;
+    let (mut event, mut data) = (None, None);
+    match parts.get(1)? {
+        Value::Array(fields) => {
+            for pair in fields.chunks(2) {
+                match (
+                    pair.first().and_then(as_bytes),
+                    pair.get(1).and_then(as_bytes),
+                ) {
+                    (Some(b"e"), Some(v)) => event = Some(std::str::from_utf8(v).ok()?.into()),
+                    (Some(b"d"), Some(v)) => data = Some(Bytes::copy_from_slice(v)),
+                    _ => {}
+                }
+            }
+        }
+        Value::Map(fields) => {
+            for (k, v) in fields {
+                match (as_bytes(k), as_bytes(v)) {
+                    (Some(b"e"), Some(v)) => event = Some(std::str::from_utf8(v).ok()?.into()),
+                    (Some(b"d"), Some(v)) => data = Some(Bytes::copy_from_slice(v)),
+                    _ => {}
+                }
+            }
+        }
+        _ => return None,
+    }
+    Some(Entry {
+        id,
+        event: event?,
+        data: data?,
+    })
+}
+
+/// Parses a pub/sub payload `<id>\n<event>\n<json>`.
+fn parse_message(payload: &[u8]) -> Option<Entry> {
+    let mut parts = payload.splitn(3, |b| *b == b'\n');
+    let id = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
+    let event = std::str::from_utf8(parts.next()?).ok()?.into();
+    let data = Bytes::copy_from_slice(parts.next()?);
+    Some(Entry { id, event, data })
+}
+
+fn parse_replay(v: Value) -> Option<Replay> {
+    let Value::Array(parts) = v else { return None };
+    let status = match parts.first()? {
+        Value::Int(n) => *n,
+        _ => return None,
+    };
+    let from = parse_id(parts.get(1)?)?;
+    let entries = match parts.get(2)? {
+        Value::Array(items) => items.iter().map(parse_entry).collect::<Option<Vec<_>>>()?,
+        _ => return None,
+    };
+    let reason = match status {
+        0 => None,
+        1 => Some(GapReason::Trimmed),
+        2 => Some(GapReason::Unknown),
+        _ => Some(GapReason::Lost),
+    };
+    Some(Replay {
+        gap: reason.map(|reason| Gap {
+            reason,
+            resume_from: from,
+        }),
+        entries,
+    })
+}
+
+impl ValkeyBus {
+    /// Connects and starts the node's subscription pump.
+    pub async fn connect(
+        config: &ValkeyConfig,
+        retention: Retention,
+        sink: Arc<dyn Sink>,
+    ) -> Result<ValkeyBus, ConnectError> {
+        if config.url.starts_with("rediss://") {
+            // TLS through rustls with the ring provider; a provider installed
+            // earlier by the embedding program wins.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let info = config
+            .url
+            .as_str()
+            .into_connection_info()
+            .map_err(|e| ConnectError::Url(e.to_string()))?;
+        // RESP3 carries pub/sub pushes on the same connection as commands.
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        let info = info.set_redis_settings(settings);
+        let client = redis::Client::open(info).map_err(|e| ConnectError::Url(e.to_string()))?;
+        let (tx, rx) = mpsc::unbounded_channel::<PushInfo>();
+        let manager_config = ConnectionManagerConfig::new()
+            .set_push_sender(tx)
+            .set_automatic_resubscription()
+            .set_connection_timeout(Some(config.timeout))
+            .set_response_timeout(Some(config.timeout))
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_secs(2));
+        let conn = tokio::time::timeout(
+            config.timeout * 2,
+            ConnectionManager::new_with_config(client, manager_config),
+        )
+        .await
+        .map_err(|_| ConnectError::Connect(format!("no answer within {:?}", config.timeout * 2)))?
+        .map_err(|e| ConnectError::Connect(e.to_string()))?;
+        let shared = Arc::new(Shared {
+            sink,
+            watches: Mutex::new(HashMap::new()),
+        });
+        let read_after = Script::new(READ_AFTER);
+        let pump = tokio::spawn(pump(
+            rx,
+            conn.clone(),
+            shared.clone(),
+            read_after.clone(),
+            retention.max_len,
+        ));
+        Ok(ValkeyBus {
+            conn,
+            retention,
+            timeout: config.timeout,
+            shared,
+            subscriptions: tokio::sync::Mutex::new(()),
+            publish: Script::new(PUBLISH),
+            read_after,
+            head: Script::new(HEAD),
+            pump,
+        })
+    }
+
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        f: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, BusError> {
+        match tokio::time::timeout(self.timeout, f).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(unavailable(format_args!("{what}: {e}"))),
+            Err(_) => Err(unavailable(format_args!(
+                "{what}: no answer within {:?}",
+                self.timeout
+            ))),
+        }
+    }
+}
+
+async fn read_history(
+    conn: &mut ConnectionManager,
+    script: &Script,
+    channel: &Channel,
+    after: StreamId,
+    max_len: usize,
+) -> redis::RedisResult<Option<Replay>> {
+    let v: Value = script
+        .key(history_key(channel))
+        .arg(after.to_string())
+        .arg(max_len.max(1))
+        .invoke_async(conn)
+        .await?;
+    Ok(parse_replay(v))
+}
+
+/// Receives the node's pushes: delivers messages, and after a dropped
+/// subscription comes back, refills what was missed from history.
+async fn pump(
+    mut rx: mpsc::UnboundedReceiver<PushInfo>,
+    mut conn: ConnectionManager,
+    shared: Arc<Shared>,
+    read_after: Script,
+    max_len: usize,
+) {
+    while let Some(push) = rx.recv().await {
+        match push.kind {
+            PushKind::SMessage | PushKind::Message => {
+                let (Some(name), Some(payload)) = (
+                    push.data.first().and_then(as_bytes),
+                    push.data.get(1).and_then(as_bytes),
+                ) else {
+                    continue;
+                };
+                let Ok(name) = std::str::from_utf8(name) else {
+                    continue;
+                };
+                match parse_message(payload) {
+                    Some(entry) => shared.deliver(name, entry),
+                    None => tracing::warn!(channel = name, "ignoring a malformed bus message"),
+                }
+            }
+            PushKind::Disconnection => {
+                tracing::warn!("lost the Valkey connection; subscriptions will be refilled");
+                for w in shared.lock().values_mut() {
+                    w.stale = true;
+                }
+            }
+            PushKind::SSubscribe | PushKind::Subscribe => {
+                let Some(name) = push.data.first().and_then(as_bytes) else {
+                    continue;
+                };
+                let Ok(name) = std::str::from_utf8(name) else {
+                    continue;
+                };
+                let stale = {
+                    let mut watches = shared.lock();
+                    match watches.get_mut(name) {
+                        Some(w) if w.stale => {
+                            w.stale = false;
+                            Some((w.channel.clone(), w.last))
+                        }
+                        _ => None,
+                    }
+                };
+                if let Some((channel, last)) = stale {
+                    refill(
+                        &mut conn,
+                        &shared,
+                        &read_after,
+                        name,
+                        &channel,
+                        last,
+                        max_len,
+                    )
+                    .await;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Delivers what the channel's history holds after `last`. Runs inside the
+/// pump, so pushes that arrive meanwhile wait and are deduplicated after.
+async fn refill(
+    conn: &mut ConnectionManager,
+    shared: &Shared,
+    script: &Script,
+    name: &str,
+    channel: &Channel,
+    last: StreamId,
+    max_len: usize,
+) {
+    match read_history(conn, script, channel, last, max_len).await {
+        Ok(Some(replay)) => {
+            tracing::info!(%channel, refilled = replay.entries.len(), gap = ?replay.gap, "resubscribed");
+            if let Some(gap) = replay.gap {
+                if let Some(w) = shared.lock().get_mut(name) {
+                    w.last = w.last.max(gap.resume_from);
+                }
+                // Listeners compare their own positions with history and
+                // report the gap to their clients.
+                shared.sink.resync(channel);
+            }
+            for entry in replay.entries {
+                shared.deliver(name, entry);
+            }
+        }
+        Ok(None) => tracing::warn!(%channel, "unexpected history reply"),
+        Err(e) => {
+            tracing::warn!(%channel, error = %e, "refill failed; listeners will resync");
+            if let Some(w) = shared.lock().get_mut(name) {
+                w.stale = true;
+            }
+            shared.sink.resync(channel);
+        }
+    }
+}
+
+#[async_trait]
+impl Bus for ValkeyBus {
+    async fn publish(&self, event: Outgoing) -> Result<Published, BusError> {
+        let mut conn = self.conn.clone();
+        let key = event.idempotency_key.as_deref();
+        let mut invocation = self.publish.key(history_key(&event.channel));
+        invocation
+            .key(match key {
+                Some(k) => idempotency_key(&event.channel, k),
+                None => history_key(&event.channel),
+            })
+            .arg(event.event.as_bytes())
+            .arg(event.data.as_ref())
+            .arg(self.retention.max_len.max(1))
+            .arg(self.retention.max_age.as_millis().max(1) as u64)
+            .arg(self.retention.idempotency_window.as_millis().max(1) as u64)
+            .arg(shard_channel(&event.channel))
+            .arg(if key.is_some() { "1" } else { "0" });
+        let (id, duplicate): (String, i64) = self
+            .bounded("publish", invocation.invoke_async(&mut conn))
+            .await?;
+        let id = id
+            .parse()
+            .map_err(|_| unavailable(format_args!("publish returned a bad id `{id}`")))?;
+        Ok(Published {
+            id,
+            duplicate: duplicate == 1,
+        })
+    }
+
+    async fn head(&self, channel: &Channel) -> Result<StreamId, BusError> {
+        let mut conn = self.conn.clone();
+        let id: String = self
+            .bounded(
+                "head",
+                self.head.key(history_key(channel)).invoke_async(&mut conn),
+            )
+            .await?;
+        id.parse()
+            .map_err(|_| unavailable(format_args!("head returned a bad id `{id}`")))
+    }
+
+    async fn read_after(&self, channel: &Channel, after: StreamId) -> Result<Replay, BusError> {
+        let mut conn = self.conn.clone();
+        self.bounded(
+            "history",
+            read_history(
+                &mut conn,
+                &self.read_after,
+                channel,
+                after,
+                self.retention.max_len,
+            ),
+        )
+        .await?
+        .ok_or_else(|| unavailable("unexpected history reply"))
+    }
+
+    async fn watch(&self, channel: &Channel) -> Result<(), BusError> {
+        let name = shard_channel(channel);
+        let _serial = self.subscriptions.lock().await;
+        let first = {
+            let mut watches = self.shared.lock();
+            let w = watches.entry(name.clone()).or_insert_with(|| Watch {
+                channel: channel.clone(),
+                count: 0,
+                last: StreamId::ZERO,
+                stale: false,
+            });
+            w.count += 1;
+            w.count == 1
+        };
+        if !first {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        let subscribed = self
+            .bounded(
+                "subscribe",
+                redis::cmd("SSUBSCRIBE").arg(&name).exec_async(&mut conn),
+            )
+            .await;
+        let head = match subscribed {
+            Ok(()) => self.head(channel).await,
+            Err(e) => Err(e),
+        };
+        match head {
+            Ok(head) => {
+                if let Some(w) = self.shared.lock().get_mut(&name) {
+                    w.last = w.last.max(head);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.shared.lock().remove(&name);
+                let _ = redis::cmd("SUNSUBSCRIBE")
+                    .arg(&name)
+                    .exec_async(&mut conn)
+                    .await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn unwatch(&self, channel: &Channel) -> Result<(), BusError> {
+        let name = shard_channel(channel);
+        let _serial = self.subscriptions.lock().await;
+        let last = {
+            let mut watches = self.shared.lock();
+            match watches.get_mut(&name) {
+                Some(w) if w.count > 1 => {
+                    w.count -= 1;
+                    false
+                }
+                Some(_) => {
+                    watches.remove(&name);
+                    true
+                }
+                None => false,
+            }
+        };
+        if last {
+            let mut conn = self.conn.clone();
+            self.bounded(
+                "unsubscribe",
+                redis::cmd("SUNSUBSCRIBE").arg(&name).exec_async(&mut conn),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn ready(&self) -> bool {
+        let mut conn = self.conn.clone();
+        self.bounded("ping", redis::cmd("PING").query_async::<String>(&mut conn))
+            .await
+            .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_their_three_parts() {
+        let e = parse_message(b"17-3\nscan.progress\n{\"a\":\"x\\ny\"}").unwrap();
+        assert_eq!(e.id, StreamId::new(17, 3));
+        assert_eq!(&*e.event, "scan.progress");
+        assert_eq!(&e.data[..], b"{\"a\":\"x\\ny\"}");
+        assert!(parse_message(b"nope").is_none());
+        assert!(parse_message(b"1-1\nonly-two").is_none());
+    }
+
+    #[test]
+    fn keys_of_a_channel_share_one_hash_tag() {
+        let c = Channel::parse("scans:0b6e1a52-3a8e-4a47-9d0e-2c4f5d6e7f80:r").unwrap();
+        let tag = format!("{{{c}}}");
+        for k in [history_key(&c), idempotency_key(&c, "k"), shard_channel(&c)] {
+            assert!(k.contains(&tag), "{k}");
+            assert_eq!(k.matches('{').count(), 1);
+        }
+    }
+}

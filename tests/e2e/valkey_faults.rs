@@ -1,0 +1,270 @@
+//! Several nodes on one Valkey, and Valkey faults under live streams: no
+//! event is lost silently, streams never hang.
+
+use std::time::Duration;
+
+use redis::Value;
+use sse_bridge::client;
+use tonic::Code;
+
+use crate::harness::*;
+
+/// Publishes until the bus takes it (after a restart the node reconnects
+/// by itself); every refusal must be UNAVAILABLE.
+async fn publish_when_back(p: &mut client::Client, resource: &str, checked: u32) -> String {
+    for _ in 0..200 {
+        match p
+            .publish(client::request(
+                pb_channel(TENANT, resource),
+                progress(checked, 1000),
+                "",
+            ))
+            .await
+        {
+            Ok(r) => return r.into_inner().id,
+            Err(s) => assert_eq!(s.code(), Code::Unavailable, "{}", s.message()),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the bus did not come back");
+}
+
+async fn ready(bridge: &Bridge) -> u16 {
+    http_client()
+        .get(format!("{}/readyz", bridge.http))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn two_nodes_share_live_events_and_resume_across_nodes() {
+    let backend = Backend::valkey();
+    let a = Bridge::on(&backend, &[]).await;
+    let b = Bridge::on(&backend, &[]).await;
+    let token = subscriber_token(TENANT);
+    let (x, y) = (channel("x"), channel("y"));
+    let mut on_a = a.subscribe(&[&x, &y], &token, None).await;
+    let mut on_b = b.subscribe(&[&x, &y], &token, None).await;
+    let mut pa = a.publisher().await;
+
+    let first = publish(&mut pa, "x", progress(1, 9)).await;
+    let fa = on_a.next_event().await;
+    let fb = on_b.next_event().await;
+    assert_eq!(
+        (
+            fa.data_json()["checked"].clone(),
+            fb.data_json()["checked"].clone()
+        ),
+        (1.into(), 1.into())
+    );
+    assert_eq!(fa.id, fb.id, "both nodes send the same cursor");
+    assert!(!first.is_empty());
+
+    // Disconnect from A, miss events, resume on B with A's cursor.
+    let cursor = fa.id.unwrap();
+    drop(on_a);
+    for (i, r) in ["y", "x", "y"].iter().enumerate() {
+        publish(&mut pa, r, progress(10 + i as u32, 99)).await;
+    }
+    let mut resumed = b.subscribe(&[&x, &y], &token, Some(&cursor)).await;
+    for want in [10, 11, 12] {
+        assert_eq!(resumed.next_event().await.data_json()["checked"], want);
+    }
+    let mut pb = b.publisher().await;
+    publish(&mut pb, "y", progress(20, 99)).await;
+    assert_eq!(
+        resumed.next_event().await.data_json()["checked"],
+        20,
+        "live, no duplicate"
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn idempotent_publish_across_two_nodes_delivers_once() {
+    let backend = Backend::valkey();
+    let a = Bridge::on(&backend, &[]).await;
+    let b = Bridge::on(&backend, &[]).await;
+    let mut sse = a
+        .subscribe(&[&channel("i")], &subscriber_token(TENANT), None)
+        .await;
+    let req = || client::request(pb_channel(TENANT, "i"), progress(1, 2), "order-42");
+    let first = a
+        .publisher()
+        .await
+        .publish(req())
+        .await
+        .unwrap()
+        .into_inner();
+    let second = b
+        .publisher()
+        .await
+        .publish(req())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.id, second.id);
+    assert!(!first.duplicate && second.duplicate);
+    let marker = publish(&mut b.publisher().await, "i", progress(2, 2)).await;
+    assert_eq!(sse.next_event().await.id, Some(first.id));
+    assert_eq!(sse.next_event().await.id, Some(marker));
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn valkey_killed_with_aof_loses_nothing() {
+    let backend = Backend::valkey_persistent();
+    let bridge = Bridge::on(&backend, &["--keepalive-secs", "1"]).await;
+    let token = subscriber_token(TENANT);
+    let mut p = bridge.publisher().await;
+    let mut live = bridge.subscribe(&[&channel("k")], &token, None).await;
+    let e1 = publish(&mut p, "k", progress(1, 1000)).await;
+    assert_eq!(live.next_event().await.id, Some(e1.clone()));
+    // A second client leaves with e1 as its cursor.
+    let e2 = publish(&mut p, "k", progress(2, 1000)).await;
+    assert_eq!(live.next_event().await.id, Some(e2.clone()));
+
+    backend.server().kill();
+    let refused = p
+        .publish(client::request(
+            pb_channel(TENANT, "k"),
+            progress(3, 1000),
+            "",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{}", refused.message());
+    assert_eq!(ready(&bridge).await, 503);
+    // The open stream stays open: keep-alives keep coming.
+    let comment = live.next_frame().await.expect("stream stays open");
+    assert!(comment.comment, "{comment:?}");
+
+    backend.server().restart();
+    let e4 = publish_when_back(&mut p, "k", 4).await;
+    assert_eq!(
+        live.next_event().await.id,
+        Some(e4.clone()),
+        "live stream continues"
+    );
+    assert_eq!(ready(&bridge).await, 200);
+    // History survived: a client resuming from e1 gets e2 and e4.
+    let mut resumed = bridge.subscribe(&[&channel("k")], &token, Some(&e1)).await;
+    assert_eq!(resumed.next_event().await.id, Some(e2));
+    assert_eq!(resumed.next_event().await.id, Some(e4));
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn valkey_restarted_without_persistence_resets_clients() {
+    let backend = Backend::valkey();
+    let bridge = Bridge::on(&backend, &[]).await;
+    let token = subscriber_token(TENANT);
+    let mut p = bridge.publisher().await;
+    let mut live = bridge.subscribe(&[&channel("n")], &token, None).await;
+    let e1 = publish(&mut p, "n", progress(1, 1000)).await;
+    assert_eq!(live.next_event().await.id, Some(e1.clone()));
+
+    backend.server().restart();
+    let e2 = publish_when_back(&mut p, "n", 2).await;
+    // The live stream is told its history is gone, then continues.
+    let reset = live.next_event().await;
+    assert_eq!(reset.event.as_deref(), Some("bridge.reset"), "{reset:?}");
+    assert_eq!(reset.data_json()["channels"][0], channel("n"));
+    assert_eq!(live.next_event().await.id, Some(e2.clone()));
+    // A client resuming from before the restart is reset too, then gets
+    // what the new history holds.
+    let mut resumed = bridge.subscribe(&[&channel("n")], &token, Some(&e1)).await;
+    assert_eq!(
+        resumed.next_event().await.event.as_deref(),
+        Some("bridge.reset")
+    );
+    assert_eq!(resumed.next_event().await.id, Some(e2));
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn a_dropped_subscription_is_refilled_in_order() {
+    let backend = Backend::valkey();
+    // Node A logs in as its own user, so its reconnection can be held off
+    // while node B keeps publishing.
+    let server_url = backend.server().url();
+    backend
+        .cmd(&[
+            "ACL", "SETUSER", "node-a", "on", ">s3cret", "~*", "&*", "+@all",
+        ])
+        .await;
+    let a_url = server_url.replace("redis://", "redis://node-a:s3cret@") + "/0";
+    let a = Bridge::with_valkey_url(Some(&a_url), &[]).await;
+    let b = Bridge::on(&backend, &[]).await;
+    let mut sse = a
+        .subscribe(&[&channel("d")], &subscriber_token(TENANT), None)
+        .await;
+    let mut pb = b.publisher().await;
+    let first = publish(&mut pb, "d", progress(0, 1000)).await;
+    assert_eq!(sse.next_event().await.id, Some(first));
+
+    backend.cmd(&["ACL", "SETUSER", "node-a", "off"]).await;
+    backend.cmd(&["CLIENT", "KILL", "USER", "node-a"]).await;
+    let mut ids = Vec::new();
+    for i in 1..=30 {
+        ids.push(publish(&mut pb, "d", progress(i, 1000)).await);
+    }
+    backend.cmd(&["ACL", "SETUSER", "node-a", "on"]).await;
+    for id in ids {
+        assert_eq!(sse.next_event().await.id, Some(id));
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+async fn shard_subscribers(backend: &Backend, name: &str) -> i64 {
+    let reply = backend.cmd(&["PUBSUB", "SHARDNUMSUB", name]).await;
+    match reply {
+        Value::Array(v) => match v.get(1) {
+            Some(Value::Int(n)) => *n,
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn listener_churn_leaves_no_subscriptions() {
+    let backend = Backend::valkey();
+    let bridge = Bridge::on(&backend, &[]).await;
+    let token = subscriber_token(TENANT);
+    let names: Vec<String> = (0..3).map(|i| channel(&format!("churn{i}"))).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    for round in 0..5 {
+        let mut streams = Vec::new();
+        for _ in 0..4 {
+            streams.push(bridge.subscribe(&refs[..=(round % 3)], &token, None).await);
+        }
+        let shard = format!("sseb:{{{}}}", names[0]);
+        assert_eq!(
+            shard_subscribers(&backend, &shard).await,
+            1,
+            "one subscription per node"
+        );
+        drop(streams);
+    }
+    // Unsubscribing follows the last listener asynchronously.
+    for name in &names {
+        let shard = format!("sseb:{{{name}}}");
+        let mut n = -1;
+        for _ in 0..200 {
+            n = shard_subscribers(&backend, &shard).await;
+            if n == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert_eq!(n, 0, "{shard} still subscribed");
+    }
+    bridge.stop().await;
+}
