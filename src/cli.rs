@@ -40,6 +40,25 @@ pub enum Command {
     Tail(TailArgs),
     /// List the event catalogue: names, fields, rules and an example each.
     Schema(SchemaArgs),
+    /// Generate client code from the catalogue.
+    Codegen(CodegenArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CodegenArgs {
+    /// What to generate.
+    #[arg(value_enum)]
+    pub target: CodegenTarget,
+    /// Write here instead of standard output.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum CodegenTarget {
+    /// TypeScript declarations of every event payload and the
+    /// name → payload map (proto field names, as sent on the wire).
+    Typescript,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -497,6 +516,18 @@ fn schema(args: SchemaArgs) -> Result<()> {
     Ok(())
 }
 
+fn codegen(args: CodegenArgs) -> Result<()> {
+    let text = match args.target {
+        CodegenTarget::Typescript => crate::schema::typescript::generate(Schema::embedded()),
+    };
+    match args.out {
+        Some(path) => std::fs::write(&path, text)
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        None => print!("{text}"),
+    }
+    Ok(())
+}
+
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
@@ -505,5 +536,6 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Publish(args) => publish(args).await,
         Command::Tail(args) => tail(args).await,
         Command::Schema(args) => schema(args),
+        Command::Codegen(args) => codegen(args),
     }
 }

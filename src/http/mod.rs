@@ -54,6 +54,7 @@ pub fn router(
     };
     let router = Router::new()
         .route("/v1/events", get(sse::events))
+        .route("/v1/schema", get(schema))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(state);
@@ -72,6 +73,11 @@ pub fn router(
             .allow_credentials(true)
             .max_age(Duration::from_secs(600)),
     )
+}
+
+/// The event catalogue for tools: names, fields, types, rules, examples.
+async fn schema() -> axum::Json<serde_json::Value> {
+    axum::Json(crate::schema::Schema::embedded().describe())
 }
 
 async fn healthz() -> &'static str {

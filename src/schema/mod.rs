@@ -3,6 +3,7 @@
 
 pub mod catalogue;
 pub mod rules;
+pub mod typescript;
 
 use std::sync::LazyLock;
 

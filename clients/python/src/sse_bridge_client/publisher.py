@@ -1,0 +1,173 @@
+"""The publisher helper: channels and events in, ids or typed errors out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, Optional, Sequence, Tuple, Union
+
+import grpc
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from ._gen.events.v1 import events_pb2
+from ._gen.ssebridge.v1 import publisher_pb2, publisher_pb2_grpc
+
+ChannelLike = Union[str, Tuple[str, str, str], publisher_pb2.Channel]
+
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    field: str
+    description: str
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """A published event: its stream id (the SSE `id:` of a one-channel stream)."""
+
+    id: str
+    duplicate: bool = False
+
+
+@dataclass
+class PublishError(Exception):
+    """A rejected publish, with the gRPC status and the offending fields."""
+
+    code: grpc.StatusCode
+    message: str
+    violations: Sequence[FieldViolation] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [f"{self.code.name}: {self.message}"]
+        lines += [f"  {v.field}: {v.description}" for v in self.violations]
+        return "\n".join(lines)
+
+    @property
+    def retryable(self) -> bool:
+        """True when publishing again (with the same idempotency key) may work."""
+        return self.code == grpc.StatusCode.UNAVAILABLE
+
+    @classmethod
+    def from_rpc_error(cls, error: grpc.RpcError) -> "PublishError":
+        violations = []
+        status = rpc_status.from_call(error)
+        if status is not None:
+            for detail in status.details:
+                if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                    bad = error_details_pb2.BadRequest()
+                    detail.Unpack(bad)
+                    violations += [
+                        FieldViolation(v.field, v.description) for v in bad.field_violations
+                    ]
+        return cls(error.code(), error.details() or "", violations)
+
+    @classmethod
+    def from_item(cls, error: publisher_pb2.PublishError) -> "PublishError":
+        return cls(
+            _CODES.get(error.code, grpc.StatusCode.UNKNOWN),
+            error.message,
+            [FieldViolation(v.field, v.description) for v in error.violations],
+        )
+
+
+def to_channel(channel: ChannelLike) -> publisher_pb2.Channel:
+    """`"prefix:tenant:resource"`, a 3-tuple, or a `Channel` message."""
+    if isinstance(channel, publisher_pb2.Channel):
+        return channel
+    if isinstance(channel, str):
+        parts = channel.split(":")
+        if len(parts) != 3:
+            raise ValueError(
+                f"channel must be '<prefix>:<tenant_id>:<resource_id>', got {channel!r}"
+            )
+        channel = (parts[0], parts[1], parts[2])
+    prefix, tenant_id, resource_id = channel
+    return publisher_pb2.Channel(prefix=prefix, tenant_id=tenant_id, resource_id=resource_id)
+
+
+_PAYLOAD = events_pb2.Event.DESCRIPTOR.oneofs_by_name["payload"]
+
+
+def to_event(event: Message) -> events_pb2.Event:
+    """Wraps a payload message (e.g. `events.ScanProgress(...)`) in the envelope."""
+    if isinstance(event, events_pb2.Event):
+        return event
+    descriptor = getattr(event, "DESCRIPTOR", None)
+    for f in _PAYLOAD.fields:
+        if descriptor is not None and f.message_type is descriptor:
+            return events_pb2.Event(**{f.name: event})
+    raise TypeError(f"{type(event).__name__} is not an event of the catalogue")
+
+
+class Publisher:
+    """Publishes typed events to a bridge over gRPC."""
+
+    def __init__(
+        self,
+        target: str,
+        token: str,
+        *,
+        credentials: Optional[grpc.ChannelCredentials] = None,
+        timeout: float = 10.0,
+    ) -> None:
+        self._channel = (
+            grpc.secure_channel(target, credentials)
+            if credentials is not None
+            else grpc.insecure_channel(target)
+        )
+        self._stub = publisher_pb2_grpc.PublisherStub(self._channel)
+        self._metadata = (("authorization", f"Bearer {token}"),)
+        self._timeout = timeout
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> "Publisher":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @staticmethod
+    def request(
+        channel: ChannelLike, event: Message, idempotency_key: str = ""
+    ) -> publisher_pb2.PublishRequest:
+        return publisher_pb2.PublishRequest(
+            channel=to_channel(channel), event=to_event(event), idempotency_key=idempotency_key
+        )
+
+    def publish(
+        self, channel: ChannelLike, event: Message, idempotency_key: str = ""
+    ) -> PublishResult:
+        """Publishes one event; raises `PublishError` when it is rejected."""
+        try:
+            response = self._stub.Publish(
+                self.request(channel, event, idempotency_key),
+                metadata=self._metadata,
+                timeout=self._timeout,
+            )
+        except grpc.RpcError as error:
+            raise PublishError.from_rpc_error(error) from None
+        return PublishResult(response.id, response.duplicate)
+
+    def publish_stream(
+        self, items: Iterable[Tuple[ChannelLike, Message, str]]
+    ) -> Iterator[Union[PublishResult, PublishError]]:
+        """Publishes `(channel, event, idempotency_key)` items over one stream.
+
+        Yields one outcome per item, in order: a `PublishResult`, or a
+        `PublishError` for an item that was rejected (the stream goes on).
+        Raises `PublishError` if the stream itself fails (e.g. bad token).
+        """
+        requests = (self.request(c, e, k) for c, e, k in items)
+        try:
+            for response in self._stub.PublishStream(requests, metadata=self._metadata):
+                if response.HasField("error"):
+                    yield PublishError.from_item(response.error)
+                else:
+                    yield PublishResult(response.id, response.duplicate)
+        except grpc.RpcError as error:
+            raise PublishError.from_rpc_error(error) from None

@@ -1,0 +1,34 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { channel, parseChannel, streamUrl, EVENT_NAMES } from "../dist/index.js";
+
+const T = "0b6e1a52-3a8e-4a47-9d0e-2c4f5d6e7f80";
+
+test("channel builds and normalises, and rejects what the bridge rejects", () => {
+  assert.equal(channel("scans", T.toUpperCase(), "scan-1"), `scans:${T}:scan-1`);
+  assert.throws(() => channel("Scans", T, "a"), /prefix/);
+  assert.throws(() => channel("scans", "acme", "a"), /tenant/);
+  assert.throws(() => channel("scans", T, "a:b"), /resource/);
+  assert.throws(() => channel("scans", T, "r".repeat(129)), /resource/);
+});
+
+test("parseChannel splits exactly three parts", () => {
+  assert.deepEqual(parseChannel(`scans:${T}:x`), { prefix: "scans", tenantId: T, resourceId: "x" });
+  assert.throws(() => parseChannel(`scans:${T}`), /three parts/);
+  assert.throws(() => parseChannel(`scans:${T}:a:b`), /three parts/);
+});
+
+test("streamUrl repeats channel and carries token and cursor", () => {
+  const u = new URL(streamUrl("http://h:1", ["a:b:c", "d:e:f"], "tok", "5-1"));
+  assert.equal(u.pathname, "/v1/events");
+  assert.deepEqual(u.searchParams.getAll("channel"), ["a:b:c", "d:e:f"]);
+  assert.equal(u.searchParams.get("access_token"), "tok");
+  assert.equal(u.searchParams.get("last_event_id"), "5-1");
+  assert.equal(new URL(streamUrl("http://h:1", ["a:b:c"], "t")).searchParams.has("last_event_id"), false);
+});
+
+test("the generated catalogue lists every event", () => {
+  for (const name of ["scan.progress", "scan.end", "message.delta", "tool_call.start"]) {
+    assert.ok(EVENT_NAMES.includes(name), name);
+  }
+});
