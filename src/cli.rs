@@ -42,6 +42,8 @@ pub enum Command {
     Schema(SchemaArgs),
     /// Generate client code from the catalogue.
     Codegen(CodegenArgs),
+    /// Load-test a bridge through its real APIs (see docs/benchmarks.md).
+    Bench(Box<crate::bench::BenchArgs>),
 }
 
 #[derive(Args, Debug)]
@@ -537,5 +539,6 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Tail(args) => tail(args).await,
         Command::Schema(args) => schema(args),
         Command::Codegen(args) => codegen(args),
+        Command::Bench(args) => crate::bench::run(*args).await,
     }
 }

@@ -6,6 +6,7 @@
 //! the value types [`channel`] and [`cursor`].
 
 pub mod auth;
+pub mod bench;
 pub mod bus;
 pub mod channel;
 pub mod cli;

@@ -225,3 +225,42 @@ async fn reflection_lists_the_publisher() {
     );
     bridge.stop().await;
 }
+
+/// The bench command at tiny sizes, so it does not rot. Figures are not
+/// checked (benchmarks are not tests); completeness is.
+#[test]
+fn bench_scenarios_run_at_tiny_sizes() {
+    let scenarios: [&[&str]; 6] = [
+        &["fanout", "--subscribers", "3", "--events", "20"],
+        &["channels", "--subscribers", "3", "--events", "5"],
+        &[
+            "latency",
+            "--subscribers",
+            "3",
+            "--events",
+            "10",
+            "--rate",
+            "200",
+        ],
+        &["idle", "--subscribers", "5"],
+        &["publish", "--events", "40", "--callers", "2"],
+        &["resume", "--events", "30"],
+    ];
+    for args in scenarios {
+        let mut full = vec!["bench", "--spawn"];
+        full.extend_from_slice(args);
+        let (ok, out, err) = run(&full);
+        assert!(ok, "{args:?}: {err}");
+        let report: serde_json::Value = serde_json::from_str(&out).expect("JSON report");
+        match args[0] {
+            "fanout" | "channels" | "latency" => {
+                assert_eq!(report["lost"], 0, "{report}");
+                assert!(report["deliveries"].as_u64().unwrap() > 0);
+            }
+            "idle" => assert!(report["server_bytes_per_stream"].is_u64(), "{report}"),
+            "publish" => assert!(report["unary_per_sec"].as_f64().unwrap() > 0.0),
+            "resume" => assert_eq!(report["caught_up"], true),
+            _ => unreachable!(),
+        }
+    }
+}

@@ -1,0 +1,578 @@
+//! `sse-bridge bench`: a load generator that drives a real bridge through
+//! its real APIs — SSE connections over HTTP and publishes over gRPC — and
+//! reports deliveries per second, lost deliveries, latency percentiles,
+//! publish throughput and server memory per stream.
+//!
+//! It either spawns a bridge process of its own (`--spawn`, so memory can
+//! be read from `/proc/<pid>/status`) or targets a running one.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use futures::StreamExt;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::client::{self, Client};
+use crate::proto::events::v1::{Event, MessageDelta, event::Payload};
+use crate::proto::ssebridge::v1 as pb;
+use crate::token;
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    /// N subscribers of one channel; E events as fast as possible.
+    Fanout,
+    /// N subscribers, each on its own channel; E events per channel.
+    Channels,
+    /// N idle streams; server memory per stream.
+    Idle,
+    /// Events/s accepted by PublishStream and by unary Publish.
+    Publish,
+    /// Latency at a fixed publish rate to N subscribers of one channel.
+    Latency,
+    /// Time for a client resuming across E missed events to catch up.
+    Resume,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    #[arg(value_enum)]
+    pub scenario: Scenario,
+    /// Subscribers (streams).
+    #[arg(long, default_value_t = 1000)]
+    pub subscribers: usize,
+    /// Events (per channel for `channels`; total for the others).
+    #[arg(long, default_value_t = 2000)]
+    pub events: usize,
+    /// Publish rate for `latency`, events per second.
+    #[arg(long, default_value_t = 200)]
+    pub rate: u64,
+    /// Concurrent unary callers for `publish`.
+    #[arg(long, default_value_t = 16)]
+    pub callers: usize,
+    /// Start a bridge process for the run (needed for memory figures).
+    #[arg(long)]
+    pub spawn: bool,
+    /// With --spawn: run the spawned bridge on this Valkey (else embedded).
+    #[arg(long)]
+    pub valkey_url: Option<String>,
+    /// A running bridge's HTTP base URL (without --spawn).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub http: String,
+    /// A running bridge's gRPC target (without --spawn).
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    pub grpc: String,
+    /// The running bridge's HS256 secret, to mint tokens (without --spawn).
+    #[arg(long, env = "SSE_BRIDGE_JWT_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+    /// Payload bytes per event (content of a message.delta).
+    #[arg(long, default_value_t = 64)]
+    pub payload: usize,
+}
+
+struct Target {
+    http: String,
+    grpc: String,
+    secret: String,
+    pid: Option<u32>,
+    child: Option<tokio::process::Child>,
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn spawn_bridge(args: &BenchArgs) -> Result<Target> {
+    let secret = format!("bench-{}", uuid::Uuid::new_v4());
+    let (http_port, grpc_port) = (free_port()?, free_port()?);
+    let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
+    cmd.args([
+        "serve",
+        "--http-addr",
+        &format!("127.0.0.1:{http_port}"),
+        "--grpc-addr",
+        &format!("127.0.0.1:{grpc_port}"),
+        "--jwt-secret",
+        &secret,
+        "--history-len",
+        &(args.events.max(1000) + 10).to_string(),
+        "--max-channels",
+        "10",
+    ]);
+    if let Some(url) = &args.valkey_url {
+        cmd.args(["--valkey-url", url]);
+    }
+    cmd.env("RUST_LOG", "warn").kill_on_drop(true);
+    let child = cmd.spawn().context("spawn the bridge")?;
+    let pid = child.id();
+    let http = format!("http://127.0.0.1:{http_port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", grpc_port))
+        .await
+        .is_err()
+    {
+        if Instant::now() > deadline {
+            bail!("the spawned bridge did not start");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(Target {
+        http,
+        grpc: format!("http://127.0.0.1:{grpc_port}"),
+        secret,
+        pid,
+        child: Some(child),
+    })
+}
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// An event whose content starts with the publish time in µs.
+fn stamped(payload: usize) -> Event {
+    let stamp = now_us().to_string();
+    let pad = payload.saturating_sub(stamp.len() + 1);
+    Event {
+        payload: Some(Payload::MessageDelta(MessageDelta {
+            content: format!("{stamp} {}", "x".repeat(pad)),
+        })),
+    }
+}
+
+/// Latency samples in µs, collected from every subscriber.
+#[derive(Default)]
+struct Samples {
+    all: std::sync::Mutex<Vec<u64>>,
+}
+
+struct Counters {
+    delivered: AtomicU64,
+    last_delivery_us: AtomicU64,
+}
+
+/// Where a bench event's timestamp starts in its frame.
+const MARK: &[u8] = b"data: {\"content\":\"";
+
+/// Opens one stream and counts its events until the task is aborted.
+async fn reader(
+    http: reqwest::Client,
+    url: String,
+    token: String,
+    counters: Arc<Counters>,
+    samples: Option<Arc<Samples>>,
+    opened: mpsc::Sender<()>,
+) -> Result<()> {
+    let response = http.get(&url).bearer_auth(&token).send().await?;
+    if !response.status().is_success() {
+        bail!("stream refused: {}", response.status());
+    }
+    let _ = opened.send(()).await;
+    drop(opened);
+    let mut body = response.bytes_stream();
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut local = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk?;
+        buf.extend_from_slice(&chunk);
+        let mut start = 0;
+        while let Some(pos) = buf[start..].windows(2).position(|w| w == b"\n\n") {
+            let frame = &buf[start..start + pos];
+            start += pos + 2;
+            let Some(at) = frame.windows(MARK.len()).position(|w| w == MARK) else {
+                continue;
+            };
+            let now = now_us();
+            counters.delivered.fetch_add(1, Ordering::Relaxed);
+            counters.last_delivery_us.fetch_max(now, Ordering::Relaxed);
+            if samples.is_some() {
+                let digits = &frame[at + MARK.len()..];
+                let end = digits.iter().position(|b| *b == b' ').unwrap_or(0);
+                if let Some(sent) = std::str::from_utf8(&digits[..end])
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok())
+                {
+                    local.push(now.saturating_sub(sent));
+                }
+            }
+        }
+        buf.drain(..start);
+        if let Some(s) = &samples {
+            if local.len() >= 1024 {
+                s.all
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .append(&mut local);
+            }
+        }
+    }
+    if let Some(s) = &samples {
+        s.all
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .append(&mut local);
+    }
+    Ok(())
+}
+
+struct Streams {
+    tasks: Vec<tokio::task::JoinHandle<Result<()>>>,
+    counters: Arc<Counters>,
+    samples: Arc<Samples>,
+}
+
+async fn open_streams(
+    target: &Target,
+    channels: &[String],
+    per_stream: impl Fn(usize) -> usize,
+    n: usize,
+    tenant: &str,
+    latency: bool,
+) -> Result<Streams> {
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .build()?;
+    let token = token::mint(
+        &target.secret,
+        token::subscriber_claims("tenant_id", tenant, "bench"),
+        3600,
+    )?;
+    let counters = Arc::new(Counters {
+        delivered: AtomicU64::new(0),
+        last_delivery_us: AtomicU64::new(0),
+    });
+    let samples = Arc::new(Samples::default());
+    let (tx, mut rx) = mpsc::channel(n.max(1));
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let url = format!(
+            "{}/v1/events?channel={}",
+            target.http,
+            channels[per_stream(i)]
+        );
+        tasks.push(tokio::spawn(reader(
+            http.clone(),
+            url,
+            token.clone(),
+            counters.clone(),
+            latency.then(|| samples.clone()),
+            tx.clone(),
+        )));
+        // Open in waves so the listen backlog is not overrun.
+        if i % 500 == 499 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    drop(tx);
+    let mut opened = 0;
+    while opened < n {
+        match tokio::time::timeout(Duration::from_secs(60), rx.recv()).await {
+            Ok(Some(())) => opened += 1,
+            _ => bail!("only {opened} of {n} streams opened"),
+        }
+    }
+    Ok(Streams {
+        tasks,
+        counters,
+        samples,
+    })
+}
+
+fn request(channel: &pb::Channel, payload: usize) -> pb::PublishRequest {
+    client::request(channel.clone(), stamped(payload), "")
+}
+
+/// Publishes `requests` over one PublishStream; returns accepted count.
+async fn publish_stream(
+    client: &mut Client,
+    requests: impl futures::Stream<Item = pb::PublishRequest> + Send + 'static,
+) -> Result<u64> {
+    let mut responses = client.publish_stream(requests).await?.into_inner();
+    let mut ok = 0;
+    while let Some(r) = responses.message().await? {
+        if r.error.is_none() {
+            ok += 1;
+        }
+    }
+    Ok(ok)
+}
+
+async fn wait_quiet(counters: &Counters, expected: u64, max: Duration) {
+    let deadline = Instant::now() + max;
+    let mut last = u64::MAX;
+    while Instant::now() < deadline {
+        let now = counters.delivered.load(Ordering::Relaxed);
+        if now >= expected {
+            return;
+        }
+        if now == last {
+            // Nothing moved for a second: what is missing is lost.
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            if counters.delivered.load(Ordering::Relaxed) == now {
+                return;
+            }
+        }
+        last = now;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+/// Runs one scenario and prints its figures as one JSON object.
+pub async fn run(args: BenchArgs) -> Result<()> {
+    let mut target = if args.spawn {
+        spawn_bridge(&args).await?
+    } else {
+        Target {
+            http: args.http.clone(),
+            grpc: args.grpc.clone(),
+            secret: args
+                .secret
+                .clone()
+                .context("--secret is needed without --spawn")?,
+            pid: None,
+            child: None,
+        }
+    };
+    let tenant = uuid::Uuid::new_v4().to_string();
+    let pub_token = token::mint(
+        &target.secret,
+        token::publisher_claims("bench", crate::auth::PUBLISH_SCOPE, &["*".to_owned()]),
+        3600,
+    )?;
+    let mut publisher = client::connect(&target.grpc, &pub_token).await?;
+    let rss_before = target.pid.and_then(rss_kib);
+    let bus = if args.valkey_url.is_some() {
+        "valkey"
+    } else if args.spawn {
+        "embedded"
+    } else {
+        "unknown (running bridge)"
+    };
+    let mut report = json!({
+        "scenario": format!("{:?}", args.scenario).to_lowercase(),
+        "bus": bus,
+        "subscribers": args.subscribers,
+        "events": args.events,
+        "payload_bytes": args.payload,
+    });
+
+    match args.scenario {
+        Scenario::Fanout | Scenario::Latency => {
+            let name = format!("bench:{tenant}:fanout");
+            let ch = client::channel("bench", &tenant, "fanout");
+            let latency = args.scenario == Scenario::Latency;
+            let streams =
+                open_streams(&target, &[name], |_| 0, args.subscribers, &tenant, true).await?;
+            let expected = (args.subscribers * args.events) as u64;
+            let started = Instant::now();
+            let start_us = now_us();
+            if latency {
+                let every = Duration::from_secs_f64(1.0 / args.rate.max(1) as f64);
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                for _ in 0..args.events {
+                    tick.tick().await;
+                    publisher.publish(request(&ch, args.payload)).await?;
+                }
+            } else {
+                let payload = args.payload;
+                let n = args.events;
+                let reqs = futures::stream::iter((0..n).map(move |_| request(&ch, payload)));
+                let accepted = publish_stream(&mut publisher, reqs).await?;
+                report["published"] = json!(accepted);
+            }
+            let publish_secs = started.elapsed().as_secs_f64();
+            wait_quiet(&streams.counters, expected, Duration::from_secs(120)).await;
+            let delivered = streams.counters.delivered.load(Ordering::Relaxed);
+            let last = streams.counters.last_delivery_us.load(Ordering::Relaxed);
+            let secs = (last.saturating_sub(start_us)) as f64 / 1e6;
+            let mut lat = std::mem::take(
+                &mut *streams
+                    .samples
+                    .all
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()),
+            );
+            lat.sort_unstable();
+            report["deliveries"] = json!(delivered);
+            report["lost"] = json!(expected.saturating_sub(delivered));
+            report["deliveries_per_sec"] = json!((delivered as f64 / secs.max(1e-9)).round());
+            report["publish_secs"] = json!(publish_secs);
+            report["latency_ms"] = json!({
+                "p50": percentile(&lat, 0.50), "p90": percentile(&lat, 0.90),
+                "p99": percentile(&lat, 0.99), "max": percentile(&lat, 1.0),
+            });
+            if latency {
+                report["rate"] = json!(args.rate);
+            }
+            for t in streams.tasks {
+                t.abort();
+            }
+        }
+        Scenario::Channels => {
+            let names: Vec<String> = (0..args.subscribers)
+                .map(|i| format!("bench:{tenant}:c{i}"))
+                .collect();
+            let streams =
+                open_streams(&target, &names, |i| i, args.subscribers, &tenant, true).await?;
+            let expected = (args.subscribers * args.events) as u64;
+            let start_us = now_us();
+            let (payload, subs, events) = (args.payload, args.subscribers, args.events);
+            let tenant2 = tenant.clone();
+            let reqs = futures::stream::iter((0..events * subs).map(move |k| {
+                request(
+                    &client::channel("bench", &tenant2, &format!("c{}", k % subs)),
+                    payload,
+                )
+            }));
+            let accepted = publish_stream(&mut publisher, reqs).await?;
+            wait_quiet(&streams.counters, expected, Duration::from_secs(120)).await;
+            let delivered = streams.counters.delivered.load(Ordering::Relaxed);
+            let last = streams.counters.last_delivery_us.load(Ordering::Relaxed);
+            let secs = (last.saturating_sub(start_us)) as f64 / 1e6;
+            let mut lat = std::mem::take(
+                &mut *streams
+                    .samples
+                    .all
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()),
+            );
+            lat.sort_unstable();
+            report["published"] = json!(accepted);
+            report["deliveries"] = json!(delivered);
+            report["lost"] = json!(expected.saturating_sub(delivered));
+            report["deliveries_per_sec"] = json!((delivered as f64 / secs.max(1e-9)).round());
+            report["latency_ms"] = json!({
+                "p50": percentile(&lat, 0.50), "p99": percentile(&lat, 0.99), "max": percentile(&lat, 1.0),
+            });
+            for t in streams.tasks {
+                t.abort();
+            }
+        }
+        Scenario::Idle => {
+            let names: Vec<String> = (0..args.subscribers)
+                .map(|i| format!("bench:{tenant}:idle{}", i % 100))
+                .collect();
+            let streams =
+                open_streams(&target, &names, |i| i, args.subscribers, &tenant, false).await?;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let rss_after = target.pid.and_then(rss_kib);
+            if let (Some(before), Some(after)) = (rss_before, rss_after) {
+                report["server_rss_kib_before"] = json!(before);
+                report["server_rss_kib_after"] = json!(after);
+                report["server_bytes_per_stream"] =
+                    json!(((after.saturating_sub(before)) * 1024) / args.subscribers.max(1) as u64);
+            }
+            for t in streams.tasks {
+                t.abort();
+            }
+        }
+        Scenario::Publish => {
+            let ch = client::channel("bench", &tenant, "publish");
+            let (payload, n) = (args.payload, args.events);
+            let c2 = ch.clone();
+            let started = Instant::now();
+            let reqs = futures::stream::iter((0..n).map(move |_| request(&c2, payload)));
+            let accepted = publish_stream(&mut publisher, reqs).await?;
+            let stream_rate = accepted as f64 / started.elapsed().as_secs_f64();
+            let started = Instant::now();
+            let per = n.div_ceil(args.callers.max(1));
+            let mut tasks = Vec::new();
+            for _ in 0..args.callers.max(1) {
+                let mut p = publisher.clone();
+                let ch = ch.clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut ok = 0u64;
+                    for _ in 0..per {
+                        if p.publish(request(&ch, payload)).await.is_ok() {
+                            ok += 1;
+                        }
+                    }
+                    ok
+                }));
+            }
+            let mut unary_ok = 0;
+            for t in tasks {
+                unary_ok += t.await?;
+            }
+            let unary_rate = unary_ok as f64 / started.elapsed().as_secs_f64();
+            report["publish_stream_per_sec"] = json!(stream_rate.round());
+            report["unary_per_sec"] = json!(unary_rate.round());
+            report["unary_callers"] = json!(args.callers);
+        }
+        Scenario::Resume => {
+            let ch = client::channel("bench", &tenant, "resume");
+            let first = publisher
+                .publish(request(&ch, args.payload))
+                .await?
+                .into_inner()
+                .id;
+            let (payload, n) = (args.payload, args.events);
+            let c2 = ch.clone();
+            let reqs = futures::stream::iter((0..n).map(move |_| request(&c2, payload)));
+            publish_stream(&mut publisher, reqs).await?;
+            let http = reqwest::Client::builder().no_proxy().build()?;
+            let token = token::mint(
+                &target.secret,
+                token::subscriber_claims("tenant_id", &tenant, "bench"),
+                3600,
+            )?;
+            let url = format!("{}/v1/events?channel=bench:{tenant}:resume", target.http);
+            let started = Instant::now();
+            let response = http
+                .get(&url)
+                .bearer_auth(&token)
+                .header("last-event-id", &first)
+                .send()
+                .await?;
+            let mut body = response.bytes_stream();
+            let (mut seen, mut carry) = (0usize, Vec::new());
+            while seen < n {
+                let Some(chunk) = body.next().await else {
+                    break;
+                };
+                carry.extend_from_slice(&chunk?);
+                let frames = carry.windows(8).filter(|w| w == b"\nevent: ").count();
+                seen += frames;
+                let keep = carry.len().saturating_sub(7);
+                carry.drain(..keep);
+            }
+            report["caught_up"] = json!(seen >= n);
+            report["resume_ms"] = json!(started.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    if let Some(mut child) = target.child.take() {
+        let _ = child.kill().await;
+    }
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
