@@ -182,6 +182,7 @@ async fn reader(
     counters: Arc<Counters>,
     samples: Option<Arc<Samples>>,
     opened: mpsc::Sender<()>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<()> {
     let response = http.get(&url).bearer_auth(&token).send().await?;
     if !response.status().is_success() {
@@ -192,8 +193,14 @@ async fn reader(
     let mut body = response.bytes_stream();
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut local = Vec::new();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk?;
+    loop {
+        let chunk = tokio::select! {
+            c = body.next() => match c {
+                Some(c) => c?,
+                None => break,
+            },
+            _ = stop.wait_for(|s| *s) => break,
+        };
         buf.extend_from_slice(&chunk);
         let mut start = 0;
         while let Some(pos) = buf[start..].windows(2).position(|w| w == b"\n\n") {
@@ -237,6 +244,7 @@ async fn reader(
 
 struct Streams {
     tasks: Vec<tokio::task::JoinHandle<Result<()>>>,
+    stop: tokio::sync::watch::Sender<bool>,
     counters: Arc<Counters>,
     samples: Arc<Samples>,
 }
@@ -264,6 +272,7 @@ async fn open_streams(
     });
     let samples = Arc::new(Samples::default());
     let (tx, mut rx) = mpsc::channel(n.max(1));
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
         let url = format!(
@@ -278,6 +287,7 @@ async fn open_streams(
             counters.clone(),
             latency.then(|| samples.clone()),
             tx.clone(),
+            stop_rx.clone(),
         )));
         // Open in waves so the listen backlog is not overrun.
         if i % 500 == 499 {
@@ -294,9 +304,24 @@ async fn open_streams(
     }
     Ok(Streams {
         tasks,
+        stop,
         counters,
         samples,
     })
+}
+
+impl Streams {
+    /// Stops every reader and waits for it to hand in its samples.
+    async fn finish(self) -> Vec<u64> {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        let mut all =
+            std::mem::take(&mut *self.samples.all.lock().unwrap_or_else(|p| p.into_inner()));
+        all.sort_unstable();
+        all
+    }
 }
 
 fn request(channel: &pb::Channel, payload: usize) -> pb::PublishRequest {
@@ -415,14 +440,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             let delivered = streams.counters.delivered.load(Ordering::Relaxed);
             let last = streams.counters.last_delivery_us.load(Ordering::Relaxed);
             let secs = (last.saturating_sub(start_us)) as f64 / 1e6;
-            let mut lat = std::mem::take(
-                &mut *streams
-                    .samples
-                    .all
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner()),
-            );
-            lat.sort_unstable();
+            let lat = streams.finish().await;
             report["deliveries"] = json!(delivered);
             report["lost"] = json!(expected.saturating_sub(delivered));
             report["deliveries_per_sec"] = json!((delivered as f64 / secs.max(1e-9)).round());
@@ -433,9 +451,6 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             });
             if latency {
                 report["rate"] = json!(args.rate);
-            }
-            for t in streams.tasks {
-                t.abort();
             }
         }
         Scenario::Channels => {
@@ -459,14 +474,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             let delivered = streams.counters.delivered.load(Ordering::Relaxed);
             let last = streams.counters.last_delivery_us.load(Ordering::Relaxed);
             let secs = (last.saturating_sub(start_us)) as f64 / 1e6;
-            let mut lat = std::mem::take(
-                &mut *streams
-                    .samples
-                    .all
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner()),
-            );
-            lat.sort_unstable();
+            let lat = streams.finish().await;
             report["published"] = json!(accepted);
             report["deliveries"] = json!(delivered);
             report["lost"] = json!(expected.saturating_sub(delivered));
@@ -474,9 +482,6 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             report["latency_ms"] = json!({
                 "p50": percentile(&lat, 0.50), "p99": percentile(&lat, 0.99), "max": percentile(&lat, 1.0),
             });
-            for t in streams.tasks {
-                t.abort();
-            }
         }
         Scenario::Idle => {
             let names: Vec<String> = (0..args.subscribers)
@@ -492,9 +497,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                 report["server_bytes_per_stream"] =
                     json!(((after.saturating_sub(before)) * 1024) / args.subscribers.max(1) as u64);
             }
-            for t in streams.tasks {
-                t.abort();
-            }
+            streams.finish().await;
         }
         Scenario::Publish => {
             let ch = client::channel("bench", &tenant, "publish");

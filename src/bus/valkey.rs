@@ -6,7 +6,7 @@
 //!
 //! - `sseb:{c}:h` — the history stream, trimmed by length and age, with the
 //!   newest trimmed id kept as its `max-deleted-entry-id`, expiring when
-//!   idle for the age bound;
+//!   idle for twice the age bound;
 //! - `sseb:{c}:k:<key>` — an idempotency key's first id, expiring with its
 //!   window;
 //! - `sseb:{c}` — the shard channel each event is published on as
@@ -60,7 +60,10 @@ if over > 0 then
 end
 local t = redis.call('TIME')
 local min_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[4])
-if min_ms > 0 then
+-- Only when the oldest entry has aged out is the newest aged one looked
+-- up (XREVRANGE from the horizon is far dearer than reading the head).
+local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+if min_ms > 0 and #oldest > 0 and tonumber((parse(oldest[1][1]))) < min_ms then
   local aged = redis.call('XREVRANGE', KEYS[1], '(' .. string.format('%d', min_ms) .. '-0', '-', 'COUNT', 1)
   if #aged > 0 and (through == nil or lt(through, aged[1][1])) then through = aged[1][1] end
 end
@@ -69,7 +72,10 @@ if through then
   redis.call('XTRIM', KEYS[1], 'MINID', ms .. '-' .. string.format('%d', seq + 1))
   redis.call('XSETID', KEYS[1], id, 'MAXDELETEDID', through)
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
+-- Twice the age bound: an idle channel's stream lingers long enough that a
+-- client coming back soon is told `history_trimmed` rather than
+-- `history_lost`, and then it goes.
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]) * 2)
 if ARGV[7] == '1' then redis.call('SET', KEYS[2], id, 'PX', ARGV[5]) end
 redis.call('SPUBLISH', ARGV[6], id .. '\n' .. ARGV[1] .. '\n' .. ARGV[2])
 return {id, 0}

@@ -207,4 +207,23 @@ async fn a_slow_reader_beyond_history_is_told_bridge_reset(backend: Backend) {
     assert!(resets >= 1, "the reader fell behind the history");
     bridge.stop().await;
 }
+
+async fn events_older_than_the_history_age_are_reset(backend: Backend) {
+    let bridge = Bridge::on(&backend, &["--history-ttl-secs", "1"]).await;
+    let token = subscriber_token(TENANT);
+    let mut p = bridge.publisher().await;
+    let e0 = publish(&mut p, "aged", progress(0, 9)).await;
+    publish(&mut p, "aged", progress(1, 9)).await;
+    // Longer than the age bound: the next publish trims both.
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    let e2 = publish(&mut p, "aged", progress(2, 9)).await;
+    let mut sse = bridge.subscribe(&[&channel("aged")], &token, Some(&e0)).await;
+    let reset = sse.next_event().await;
+    assert_eq!(reset.event.as_deref(), Some("bridge.reset"));
+    // Valkey may also have expired the idle stream key by then.
+    let reason = reset.data_json()["reason"].clone();
+    assert!(reason == "history_trimmed" || reason == "history_lost", "{reason}");
+    assert_eq!(sse.next_event().await.id, Some(e2));
+    bridge.stop().await;
+}
 }
