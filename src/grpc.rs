@@ -3,7 +3,7 @@
 
 use std::pin::Pin;
 
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use tonic::{Code, Request, Response, Status, Streaming};
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -11,6 +11,9 @@ use crate::auth::{self, AuthError, PublisherAuth};
 use crate::proto::ssebridge::v1 as pb;
 use crate::proto::ssebridge::v1::publisher_server::{Publisher, PublisherServer};
 use crate::publish::{PublishError, PublishService};
+
+/// Most stream items published in one bus batch.
+const MAX_BATCH: usize = 64;
 
 /// Serves `Publisher` over a [`PublishService`].
 #[derive(Clone)]
@@ -123,23 +126,40 @@ impl Publisher for PublisherApi {
         let publisher = self.authenticate(&request)?;
         let service = self.service.clone();
         let mut requests = request.into_inner();
-        // One item at a time keeps responses in request order and lets a
-        // slow bus push back on the producer through HTTP/2 flow control.
+        // Items already waiting are published as one ordered batch (one
+        // Valkey round trip); responses keep request order. Waiting for the
+        // batch before reading more lets a slow bus push back on the
+        // producer through HTTP/2 flow control.
         let out = async_stream::stream! {
-            while let Some(item) = requests.next().await {
-                match item {
-                    Ok(req) => match service.publish(&publisher, req).await {
-                        Ok(p) => yield Ok(pb::PublishResponse {
+            while let Some(first) = requests.next().await {
+                let mut batch = Vec::new();
+                let mut failed = None;
+                let mut next = Some(first);
+                while let Some(item) = next.take() {
+                    match item {
+                        Ok(req) => batch.push(req),
+                        Err(status) => {
+                            failed = Some(status);
+                            break;
+                        }
+                    }
+                    if batch.len() < MAX_BATCH {
+                        next = requests.next().now_or_never().flatten();
+                    }
+                }
+                for outcome in service.publish_many(&publisher, batch).await {
+                    yield Ok(match outcome {
+                        Ok(p) => pb::PublishResponse {
                             id: p.id.to_string(),
                             duplicate: p.duplicate,
                             error: None,
-                        }),
-                        Err(e) => yield Ok(error_item(&e)),
-                    },
-                    Err(status) => {
-                        yield Err(status);
-                        break;
-                    }
+                        },
+                        Err(e) => error_item(&e),
+                    });
+                }
+                if let Some(status) = failed {
+                    yield Err(status);
+                    break;
                 }
             }
         };

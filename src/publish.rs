@@ -81,11 +81,13 @@ impl PublishService {
         }
     }
 
-    pub async fn publish(
+    /// Checks a request in the contract's order (channel, tenant, size,
+    /// schema) and turns it into what the bus carries.
+    pub fn prepare(
         &self,
         publisher: &auth::Publisher,
         request: pb::PublishRequest,
-    ) -> Result<Published, PublishError> {
+    ) -> Result<Outgoing, PublishError> {
         let channel = request
             .channel
             .as_ref()
@@ -114,14 +116,57 @@ impl PublishService {
         }
         let prepared = self.schema.prepare(&event)?;
         let key = Some(request.idempotency_key).filter(|k| !k.is_empty());
+        Ok(Outgoing {
+            channel,
+            event: prepared.name.into(),
+            data: prepared.json.into(),
+            idempotency_key: key,
+        })
+    }
+
+    pub async fn publish(
+        &self,
+        publisher: &auth::Publisher,
+        request: pb::PublishRequest,
+    ) -> Result<Published, PublishError> {
+        let outgoing = self.prepare(publisher, request)?;
         self.bus
-            .publish(Outgoing {
-                channel,
-                event: prepared.name.into(),
-                data: prepared.json.into(),
-                idempotency_key: key,
-            })
+            .publish(outgoing)
             .await
             .map_err(PublishError::Unavailable)
+    }
+
+    /// Publishes several requests in order, the valid ones in one bus batch;
+    /// one outcome per request, in request order.
+    pub async fn publish_many(
+        &self,
+        publisher: &auth::Publisher,
+        requests: Vec<pb::PublishRequest>,
+    ) -> Vec<Result<Published, PublishError>> {
+        let mut outcomes: Vec<Option<Result<Published, PublishError>>> =
+            Vec::with_capacity(requests.len());
+        let mut batch = Vec::new();
+        for request in requests {
+            match self.prepare(publisher, request) {
+                Ok(outgoing) => {
+                    batch.push(outgoing);
+                    outcomes.push(None);
+                }
+                Err(e) => outcomes.push(Some(Err(e))),
+            }
+        }
+        let mut published = self.bus.publish_batch(batch).await.into_iter();
+        outcomes
+            .into_iter()
+            .map(|o| match o {
+                Some(rejected) => rejected,
+                None => published
+                    .next()
+                    .unwrap_or_else(|| {
+                        Err(BusError::Unavailable("missing publish outcome".to_owned()))
+                    })
+                    .map_err(PublishError::Unavailable),
+            })
+            .collect()
     }
 }

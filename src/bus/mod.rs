@@ -134,6 +134,16 @@ pub trait Bus: Send + Sync + 'static {
     /// Appends to the channel's history and delivers to every watching node.
     async fn publish(&self, event: Outgoing) -> Result<Published, BusError>;
 
+    /// Publishes several events in order (one round trip where the bus can),
+    /// with one outcome per event, in the same order.
+    async fn publish_batch(&self, events: Vec<Outgoing>) -> Vec<Result<Published, BusError>> {
+        let mut out = Vec::with_capacity(events.len());
+        for e in events {
+            out.push(self.publish(e).await);
+        }
+        out
+    }
+
     /// The newest position of the channel ([`StreamId::ZERO`] when empty).
     async fn head(&self, channel: &Channel) -> Result<StreamId, BusError>;
 

@@ -207,7 +207,6 @@ pub struct ValkeyBus {
     /// Serialises subscribe/unsubscribe so Valkey's state follows the
     /// watch counts whatever order the hub's calls arrive in.
     subscriptions: tokio::sync::Mutex<()>,
-    publish: Script,
     read_after: Script,
     head: Script,
     pump: tokio::task::JoinHandle<()>,
@@ -363,7 +362,6 @@ impl ValkeyBus {
             timeout: config.timeout,
             shared,
             subscriptions: tokio::sync::Mutex::new(()),
-            publish: Script::new(PUBLISH),
             read_after,
             head: Script::new(HEAD),
             pump,
@@ -506,14 +504,30 @@ async fn refill(
     }
 }
 
-#[async_trait]
-impl Bus for ValkeyBus {
-    async fn publish(&self, event: Outgoing) -> Result<Published, BusError> {
-        let mut conn = self.conn.clone();
+fn parse_published(v: &Value) -> Result<Published, BusError> {
+    let bad = || unavailable(format_args!("unexpected publish reply {v:?}"));
+    match v {
+        Value::Array(parts) => {
+            let id = parts.first().and_then(parse_id).ok_or_else(bad)?;
+            let duplicate = matches!(parts.get(1), Some(Value::Int(1)));
+            Ok(Published { id, duplicate })
+        }
+        Value::ServerError(e) => Err(unavailable(format_args!("publish: {e:?}"))),
+        _ => Err(bad()),
+    }
+}
+
+impl ValkeyBus {
+    /// `EVAL` of the publish script with the event's keys and arguments.
+    /// The script travels in full (Valkey caches it by digest), so a
+    /// pipeline never meets `NOSCRIPT` after a restart and keeps its order.
+    fn publish_command(&self, event: &Outgoing) -> redis::Cmd {
         let key = event.idempotency_key.as_deref();
-        let mut invocation = self.publish.key(history_key(&event.channel));
-        invocation
-            .key(match key {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(PUBLISH)
+            .arg(2)
+            .arg(history_key(&event.channel))
+            .arg(match key {
                 Some(k) => idempotency_key(&event.channel, k),
                 None => history_key(&event.channel),
             })
@@ -524,16 +538,50 @@ impl Bus for ValkeyBus {
             .arg(self.retention.idempotency_window.as_millis().max(1) as u64)
             .arg(shard_channel(&event.channel))
             .arg(if key.is_some() { "1" } else { "0" });
-        let (id, duplicate): (String, i64) = self
-            .bounded("publish", invocation.invoke_async(&mut conn))
-            .await?;
-        let id = id
-            .parse()
-            .map_err(|_| unavailable(format_args!("publish returned a bad id `{id}`")))?;
-        Ok(Published {
-            id,
-            duplicate: duplicate == 1,
-        })
+        cmd
+    }
+}
+
+#[async_trait]
+impl Bus for ValkeyBus {
+    async fn publish(&self, event: Outgoing) -> Result<Published, BusError> {
+        let mut conn = self.conn.clone();
+        let cmd = self.publish_command(&event);
+        let reply: Value = self.bounded("publish", cmd.query_async(&mut conn)).await?;
+        parse_published(&reply)
+    }
+
+    async fn publish_batch(&self, events: Vec<Outgoing>) -> Vec<Result<Published, BusError>> {
+        if events.len() <= 1 {
+            let mut out = Vec::new();
+            for e in events {
+                out.push(self.publish(e).await);
+            }
+            return out;
+        }
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for e in &events {
+            pipe.add_command(self.publish_command(e));
+        }
+        let mut conn = self.conn.clone();
+        match self
+            .bounded("publish", pipe.query_async::<Vec<Value>>(&mut conn))
+            .await
+        {
+            Ok(replies) if replies.len() == events.len() => {
+                replies.iter().map(parse_published).collect()
+            }
+            Ok(replies) => {
+                let e = unavailable(format_args!(
+                    "{} replies to {} publishes",
+                    replies.len(),
+                    events.len()
+                ));
+                events.iter().map(|_| Err(e.clone())).collect()
+            }
+            Err(e) => events.iter().map(|_| Err(e.clone())).collect(),
+        }
     }
 
     async fn head(&self, channel: &Channel) -> Result<StreamId, BusError> {

@@ -6,7 +6,7 @@
 
 mod subscription;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{OnceCell, broadcast};
@@ -69,8 +69,49 @@ pub enum Delivery {
     Resync,
 }
 
+/// The node's recent frames of one channel: what lagging listeners catch
+/// up from without going to the bus (one copy per node, not one read per
+/// listener). It holds every frame the node delivered after `floor`.
+#[derive(Default)]
+struct Recent {
+    frames: VecDeque<Arc<Frame>>,
+    bytes: usize,
+    /// Positions at or after this are covered; `None` until the first frame
+    /// and after a resync.
+    floor: Option<StreamId>,
+}
+
+/// Bounds of each channel's recent-frame cache.
+const RECENT_MAX_BYTES: usize = 4 << 20;
+
+impl Recent {
+    fn push(&mut self, frame: Arc<Frame>, max_frames: usize) {
+        self.floor.get_or_insert(frame.id);
+        self.bytes += frame.bytes.len();
+        self.frames.push_back(frame);
+        while self.frames.len() > max_frames || self.bytes > RECENT_MAX_BYTES {
+            match self.frames.pop_front() {
+                Some(old) => {
+                    self.bytes -= old.bytes.len();
+                    self.floor = Some(old.id);
+                }
+                None => break,
+            }
+        }
+    }
+
+    fn after(&self, position: StreamId) -> Option<Vec<Arc<Frame>>> {
+        if position < self.floor? {
+            return None;
+        }
+        let start = self.frames.partition_point(|f| f.id <= position);
+        Some(self.frames.range(start..).cloned().collect())
+    }
+}
+
 struct Slot {
     tx: broadcast::Sender<Delivery>,
+    recent: Recent,
     listeners: usize,
     /// Set once the bus delivers this channel to the node.
     watched: Arc<OnceCell<()>>,
@@ -80,15 +121,18 @@ struct Slot {
 pub struct Fanout {
     slots: Mutex<HashMap<Channel, Slot>>,
     capacity: usize,
+    recent_frames: usize,
 }
 
 impl Fanout {
     /// `capacity` bounds how many events a listener may fall behind before
-    /// it is caught up from history.
+    /// it is caught up, from the node's recent frames (4 × `capacity`, at
+    /// most 4 MiB per channel) or else from history.
     pub fn new(capacity: usize) -> Arc<Fanout> {
         Arc::new(Fanout {
             slots: Mutex::new(HashMap::new()),
             capacity: capacity.max(1),
+            recent_frames: capacity.max(1) * 4,
         })
     }
 
@@ -104,20 +148,27 @@ impl Fanout {
 
 impl Sink for Fanout {
     fn deliver(&self, channel: &Channel, entry: Entry) {
-        let tx = match self.lock().get(channel) {
-            Some(slot) => slot.tx.clone(),
-            None => return,
+        let frame = Arc::new(Frame::encode(&entry));
+        let mut slots = self.lock();
+        let Some(slot) = slots.get_mut(channel) else {
+            return;
         };
-        // No receivers left is not an error: the last listener just went.
-        let _ = tx.send(Delivery::Frame(Arc::new(Frame::encode(&entry))));
+        slot.recent.push(frame.clone(), self.recent_frames);
+        // Sent under the lock so the cache and the broadcast agree on
+        // order. No receivers left is not an error: the last listener just
+        // went.
+        let _ = slot.tx.send(Delivery::Frame(frame));
     }
 
     fn resync(&self, channel: &Channel) {
-        let tx = match self.lock().get(channel) {
-            Some(slot) => slot.tx.clone(),
-            None => return,
+        let mut slots = self.lock();
+        let Some(slot) = slots.get_mut(channel) else {
+            return;
         };
-        let _ = tx.send(Delivery::Resync);
+        // The node may have missed events: its cache no longer covers
+        // anything, so listeners check against the bus.
+        slot.recent = Recent::default();
+        let _ = slot.tx.send(Delivery::Resync);
     }
 }
 
@@ -178,6 +229,12 @@ impl Hub {
         &self.fanout
     }
 
+    /// The frames after `position` from the node's cache, when it covers
+    /// that position.
+    pub fn recent_after(&self, channel: &Channel, position: StreamId) -> Option<Vec<Arc<Frame>>> {
+        self.fanout.lock().get(channel)?.recent.after(position)
+    }
+
     /// Starts listening to a channel. When this returns, every event
     /// published afterwards reaches the receiver.
     pub async fn listen(
@@ -188,6 +245,7 @@ impl Hub {
             let mut slots = self.fanout.lock();
             let slot = slots.entry(channel.clone()).or_insert_with(|| Slot {
                 tx: broadcast::channel(self.fanout.capacity).0,
+                recent: Recent::default(),
                 listeners: 0,
                 watched: Arc::new(OnceCell::new()),
             });
@@ -202,5 +260,44 @@ impl Hub {
         };
         watched.get_or_try_init(|| self.bus.watch(channel)).await?;
         Ok((listener, rx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(ms: u64) -> Arc<Frame> {
+        Arc::new(Frame::encode(&Entry {
+            id: StreamId::new(ms, 0),
+            event: "a.b".into(),
+            data: "{}".into(),
+        }))
+    }
+
+    fn ids(frames: Option<Vec<Arc<Frame>>>) -> Option<Vec<u64>> {
+        frames.map(|f| f.iter().map(|f| f.id.ms).collect())
+    }
+
+    #[test]
+    fn recent_frames_cover_only_positions_since_their_floor() {
+        let mut r = Recent::default();
+        assert_eq!(ids(r.after(StreamId::ZERO)), None, "empty covers nothing");
+        for ms in 10..15 {
+            r.push(frame(ms), 3);
+        }
+        // Kept 12, 13, 14; 11 was evicted last, so positions >= 11 are covered.
+        assert_eq!(ids(r.after(StreamId::new(11, 0))), Some(vec![12, 13, 14]));
+        assert_eq!(ids(r.after(StreamId::new(13, 0))), Some(vec![14]));
+        assert_eq!(ids(r.after(StreamId::new(14, 0))), Some(vec![]));
+        assert_eq!(
+            ids(r.after(StreamId::new(10, 5))),
+            None,
+            "12's predecessor unknown"
+        );
+        let mut first = Recent::default();
+        first.push(frame(7), 3);
+        assert_eq!(ids(first.after(StreamId::new(7, 0))), Some(vec![]));
+        assert_eq!(ids(first.after(StreamId::new(6, 0))), None);
     }
 }

@@ -113,13 +113,18 @@ impl Subscription {
         cursor::encode(&names, &self.positions)
     }
 
-    /// Queues what history holds after each listed channel's position, in
-    /// id order across channels, and resets for the channels it cannot
+    /// Queues what follows each listed channel's position — from the node's
+    /// recent frames when they cover it, else from the bus's history — in
+    /// id order across channels, and resets for the channels history cannot
     /// cover.
     async fn catch_up(&mut self, which: &[usize]) -> Result<(), BusError> {
         let mut replay: Vec<(StreamId, usize, Arc<Frame>)> = Vec::new();
         let mut gaps: Vec<(usize, GapReason)> = Vec::new();
         for &i in which {
+            if let Some(frames) = self.hub.recent_after(&self.channels[i], self.positions[i]) {
+                replay.extend(frames.into_iter().map(|f| (f.id, i, f)));
+                continue;
+            }
             let history = self
                 .hub
                 .bus()

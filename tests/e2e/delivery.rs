@@ -241,4 +241,48 @@ async fn publish_stream_answers_in_order_and_survives_bad_items(backend: Backend
     assert_eq!(sse.next_event().await.id, Some(got[2].id.clone()));
     bridge.stop().await;
 }
+
+async fn publish_stream_batches_keep_order_and_outcomes(backend: Backend) {
+    let bridge = Bridge::on(&backend, &[]).await;
+    let mut sse = bridge
+        .subscribe(&[&channel("batch")], &subscriber_token(TENANT), None)
+        .await;
+    let mut p = bridge.publisher().await;
+    // Sent all at once, so the bridge sees many ready items per batch.
+    let requests: Vec<_> = (0..300u32)
+        .map(|i| {
+            let (checked, key) = match i {
+                _ if i % 50 == 7 => (i + 1000, String::new()), // breaks checked <= total
+                100 | 101 => (100, "same-key".to_owned()),
+                _ => (i, String::new()),
+            };
+            client::request(pb_channel(TENANT, "batch"), progress(checked, 999), &key)
+        })
+        .collect();
+    let mut responses = p
+        .publish_stream(futures::stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut got = Vec::new();
+    while let Some(r) = responses.message().await.unwrap() {
+        got.push(r);
+    }
+    assert_eq!(got.len(), 300);
+    let mut delivered_ids = Vec::new();
+    for (i, r) in got.iter().enumerate() {
+        if i % 50 == 7 {
+            assert_eq!(r.error.as_ref().map(|e| e.code), Some(tonic::Code::InvalidArgument as i32));
+        } else if i == 101 {
+            assert!(r.duplicate && r.id == got[100].id, "duplicate within a batch");
+        } else {
+            assert!(r.error.is_none() && !r.duplicate, "{i}: {r:?}");
+            delivered_ids.push(r.id.clone());
+        }
+    }
+    for id in delivered_ids {
+        assert_eq!(sse.next_event().await.id, Some(id), "delivered in request order");
+    }
+    bridge.stop().await;
+}
 }
