@@ -7,6 +7,8 @@ here="$(cd "$(dirname "$0")" && pwd)"
 proto="$here/../../proto"
 out="${1:-$here/src/sse_bridge_client/_gen}"
 python="${PYTHON:-python3}"
+# Resolve a relative path before changing directory.
+case "$python" in */*) python="$(realpath "$python")" ;; esac
 
 rm -rf "$out"
 mkdir -p "$out"
