@@ -118,9 +118,8 @@ async fn token_publish_and_tail_round_trip() {
     let sub_token = subscriber_token(TENANT);
     let mut probe = bridge.subscribe(&[&ch], &sub_token, None).await;
     let data = format!(r#"{{"scan_id":"{TENANT}","checked":3,"total":10}}"#);
-    let mut published = None;
-    for _ in 0..50 {
-        let (ok, out, err) = run(&[
+    let publish_cli = |event: &str, data: &str| {
+        run(&[
             "publish",
             "--target",
             &bridge.grpc,
@@ -129,10 +128,14 @@ async fn token_publish_and_tail_round_trip() {
             "--channel",
             &ch,
             "--event",
-            "scan.progress",
+            event,
             "--data",
-            &data,
-        ]);
+            data,
+        ])
+    };
+    let mut published = None;
+    for _ in 0..50 {
+        let (ok, out, err) = publish_cli("scan.progress", &data);
         assert!(ok, "{err}");
         let id = out.trim().to_owned();
         assert_eq!(probe.next_event().await.id.as_deref(), Some(id.as_str()));
@@ -160,37 +163,13 @@ async fn token_publish_and_tail_round_trip() {
     assert!(published.is_some(), "tail printed the published frame");
 
     // Rejections are shown plainly, with the field path.
-    let (ok, _, err) = run(&[
-        "publish",
-        "--target",
-        &bridge.grpc,
-        "--token",
-        publ.trim(),
-        "--channel",
-        &ch,
-        "--event",
-        "scan.progress",
-        "--data",
-        r#"{"scan_id":"x","checked":1,"total":1}"#,
-    ]);
+    let (ok, _, err) = publish_cli("scan.progress", r#"{"scan_id":"x","checked":1,"total":1}"#);
     assert!(!ok);
     assert!(
         err.contains("InvalidArgument") && err.contains("event.scan_progress.scan_id"),
         "{err}"
     );
-    let (ok, _, err) = run(&[
-        "publish",
-        "--target",
-        &bridge.grpc,
-        "--token",
-        publ.trim(),
-        "--channel",
-        &ch,
-        "--event",
-        "scan.nope",
-        "--data",
-        "{}",
-    ]);
+    let (ok, _, err) = publish_cli("scan.nope", "{}");
     assert!(!ok && err.contains("unknown event"), "{err}");
     tail.kill().await.ok();
     bridge.stop().await;
