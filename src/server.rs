@@ -19,6 +19,9 @@ use crate::proto::FILE_DESCRIPTOR_SET;
 use crate::publish::PublishService;
 use crate::schema::Schema;
 
+/// How often the gRPC health status is matched to the bus.
+const HEALTH_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Everything a node needs to start.
 #[derive(Clone)]
 pub struct Settings {
@@ -106,12 +109,31 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             .await
     });
 
-    let service = PublishService::new(Schema::embedded(), bus, settings.max_payload_bytes);
+    let service = PublishService::new(Schema::embedded(), bus.clone(), settings.max_payload_bytes);
     let api = PublisherApi::new(service, settings.publisher_auth.clone());
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<crate::proto::ssebridge::v1::publisher_server::PublisherServer<PublisherApi>>()
-        .await;
+    type Served = crate::proto::ssebridge::v1::publisher_server::PublisherServer<PublisherApi>;
+    health.set_serving::<Served>().await;
+    // gRPC health follows the bus, like /readyz: publishing needs it.
+    let mut health_down = shutdown_rx.clone();
+    tokio::spawn(async move {
+        let mut serving = true;
+        loop {
+            tokio::select! {
+                _ = health_down.wait_for(|d| *d) => break,
+                _ = tokio::time::sleep(HEALTH_EVERY) => {}
+            }
+            let ready = bus.ready().await;
+            if ready != serving {
+                serving = ready;
+                if ready {
+                    health.set_serving::<Served>().await;
+                } else {
+                    health.set_not_serving::<Served>().await;
+                }
+            }
+        }
+    });
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .build_v1()

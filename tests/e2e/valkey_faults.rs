@@ -6,6 +6,9 @@ use std::time::Duration;
 use redis::Value;
 use sse_bridge::client;
 use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 use crate::harness::*;
 
@@ -27,6 +30,38 @@ async fn publish_when_back(p: &mut client::Client, resource: &str, checked: u32)
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("the bus did not come back");
+}
+
+/// The publisher's gRPC health, once it reports the expected state (it
+/// follows the bus on a short period) or the patience runs out.
+async fn grpc_health(bridge: &Bridge, serving: bool) -> ServingStatus {
+    let transport = tonic::transport::Endpoint::from_shared(bridge.grpc.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(transport);
+    let want = if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    let mut status = ServingStatus::Unknown;
+    for _ in 0..100 {
+        let reply = health
+            .check(HealthCheckRequest {
+                service: "ssebridge.v1.Publisher".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        status = ServingStatus::try_from(reply.status).unwrap_or(ServingStatus::Unknown);
+        if status == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    status
 }
 
 async fn ready(bridge: &Bridge) -> u16 {
@@ -140,6 +175,7 @@ async fn valkey_killed_with_aof_loses_nothing() {
         .unwrap_err();
     assert_eq!(refused.code(), Code::Unavailable, "{}", refused.message());
     assert_eq!(ready(&bridge).await, 503);
+    assert_eq!(grpc_health(&bridge, false).await, ServingStatus::NotServing);
     // The open stream stays open: keep-alives keep coming.
     let comment = live.next_frame().await.expect("stream stays open");
     assert!(comment.comment, "{comment:?}");
@@ -152,6 +188,7 @@ async fn valkey_killed_with_aof_loses_nothing() {
         "live stream continues"
     );
     assert_eq!(ready(&bridge).await, 200);
+    assert_eq!(grpc_health(&bridge, true).await, ServingStatus::Serving);
     // History survived: a client resuming from e1 gets e2 and e4.
     let mut resumed = bridge.subscribe(&[&channel("k")], &token, Some(&e1)).await;
     assert_eq!(resumed.next_event().await.id, Some(e2));
