@@ -282,6 +282,9 @@ pub struct Publisher {
     pub subject: Option<String>,
     pub tenants: Tenants,
     pub scopes: HashSet<String>,
+    /// Unix seconds after which the token no longer authorises anything,
+    /// including a `PublishStream` opened before.
+    pub exp: u64,
 }
 
 /// Verifies publisher tokens: scope and tenants claims.
@@ -297,7 +300,7 @@ impl PublisherAuth {
 
     /// Verifies a token and requires `scope`.
     pub fn verify(&self, token: &str, scope: &'static str) -> Result<Publisher, AuthError> {
-        let Claims { claims, .. } = self.verifier.verify(token)?;
+        let Claims { claims, exp } = self.verifier.verify(token)?;
         let scopes: HashSet<String> = claims
             .get("scope")
             .and_then(Value::as_str)
@@ -328,6 +331,7 @@ impl PublisherAuth {
             subject: claims.get("sub").and_then(Value::as_str).map(str::to_owned),
             tenants,
             scopes,
+            exp,
         })
     }
 }

@@ -132,6 +132,12 @@ impl Publisher for PublisherApi {
         // producer through HTTP/2 flow control.
         let out = async_stream::stream! {
             while let Some(first) = requests.next().await {
+                if crate::token::now_secs() >= publisher.exp {
+                    yield Err(Status::unauthenticated(
+                        "token has expired; reopen the stream with a fresh token",
+                    ));
+                    break;
+                }
                 let mut batch = Vec::new();
                 let mut failed = None;
                 let mut next = Some(first);
