@@ -1,7 +1,9 @@
 // End to end in real headless Chromium: a page subscribes through the
 // client, events published through the bridge's gRPC API (the CLI) arrive
-// typed; the bridge restarts and the page resumes without loss; the first
-// token expires and the page refreshes it and continues without loss.
+// typed; the first token expires mid-stream (bridge.expired) and the page
+// refreshes it and continues without loss; the bridge restarts after the
+// second token expired, so the browser's reconnect is refused (401), the
+// client asks for a third token, and the page resumes without loss.
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, execFileSync } from "node:child_process";
@@ -133,8 +135,8 @@ test("typed events, bridge restart and token expiry in real Chromium", async () 
   });
   try {
     const page = await browser.newPage();
-    const first_ttl = 4;
-    await page.goto(`${pageOrigin}/page.html?tenant=${TENANT}&bridge=http://127.0.0.1:${httpPort}&first_ttl=${first_ttl}`);
+    const [firstTtl, secondTtl] = [4, 3];
+    await page.goto(`${pageOrigin}/page.html?tenant=${TENANT}&bridge=http://127.0.0.1:${httpPort}&first_ttl=${firstTtl}&second_ttl=${secondTtl}`);
     const count = () => page.evaluate(() => window.received.length);
 
     // The stream is open once the bridge has a subscriber: publish until
@@ -163,14 +165,20 @@ test("typed events, bridge restart and token expiry in real Chromium", async () 
     // Token expiry: the first token lasts a few seconds; the page gets
     // bridge.expired, asks for a new token and resumes from its cursor.
     await waitFor("token refresh", () => page.evaluate(() => window.tokens >= 2), 15000);
+    const secondIssued = Date.now();
     send("a", 200);
     send("b", 201);
+    await waitFor("events after the refresh", async () => (await received()).includes(201));
 
     // Bridge restart: kill it, publish while it is down is impossible
     // (gRPC is down too), so publish right after it is back, before the
     // page has reconnected, then check nothing is missing.
     bridge.kill("SIGKILL");
     await waitFor("bridge to stop", async () => !(await reachable(httpPort)));
+    // Let the second token expire while the bridge is down: the browser's
+    // own reconnect then carries an expired token and is refused with 401.
+    const left = secondIssued + (secondTtl + 1.5) * 1000 - Date.now();
+    if (left > 0) await new Promise((r) => setTimeout(r, left));
     bridge = start(BIN, bridgeArgs);
     const e300 = await publishWhenUp(grpcPort, "b", 300);
     expected.push(300);
@@ -182,7 +190,8 @@ test("typed events, bridge restart and token expiry in real Chromium", async () 
     assert.deepEqual(tail, expected, `exactly once, in order (got ${JSON.stringify(got)})`);
     assert.ok(e300.length > 0);
     assert.deepEqual(await page.evaluate(() => window.resets), []);
-    assert.ok((await page.evaluate(() => window.tokens)) >= 2);
+    assert.ok((await page.evaluate(() => window.tokens)) >= 3, "a third token after the 401");
+    assert.ok((await page.evaluate(() => window.refused)) >= 1, "the reconnect was refused and recovered");
   } finally {
     await browser.close();
     server.close();
