@@ -7,8 +7,12 @@ here="$(cd "$(dirname "$0")" && pwd)"
 proto="$here/../../proto"
 out="${1:-$here/src/sse_bridge_client/_gen}"
 python="${PYTHON:-python3}"
-# Resolve a relative path before changing directory.
-case "$python" in */*) python="$(realpath "$python")" ;; esac
+# Make a relative path absolute before changing directory (without
+# resolving symlinks: a venv's python is a symlink to the base interpreter).
+case "$python" in
+  /*) ;;
+  */*) python="$(cd "$(dirname "$python")" && pwd)/$(basename "$python")" ;;
+esac
 
 rm -rf "$out"
 mkdir -p "$out"
