@@ -8,6 +8,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::auth::{self, AuthError, PublisherAuth};
+use crate::metrics as m;
 use crate::proto::ssebridge::v1 as pb;
 use crate::proto::ssebridge::v1::publisher_server::{Publisher, PublisherServer};
 use crate::publish::{PublishError, PublishService};
@@ -46,6 +47,7 @@ impl PublisherApi {
 }
 
 fn auth_status(e: AuthError) -> Status {
+    metrics::counter!(m::AUTH_FAILURES, "side" => "publisher", "reason" => e.reason()).increment(1);
     match e {
         AuthError::Scope(_) | AuthError::Tenants => Status::permission_denied(e.to_string()),
         _ => Status::unauthenticated(e.to_string()),
@@ -61,7 +63,12 @@ fn code_of(e: &PublishError) -> Code {
     }
 }
 
+fn rejected(e: &PublishError) {
+    metrics::counter!(m::PUBLISH_REJECTED, "code" => format!("{:?}", code_of(e))).increment(1);
+}
+
 fn status_of(e: &PublishError) -> Status {
+    rejected(e);
     match e {
         PublishError::Invalid { violations, .. } => {
             let mut details = ErrorDetails::new();
@@ -75,6 +82,7 @@ fn status_of(e: &PublishError) -> Status {
 }
 
 fn error_item(e: &PublishError) -> pb::PublishResponse {
+    rejected(e);
     let violations = match e {
         PublishError::Invalid { violations, .. } => violations
             .iter()

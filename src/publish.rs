@@ -64,6 +64,18 @@ impl From<SchemaError> for PublishError {
     }
 }
 
+fn record(outcome: &Result<Published, BusError>, started: std::time::Instant) {
+    use crate::metrics as m;
+    match outcome {
+        Ok(p) => {
+            let kind = if p.duplicate { "duplicate" } else { "new" };
+            metrics::counter!(m::EVENTS_PUBLISHED, "kind" => kind).increment(1);
+            metrics::histogram!(m::PUBLISH_SECONDS).record(started.elapsed().as_secs_f64());
+        }
+        Err(_) => metrics::counter!(m::BUS_ERRORS).increment(1),
+    }
+}
+
 /// Validates and publishes events.
 #[derive(Clone)]
 pub struct PublishService {
@@ -130,10 +142,10 @@ impl PublishService {
         request: pb::PublishRequest,
     ) -> Result<Published, PublishError> {
         let outgoing = self.prepare(publisher, request)?;
-        self.bus
-            .publish(outgoing)
-            .await
-            .map_err(PublishError::Unavailable)
+        let started = std::time::Instant::now();
+        let published = self.bus.publish(outgoing).await;
+        record(&published, started);
+        published.map_err(PublishError::Unavailable)
     }
 
     /// Publishes several requests in order, the valid ones in one bus batch;
@@ -155,7 +167,12 @@ impl PublishService {
                 Err(e) => outcomes.push(Some(Err(e))),
             }
         }
-        let mut published = self.bus.publish_batch(batch).await.into_iter();
+        let started = std::time::Instant::now();
+        let outcomes_of_batch = self.bus.publish_batch(batch).await;
+        for p in &outcomes_of_batch {
+            record(p, started);
+        }
+        let mut published = outcomes_of_batch.into_iter();
         outcomes
             .into_iter()
             .map(|o| match o {

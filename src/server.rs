@@ -84,6 +84,8 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             source,
         })?;
 
+    // Before anything records, so nothing is lost to the no-op recorder.
+    let metrics = crate::metrics::handle();
     let fanout = Fanout::new(settings.listener_buffer);
     let bus: Arc<dyn Bus> = match &settings.valkey {
         None => Arc::new(MemoryBus::new(settings.retention, fanout.clone())),
@@ -99,6 +101,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         settings.subscriber_auth.clone(),
         settings.http.clone(),
         shutdown_rx.clone(),
+        metrics,
     );
     let mut http_down = shutdown_rx.clone();
     let http = tokio::spawn(async move {

@@ -428,6 +428,7 @@ async fn pump(
             }
             PushKind::Disconnection => {
                 tracing::warn!("lost the Valkey connection; subscriptions will be refilled");
+                metrics::counter!(crate::metrics::BUS_DISCONNECTS).increment(1);
                 for w in shared.lock().values_mut() {
                     w.stale = true;
                 }

@@ -11,6 +11,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -36,6 +37,7 @@ pub(crate) struct AppState {
     config: Arc<HttpConfig>,
     /// Flips to true when the node shuts down; open streams then close.
     shutdown: watch::Receiver<bool>,
+    metrics: Option<PrometheusHandle>,
 }
 
 /// Builds the router of the HTTP listener.
@@ -44,6 +46,7 @@ pub fn router(
     auth: SubscriberAuth,
     config: HttpConfig,
     shutdown: watch::Receiver<bool>,
+    metrics: Option<PrometheusHandle>,
 ) -> Router {
     let cors_origins = config.cors_origins.clone();
     let state = AppState {
@@ -51,11 +54,13 @@ pub fn router(
         auth,
         config: Arc::new(config),
         shutdown,
+        metrics,
     };
     let router = Router::new()
         .route("/v1/events", get(sse::events))
         .route("/v1/schema", get(schema))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(render_metrics))
         .route("/readyz", get(readyz))
         .with_state(state);
     if cors_origins.is_empty() {
@@ -78,6 +83,23 @@ pub fn router(
 /// The event catalogue for tools: names, fields, types, rules, examples.
 async fn schema() -> axum::Json<serde_json::Value> {
     axum::Json(crate::schema::Schema::embedded().describe())
+}
+
+/// Prometheus text format.
+async fn render_metrics(State(state): State<AppState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match &state.metrics {
+        Some(handle) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            handle.render(),
+        )
+            .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "metrics are recorded by the embedding program\n",
+        )
+            .into_response(),
+    }
 }
 
 async fn healthz() -> &'static str {

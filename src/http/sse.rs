@@ -19,6 +19,7 @@ use super::{ApiError, AppState};
 use crate::auth::{self, AuthError, Subscriber};
 use crate::channel::Channel;
 use crate::hub::{Item, Subscription};
+use crate::metrics as m;
 
 /// The parameters of a stream request.
 #[derive(Default)]
@@ -78,6 +79,8 @@ pub(super) async fn events(
     let params = Params::parse(query.as_deref());
     let subscriber = authenticate(&state, &headers, &params).inspect_err(|e| {
         tracing::info!(reason = e.reason(), "subscriber refused");
+        metrics::counter!(m::AUTH_FAILURES, "side" => "subscriber", "reason" => e.reason())
+            .increment(1);
     })?;
 
     if params.channels.is_empty() {
@@ -160,6 +163,8 @@ fn stream(
     let mut shutdown = state.shutdown.clone();
 
     async_stream::stream! {
+        let _open = m::GaugeGuard::new(m::STREAMS_OPEN);
+        let delivered = metrics::counter!(m::EVENTS_DELIVERED);
         yield Ok(Bytes::from(format!("retry: {retry_ms}\n\n")));
         let single = sub.channels().len() == 1;
         let expiry = tokio::time::sleep_until(instant_of(exp));
@@ -185,6 +190,7 @@ fn stream(
                 }
                 item = sub.next() => match item {
                     Some(Ok(Item::Event { frame: f, .. })) => {
+                        delivered.increment(1);
                         if single {
                             yield Ok(f.with_own_id());
                         } else {
@@ -199,6 +205,7 @@ fn stream(
                         }
                     }
                     Some(Ok(Item::Reset { channels, reason })) => {
+                        metrics::counter!(m::RESETS, "reason" => reason.to_string()).increment(1);
                         let names: Vec<&str> = channels.iter().map(|&i| sub.channels()[i].as_str()).collect();
                         let data = json!({"channels": names, "reason": reason.to_string()}).to_string();
                         yield Ok(frame(Some(&sub.cursor()), "bridge.reset", &data));
@@ -206,6 +213,7 @@ fn stream(
                     Some(Err(e)) => {
                         // The client reconnects with its cursor and resumes.
                         tracing::warn!(error = %e, "stream ended by a bus error");
+                        metrics::counter!(m::BUS_ERRORS).increment(1);
                         break;
                     }
                     None => break,

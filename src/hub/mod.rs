@@ -199,6 +199,7 @@ impl Drop for Listener {
             let watched = slots
                 .remove(&self.channel)
                 .is_some_and(|slot| slot.watched.initialized());
+            metrics::gauge!(crate::metrics::CHANNELS_WATCHED).set(slots.len() as f64);
             drop(slots);
             if !watched {
                 return;
@@ -250,7 +251,9 @@ impl Hub {
                 watched: Arc::new(OnceCell::new()),
             });
             slot.listeners += 1;
-            (slot.tx.subscribe(), slot.watched.clone())
+            let pair = (slot.tx.subscribe(), slot.watched.clone());
+            metrics::gauge!(crate::metrics::CHANNELS_WATCHED).set(slots.len() as f64);
+            pair
         };
         // From here on the listener is counted, so dropping it on error
         // releases the slot.

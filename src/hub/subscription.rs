@@ -122,9 +122,11 @@ impl Subscription {
         let mut gaps: Vec<(usize, GapReason)> = Vec::new();
         for &i in which {
             if let Some(frames) = self.hub.recent_after(&self.channels[i], self.positions[i]) {
+                metrics::counter!(crate::metrics::CATCH_UPS, "source" => "cache").increment(1);
                 replay.extend(frames.into_iter().map(|f| (f.id, i, f)));
                 continue;
             }
+            metrics::counter!(crate::metrics::CATCH_UPS, "source" => "bus").increment(1);
             let history = self
                 .hub
                 .bus()

@@ -286,3 +286,53 @@ async fn publish_stream_batches_keep_order_and_outcomes(backend: Backend) {
     bridge.stop().await;
 }
 }
+
+#[tokio::test]
+async fn metrics_are_served_in_prometheus_text() {
+    let bridge = Bridge::start(&[]).await;
+    let mut sse = bridge
+        .subscribe(&[&channel("m")], &subscriber_token(TENANT), None)
+        .await;
+    let mut p = bridge.publisher().await;
+    let id = publish(&mut p, "m", progress(1, 2)).await;
+    assert_eq!(sse.next_event().await.id, Some(id));
+    let bad = p
+        .publish(client::request(pb_channel(TENANT, "m"), progress(3, 2), ""))
+        .await;
+    assert!(bad.is_err());
+    let _ = bridge.get(&bridge.events_url(&[&channel("m")]), &[]).await;
+    let r = http_client()
+        .get(format!("{}/metrics", bridge.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = r.text().await.unwrap();
+    // The recorder is process-wide and tests run in parallel: check that
+    // each series exists with a positive value, not exact counts.
+    let value = |prefix: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    for series in [
+        "sse_bridge_streams_open",
+        "sse_bridge_channels_watched",
+        "sse_bridge_events_published_total{kind=\"new\"}",
+        "sse_bridge_events_delivered_total",
+        "sse_bridge_publish_rejected_total{code=\"InvalidArgument\"}",
+        "sse_bridge_auth_failures_total{side=\"subscriber\",reason=\"missing\"}",
+        "sse_bridge_publish_seconds_count",
+    ] {
+        assert!(value(series) > 0.0, "{series} in:\n{text}");
+    }
+    drop(sse);
+    bridge.stop().await;
+}

@@ -1,0 +1,68 @@
+//! Prometheus metrics: the recorder, and the names the bridge records.
+//!
+//! Metrics are process-wide (one recorder per process); `/metrics` renders
+//! them in the Prometheus text format.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Streams open on this node (gauge).
+pub const STREAMS_OPEN: &str = "sse_bridge_streams_open";
+/// Channels this node has local listeners for (gauge).
+pub const CHANNELS_WATCHED: &str = "sse_bridge_channels_watched";
+/// Events accepted by the bus (counter; `duplicate` for idempotent repeats).
+pub const EVENTS_PUBLISHED: &str = "sse_bridge_events_published_total";
+/// Publishes refused (counter, by gRPC `code`).
+pub const PUBLISH_REJECTED: &str = "sse_bridge_publish_rejected_total";
+/// Time from a publish request to the bus's answer (histogram, seconds).
+pub const PUBLISH_SECONDS: &str = "sse_bridge_publish_seconds";
+/// Event frames written to SSE streams (counter).
+pub const EVENTS_DELIVERED: &str = "sse_bridge_events_delivered_total";
+/// `bridge.reset` frames sent (counter, by `reason`).
+pub const RESETS: &str = "sse_bridge_resets_total";
+/// Lagging listeners caught up (counter, by `source`: `cache` or `bus`).
+pub const CATCH_UPS: &str = "sse_bridge_catch_ups_total";
+/// Refused tokens (counter, by `side` and `reason`).
+pub const AUTH_FAILURES: &str = "sse_bridge_auth_failures_total";
+/// Bus operations that failed (counter).
+pub const BUS_ERRORS: &str = "sse_bridge_bus_errors_total";
+/// Lost bus connections (counter).
+pub const BUS_DISCONNECTS: &str = "sse_bridge_bus_disconnects_total";
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process's recorder once and returns its handle; `None` when
+/// another recorder was installed first by the embedding program.
+pub fn handle() -> Option<PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(PUBLISH_SECONDS.to_owned()),
+                    &[
+                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+                    ],
+                )
+                .ok()?
+                .install_recorder()
+                .ok()
+        })
+        .clone()
+}
+
+/// Decrements a gauge when dropped: ties a gauge to a value's lifetime.
+pub struct GaugeGuard(&'static str);
+
+impl GaugeGuard {
+    pub fn new(name: &'static str) -> GaugeGuard {
+        ::metrics::gauge!(name).increment(1.0);
+        GaugeGuard(name)
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        ::metrics::gauge!(self.0).decrement(1.0);
+    }
+}
