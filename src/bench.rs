@@ -311,6 +311,23 @@ async fn open_streams(
 }
 
 impl Streams {
+    /// Waits until `expected` deliveries arrived or nothing moves, then adds
+    /// deliveries, losses, rate since `start_us` and latency to `report`.
+    async fn report_deliveries(self, expected: u64, start_us: u64, report: &mut serde_json::Value) {
+        wait_quiet(&self.counters, expected, Duration::from_secs(120)).await;
+        let delivered = self.counters.delivered.load(Ordering::Relaxed);
+        let last = self.counters.last_delivery_us.load(Ordering::Relaxed);
+        let secs = (last.saturating_sub(start_us)) as f64 / 1e6;
+        let lat = self.finish().await;
+        report["deliveries"] = json!(delivered);
+        report["lost"] = json!(expected.saturating_sub(delivered));
+        report["deliveries_per_sec"] = json!((delivered as f64 / secs.max(1e-9)).round());
+        report["latency_ms"] = json!({
+            "p50": percentile(&lat, 0.50), "p90": percentile(&lat, 0.90),
+            "p99": percentile(&lat, 0.99), "max": percentile(&lat, 1.0),
+        });
+    }
+
     /// Stops every reader and waits for it to hand in its samples.
     async fn finish(self) -> Vec<u64> {
         let _ = self.stop.send(true);
@@ -436,19 +453,10 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                 report["published"] = json!(accepted);
             }
             let publish_secs = started.elapsed().as_secs_f64();
-            wait_quiet(&streams.counters, expected, Duration::from_secs(120)).await;
-            let delivered = streams.counters.delivered.load(Ordering::Relaxed);
-            let last = streams.counters.last_delivery_us.load(Ordering::Relaxed);
-            let secs = (last.saturating_sub(start_us)) as f64 / 1e6;
-            let lat = streams.finish().await;
-            report["deliveries"] = json!(delivered);
-            report["lost"] = json!(expected.saturating_sub(delivered));
-            report["deliveries_per_sec"] = json!((delivered as f64 / secs.max(1e-9)).round());
             report["publish_secs"] = json!(publish_secs);
-            report["latency_ms"] = json!({
-                "p50": percentile(&lat, 0.50), "p90": percentile(&lat, 0.90),
-                "p99": percentile(&lat, 0.99), "max": percentile(&lat, 1.0),
-            });
+            streams
+                .report_deliveries(expected, start_us, &mut report)
+                .await;
             if latency {
                 report["rate"] = json!(args.rate);
             }
@@ -470,18 +478,10 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                 )
             }));
             let accepted = publish_stream(&mut publisher, reqs).await?;
-            wait_quiet(&streams.counters, expected, Duration::from_secs(120)).await;
-            let delivered = streams.counters.delivered.load(Ordering::Relaxed);
-            let last = streams.counters.last_delivery_us.load(Ordering::Relaxed);
-            let secs = (last.saturating_sub(start_us)) as f64 / 1e6;
-            let lat = streams.finish().await;
             report["published"] = json!(accepted);
-            report["deliveries"] = json!(delivered);
-            report["lost"] = json!(expected.saturating_sub(delivered));
-            report["deliveries_per_sec"] = json!((delivered as f64 / secs.max(1e-9)).round());
-            report["latency_ms"] = json!({
-                "p50": percentile(&lat, 0.50), "p99": percentile(&lat, 0.99), "max": percentile(&lat, 1.0),
-            });
+            streams
+                .report_deliveries(expected, start_us, &mut report)
+                .await;
         }
         Scenario::Idle => {
             let names: Vec<String> = (0..args.subscribers)

@@ -21,7 +21,6 @@ pub use subscription::{Item, Subscription};
 #[derive(Debug)]
 pub struct Frame {
     pub id: StreamId,
-    pub event: Arc<str>,
     /// `id: <id>\nevent: <name>\ndata: <json>\n\n`
     bytes: bytes::Bytes,
     /// Where `event:` starts in `bytes`.
@@ -43,7 +42,6 @@ impl Frame {
         buf.extend_from_slice(b"\n\n");
         Frame {
             id: entry.id,
-            event: entry.event.clone(),
             bytes: buf.into(),
             body_at,
         }
@@ -139,11 +137,6 @@ impl Fanout {
     fn lock(&self) -> MutexGuard<'_, HashMap<Channel, Slot>> {
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
-
-    /// Channels with local listeners.
-    pub fn watched_channels(&self) -> usize {
-        self.lock().len()
-    }
 }
 
 impl Sink for Fanout {
@@ -224,10 +217,6 @@ impl Hub {
 
     pub fn bus(&self) -> &Arc<dyn Bus> {
         &self.bus
-    }
-
-    pub fn fanout(&self) -> &Arc<Fanout> {
-        &self.fanout
     }
 
     /// The frames after `position` from the node's cache, when it covers

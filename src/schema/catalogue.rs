@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use prost_reflect::{DescriptorPool, FieldDescriptor, Kind, MessageDescriptor, Value};
 
-use super::rules::{MessageRules, RuleError};
+use super::rules::{EVENT_NAME_EXT, MessageRules, RuleError};
 
 /// Full name of the envelope message producers publish.
 pub const ENVELOPE: &str = "events.v1.Event";
@@ -16,7 +16,6 @@ pub const ENVELOPE: &str = "events.v1.Event";
 pub const PAYLOAD_ONEOF: &str = "payload";
 /// Event names with this prefix are the bridge's own control events.
 pub const RESERVED_PREFIX: &str = "bridge.";
-const EVENT_NAME_EXT: &str = "ssebridge.v1.event";
 
 /// Why an event name is not a valid `<resource>.<verb>`.
 #[derive(Debug, Clone, PartialEq, Eq)]

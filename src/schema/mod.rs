@@ -49,7 +49,6 @@ pub struct Prepared {
 
 /// The descriptor pool and catalogue compiled into this binary.
 pub struct Schema {
-    pool: DescriptorPool,
     catalogue: Catalogue,
     json: SerializeOptions,
 }
@@ -72,17 +71,12 @@ impl Schema {
     pub fn from_pool(pool: DescriptorPool) -> Result<Schema, Vec<rules::RuleError>> {
         let catalogue = Catalogue::load(&pool)?;
         Ok(Schema {
-            pool,
             catalogue,
             json: SerializeOptions::new()
                 .use_proto_field_name(true)
                 .skip_default_fields(false)
                 .stringify_64_bit_integers(true),
         })
-    }
-
-    pub fn pool(&self) -> &DescriptorPool {
-        &self.pool
     }
 
     pub fn catalogue(&self) -> &Catalogue {

@@ -15,8 +15,8 @@ use prost_reflect::{
 pub const OPTIONS_PACKAGE: &str = "ssebridge.v1";
 const FIELD_RULES_EXT: &str = "ssebridge.v1.rules";
 const MESSAGE_RULES_EXT: &str = "ssebridge.v1.message_rules";
-/// Message options that are not rules but are ours (read elsewhere).
-const EVENT_NAME_EXT: &str = "ssebridge.v1.event";
+/// The message option naming an event (read by the catalogue, not a rule).
+pub const EVENT_NAME_EXT: &str = "ssebridge.v1.event";
 
 /// One broken field rule: where it was broken and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
