@@ -16,6 +16,8 @@ use crate::channel::parse_tenant;
 
 /// The scope a publisher token must carry.
 pub const PUBLISH_SCOPE: &str = "events:publish";
+/// The scope a token must carry to close streams (`Disconnect`).
+pub const ADMIN_SCOPE: &str = "streams:admin";
 
 /// Why a token was refused. The messages are safe to show the caller.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -226,6 +228,8 @@ pub struct Subscriber {
     pub subject: Option<String>,
     /// Unix seconds at which the stream must end.
     pub exp: u64,
+    /// The `iat` claim: revocation orders refuse tokens issued before them.
+    pub issued_at: Option<u64>,
 }
 
 /// Verifies subscriber tokens and reads their tenant.
@@ -256,6 +260,7 @@ impl SubscriberAuth {
             tenant,
             subject: claims.get("sub").and_then(Value::as_str).map(str::to_owned),
             exp,
+            issued_at: claims.get("iat").and_then(Value::as_u64),
         })
     }
 }

@@ -13,8 +13,10 @@ use crate::auth::{Key, PublisherAuth, Rules, SubscriberAuth, Verifier};
 use crate::bus::Retention;
 use crate::bus::valkey::ValkeyConfig;
 use crate::http::HttpConfig;
+use crate::http::listener::ListenerConfig;
 use crate::schema::Schema;
 use crate::server::{self, Settings};
+use crate::streams::StreamLimits;
 use crate::{client, token};
 
 #[derive(Parser, Debug)]
@@ -147,6 +149,64 @@ pub struct ServeArgs {
     /// Events a stream may fall behind before it is caught up from history.
     #[arg(long, env = "SSE_BRIDGE_STREAM_BUFFER", default_value_t = 256)]
     pub stream_buffer: usize,
+    /// Open streams per tenant on this node (0: no limit); more get 429.
+    #[arg(
+        long,
+        env = "SSE_BRIDGE_MAX_STREAMS_PER_TENANT",
+        default_value_t = 10_000
+    )]
+    pub max_streams_per_tenant: usize,
+    /// Open streams per token subject (`sub`) on this node (0: no limit);
+    /// more get 429.
+    #[arg(
+        long,
+        env = "SSE_BRIDGE_MAX_STREAMS_PER_SUBJECT",
+        default_value_t = 100
+    )]
+    pub max_streams_per_subject: usize,
+    /// Events per second each publisher (token `sub`) may publish on this
+    /// node (0: no limit); more get RESOURCE_EXHAUSTED.
+    #[arg(long, env = "SSE_BRIDGE_PUBLISH_RATE", default_value_t = 10_000)]
+    pub publish_rate: u32,
+    /// Events a publisher may send at once above the rate (default: two
+    /// seconds' worth).
+    #[arg(long, env = "SSE_BRIDGE_PUBLISH_BURST")]
+    pub publish_burst: Option<u32>,
+    /// Longest accepted request URL (path and query), in bytes; longer gets
+    /// 414.
+    #[arg(long, env = "SSE_BRIDGE_MAX_URL_BYTES", default_value_t = 8 * 1024)]
+    pub max_url_bytes: usize,
+    /// Largest accepted request headers (names and values), in bytes;
+    /// larger gets 431.
+    #[arg(long, env = "SSE_BRIDGE_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
+    pub max_header_bytes: usize,
+    /// Seconds a connection may take to send its request head, or leave our
+    /// writes unaccepted (peer gone, or not reading), before it is closed.
+    #[arg(long, env = "SSE_BRIDGE_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    pub idle_timeout_secs: u64,
+    /// Seconds shutdown waits for open connections and in-flight publishes
+    /// before it exits anyway.
+    #[arg(long, env = "SSE_BRIDGE_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
+    /// PEM certificate chain: serve HTTPS (HTTP/2 by ALPN) and gRPC over TLS.
+    #[arg(long, env = "SSE_BRIDGE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "SSE_BRIDGE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s): publishers must present a client certificate
+    /// signed by one (mTLS on the gRPC listener; needs --tls-cert).
+    #[arg(long, env = "SSE_BRIDGE_GRPC_CLIENT_CA", requires = "tls_cert")]
+    pub grpc_client_ca: Option<PathBuf>,
+    /// Log format: `plain` text or `json` lines (one object per event).
+    #[arg(long, env = "SSE_BRIDGE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
+    pub log_format: LogFormat,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Plain,
+    Json,
 }
 
 #[derive(Args, Debug)]
@@ -283,6 +343,30 @@ impl ServeArgs {
             ..Rules::default()
         };
         let publisher_key = self.publisher_key(&key)?;
+        if self.idle_timeout_secs == 0 {
+            bail!("--idle-timeout-secs must be at least 1");
+        }
+        let idle_timeout = Duration::from_secs(self.idle_timeout_secs);
+        let identity = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::Identity::load(&crate::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            })?),
+            _ => None,
+        };
+        let http_tls = identity.as_ref().map(crate::tls::http_config).transpose()?;
+        let grpc_tls = identity
+            .as_ref()
+            .map(|id| crate::tls::grpc_config(id, self.grpc_client_ca.as_deref()))
+            .transpose()?;
+        let publish_rate = (self.publish_rate > 0).then(|| crate::rate::Rate {
+            per_sec: f64::from(self.publish_rate),
+            burst: f64::from(
+                self.publish_burst
+                    .unwrap_or(self.publish_rate.saturating_mul(2))
+                    .max(1),
+            ),
+        });
         let cors_origins = self
             .cors_origins
             .iter()
@@ -304,6 +388,8 @@ impl ServeArgs {
                 keepalive: Duration::from_secs(self.keepalive_secs),
                 retry: Duration::from_millis(self.retry_ms),
                 cors_origins,
+                max_url_bytes: self.max_url_bytes,
+                max_header_bytes: self.max_header_bytes,
             },
             retention: Retention {
                 max_len: self.history_len.max(1),
@@ -316,6 +402,19 @@ impl ServeArgs {
                 url: url.clone(),
                 timeout: Duration::from_millis(self.valkey_timeout_ms.max(1)),
             }),
+            limits: StreamLimits {
+                per_tenant: self.max_streams_per_tenant,
+                per_subject: self.max_streams_per_subject,
+            },
+            publish_rate,
+            listener: ListenerConfig {
+                tls: http_tls,
+                idle_timeout,
+                max_head_bytes: self.max_url_bytes + self.max_header_bytes + 4096,
+                ping_every: Duration::from_secs(self.keepalive_secs),
+            },
+            grpc_tls,
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
         })
     }
 }

@@ -2,16 +2,20 @@
 //! and reflection services so stock gRPC tools work.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use futures::{FutureExt, Stream, StreamExt};
 use tonic::{Code, Request, Response, Status, Streaming};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::auth::{self, AuthError, PublisherAuth};
+use crate::auth::{self, AuthError, PublisherAuth, Tenants};
+use crate::bus::Bus;
+use crate::channel::{Channel, parse_tenant};
 use crate::metrics as m;
 use crate::proto::ssebridge::v1 as pb;
 use crate::proto::ssebridge::v1::publisher_server::{Publisher, PublisherServer};
 use crate::publish::{PublishError, PublishService};
+use crate::revocation::{Revocation, Target, check_reason, check_subject};
 
 /// Most stream items published in one bus batch.
 const MAX_BATCH: usize = 64;
@@ -21,18 +25,24 @@ const MAX_BATCH: usize = 64;
 pub struct PublisherApi {
     service: PublishService,
     auth: PublisherAuth,
+    /// Carries `Disconnect` orders to every node.
+    bus: Arc<dyn Bus>,
 }
 
 impl PublisherApi {
-    pub fn new(service: PublishService, auth: PublisherAuth) -> Self {
-        PublisherApi { service, auth }
+    pub fn new(service: PublishService, auth: PublisherAuth, bus: Arc<dyn Bus>) -> Self {
+        PublisherApi { service, auth, bus }
     }
 
     pub fn into_server(self, max_message_bytes: usize) -> PublisherServer<PublisherApi> {
         PublisherServer::new(self).max_decoding_message_size(max_message_bytes)
     }
 
-    fn authenticate<T>(&self, request: &Request<T>) -> Result<auth::Publisher, Status> {
+    fn authenticate<T>(
+        &self,
+        request: &Request<T>,
+        scope: &'static str,
+    ) -> Result<auth::Publisher, Status> {
         let header = request
             .metadata()
             .get("authorization")
@@ -40,9 +50,7 @@ impl PublisherApi {
             .and_then(|v| v.to_str().map_err(|_| AuthError::Scheme))
             .map_err(auth_status)?;
         let token = auth::bearer(header).map_err(auth_status)?;
-        self.auth
-            .verify(token, auth::PUBLISH_SCOPE)
-            .map_err(auth_status)
+        self.auth.verify(token, scope).map_err(auth_status)
     }
 }
 
@@ -60,10 +68,14 @@ fn code_of(e: &PublishError) -> Code {
         PublishError::Tenant(_) => Code::PermissionDenied,
         PublishError::TooLarge { .. } => Code::ResourceExhausted,
         PublishError::Unavailable(_) => Code::Unavailable,
+        PublishError::Throttled { .. } => Code::ResourceExhausted,
     }
 }
 
 fn rejected(e: &PublishError) {
+    if let PublishError::Throttled { .. } = e {
+        metrics::counter!(m::PUBLISH_THROTTLED).increment(1);
+    }
     metrics::counter!(m::PUBLISH_REJECTED, "code" => format!("{:?}", code_of(e))).increment(1);
 }
 
@@ -76,6 +88,11 @@ fn status_of(e: &PublishError) -> Status {
                 details.add_bad_request_violation(v.field.clone(), v.description.clone());
             }
             Status::with_error_details(Code::InvalidArgument, e.to_string(), details)
+        }
+        PublishError::Throttled { retry_after, .. } => {
+            let mut details = ErrorDetails::new();
+            details.set_retry_info(Some(*retry_after));
+            Status::with_error_details(Code::ResourceExhausted, e.to_string(), details)
         }
         other => Status::new(code_of(other), other.to_string()),
     }
@@ -104,6 +121,62 @@ fn error_item(e: &PublishError) -> pb::PublishResponse {
     }
 }
 
+fn invalid(field: &str, description: impl ToString) -> Status {
+    let description = description.to_string();
+    let mut details = ErrorDetails::new();
+    details.add_bad_request_violation(field, description.clone());
+    Status::with_error_details(
+        Code::InvalidArgument,
+        format!("{field}: {description}"),
+        details,
+    )
+}
+
+fn tenant_field(field: &str, value: &str) -> Result<uuid::Uuid, Status> {
+    parse_tenant(value).map_err(|e| invalid(field, e))
+}
+
+/// Reads a `Disconnect` request into an order stamped now.
+fn revocation(request: pb::DisconnectRequest) -> Result<Revocation, Status> {
+    use pb::disconnect_request::Target as T;
+    let target = match request.target {
+        None => {
+            return Err(invalid(
+                "target",
+                "set one of tenant_id, subject or channel",
+            ));
+        }
+        Some(T::TenantId(t)) => Target::Tenant(tenant_field("tenant_id", &t)?),
+        Some(T::Subject(s)) => {
+            check_subject(&s.subject).map_err(|e| invalid("subject.subject", e))?;
+            let tenant = if s.tenant_id.is_empty() {
+                None
+            } else {
+                Some(tenant_field("subject.tenant_id", &s.tenant_id)?)
+            };
+            Target::Subject {
+                subject: s.subject,
+                tenant,
+            }
+        }
+        Some(T::Channel(c)) => Target::Channel(
+            Channel::from_parts(&c.prefix, &c.tenant_id, &c.resource_id)
+                .map_err(|e| invalid("channel", e))?,
+        ),
+    };
+    check_reason(&request.reason).map_err(|e| invalid("reason", e))?;
+    let reason = if request.reason.is_empty() {
+        "revoked".to_owned()
+    } else {
+        request.reason
+    };
+    Ok(Revocation {
+        target,
+        reason,
+        at: crate::token::now_secs(),
+    })
+}
+
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<pb::PublishResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -112,7 +185,7 @@ impl Publisher for PublisherApi {
         &self,
         request: Request<pb::PublishRequest>,
     ) -> Result<Response<pb::PublishResponse>, Status> {
-        let publisher = self.authenticate(&request)?;
+        let publisher = self.authenticate(&request, auth::PUBLISH_SCOPE)?;
         let published = self
             .service
             .publish(&publisher, request.into_inner())
@@ -125,13 +198,41 @@ impl Publisher for PublisherApi {
         }))
     }
 
+    async fn disconnect(
+        &self,
+        request: Request<pb::DisconnectRequest>,
+    ) -> Result<Response<pb::DisconnectResponse>, Status> {
+        let admin = self.authenticate(&request, auth::ADMIN_SCOPE)?;
+        let request = request.into_inner();
+        let order = revocation(request)?;
+        let allowed = match &order.target {
+            Target::Tenant(t) => admin.tenants.allows(*t),
+            Target::Subject {
+                tenant: Some(t), ..
+            } => admin.tenants.allows(*t),
+            Target::Subject { tenant: None, .. } => admin.tenants == Tenants::All,
+            Target::Channel(c) => admin.tenants.allows(c.tenant()),
+        };
+        if !allowed {
+            return Err(Status::permission_denied(
+                "this token's `tenants` claim does not cover the target (a subject in every tenant needs [\"*\"])",
+            ));
+        }
+        let nodes = self.bus.revoke(&order).await.map_err(|e| {
+            metrics::counter!(m::BUS_ERRORS).increment(1);
+            Status::unavailable(format!("{e}; retry the call"))
+        })?;
+        tracing::info!(target = ?order.target, nodes, "disconnect ordered");
+        Ok(Response::new(pb::DisconnectResponse { nodes }))
+    }
+
     type PublishStreamStream = ResponseStream;
 
     async fn publish_stream(
         &self,
         request: Request<Streaming<pb::PublishRequest>>,
     ) -> Result<Response<Self::PublishStreamStream>, Status> {
-        let publisher = self.authenticate(&request)?;
+        let publisher = self.authenticate(&request, auth::PUBLISH_SCOPE)?;
         let service = self.service.clone();
         let mut requests = request.into_inner();
         // Items already waiting are published as one ordered batch (one

@@ -25,6 +25,15 @@ pub const RESETS: &str = "sse_bridge_resets_total";
 pub const CATCH_UPS: &str = "sse_bridge_catch_ups_total";
 /// Refused tokens (counter, by `side` and `reason`).
 pub const AUTH_FAILURES: &str = "sse_bridge_auth_failures_total";
+/// Streams closed by a revocation order (counter).
+pub const STREAMS_REVOKED: &str = "sse_bridge_streams_revoked_total";
+/// Streams refused by a limit or an order (counter, by `reason`).
+pub const STREAMS_REFUSED: &str = "sse_bridge_streams_refused_total";
+/// Streams closed because their client stopped reading, or its socket
+/// stalled, for longer than the idle timeout (counter).
+pub const STALLED_CLOSED: &str = "sse_bridge_stalled_connections_closed_total";
+/// Publishes refused by the per-publisher rate limit (counter).
+pub const PUBLISH_THROTTLED: &str = "sse_bridge_publish_throttled_total";
 /// Bus operations that failed (counter).
 pub const BUS_ERRORS: &str = "sse_bridge_bus_errors_total";
 /// Lost bus connections (counter).

@@ -1,6 +1,6 @@
 //! Publishing: the checks every event passes before it reaches the bus, in
-//! the order the contract fixes (channel, tenant, size, schema), then the
-//! bus append. Transports map [`PublishError`] to their own status codes.
+//! the order the contract fixes (rate, channel, tenant, size, schema), then
+//! the bus append. Transports map [`PublishError`] to their own status codes.
 
 use std::sync::Arc;
 
@@ -10,6 +10,7 @@ use crate::auth;
 use crate::bus::{Bus, BusError, Outgoing, Published};
 use crate::channel::{Channel, ChannelError};
 use crate::proto::ssebridge::v1 as pb;
+use crate::rate::{Rate, RateLimiter};
 use crate::schema::{Schema, SchemaError, Violation};
 
 /// Longest accepted idempotency key, in bytes.
@@ -28,6 +29,14 @@ pub enum PublishError {
     TooLarge { size: usize, limit: usize },
     #[error("{0}; retry with the same idempotency_key")]
     Unavailable(BusError),
+    #[error(
+        "publish rate limit reached ({per_sec} events/s per publisher `sub`); retry after {} ms",
+        retry_after.as_millis().max(1)
+    )]
+    Throttled {
+        per_sec: f64,
+        retry_after: std::time::Duration,
+    },
 }
 
 impl PublishError {
@@ -82,6 +91,7 @@ pub struct PublishService {
     schema: &'static Schema,
     bus: Arc<dyn Bus>,
     max_payload_bytes: usize,
+    limiter: Option<Arc<RateLimiter>>,
 }
 
 impl PublishService {
@@ -90,7 +100,15 @@ impl PublishService {
             schema,
             bus,
             max_payload_bytes,
+            limiter: None,
         }
+    }
+
+    /// Limits each publisher (token `sub`; tokens without one share a
+    /// bucket) to `rate`.
+    pub fn with_rate_limit(mut self, rate: Rate) -> Self {
+        self.limiter = Some(Arc::new(RateLimiter::new(rate)));
+        self
     }
 
     /// Checks a request in the contract's order (channel, tenant, size,
@@ -100,6 +118,15 @@ impl PublishService {
         publisher: &auth::Publisher,
         request: pb::PublishRequest,
     ) -> Result<Outgoing, PublishError> {
+        if let Some(limiter) = &self.limiter {
+            // First: a flood is refused before it costs any validation.
+            limiter
+                .take(publisher.subject.as_deref().unwrap_or(""))
+                .map_err(|t| PublishError::Throttled {
+                    per_sec: limiter.rate().per_sec,
+                    retry_after: t.retry_after,
+                })?;
+        }
         let channel = request
             .channel
             .as_ref()

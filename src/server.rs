@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -13,14 +14,17 @@ use crate::auth::{PublisherAuth, SubscriberAuth};
 use crate::bus::valkey::{ConnectError, ValkeyBus, ValkeyConfig};
 use crate::bus::{Bus, Retention, memory::MemoryBus};
 use crate::grpc::PublisherApi;
+use crate::http::listener::ListenerConfig;
 use crate::http::{self, HttpConfig};
 use crate::hub::{Fanout, Hub};
 use crate::proto::FILE_DESCRIPTOR_SET;
 use crate::publish::PublishService;
+use crate::rate::Rate;
 use crate::schema::Schema;
+use crate::streams::{StreamLimits, Streams};
 
 /// How often the gRPC health status is matched to the bus.
-const HEALTH_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+const HEALTH_EVERY: Duration = Duration::from_millis(500);
 
 /// Everything a node needs to start.
 #[derive(Clone)]
@@ -37,6 +41,14 @@ pub struct Settings {
     pub listener_buffer: usize,
     /// `None`: the embedded bus.
     pub valkey: Option<ValkeyConfig>,
+    pub limits: StreamLimits,
+    /// Per-publisher rate; `None` for no limit.
+    pub publish_rate: Option<Rate>,
+    pub listener: ListenerConfig,
+    /// TLS of the gRPC listener (and client certificates, for mTLS).
+    pub grpc_tls: Option<tonic::transport::ServerTlsConfig>,
+    /// How long shutdown waits for open connections and in-flight calls.
+    pub shutdown_grace: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +60,8 @@ pub enum StartError {
     },
     #[error("cannot build the reflection service: {0}")]
     Reflection(String),
+    #[error("cannot set up gRPC TLS: {0}")]
+    GrpcTls(String),
     #[error(transparent)]
     Valkey(#[from] ConnectError),
 }
@@ -57,7 +71,8 @@ pub struct Running {
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
-    http: JoinHandle<std::io::Result<()>>,
+    grace: Duration,
+    http: JoinHandle<()>,
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
@@ -86,7 +101,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
 
     // Before anything records, so nothing is lost to the no-op recorder.
     let metrics = crate::metrics::handle();
-    let fanout = Fanout::new(settings.listener_buffer);
+    let fanout = Fanout::new(settings.listener_buffer, Streams::new(settings.limits));
     let bus: Arc<dyn Bus> = match &settings.valkey {
         None => Arc::new(MemoryBus::new(settings.retention, fanout.clone())),
         Some(config) => {
@@ -103,17 +118,20 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         shutdown_rx.clone(),
         metrics,
     );
-    let mut http_down = shutdown_rx.clone();
-    let http = tokio::spawn(async move {
-        axum::serve(http_listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = http_down.wait_for(|d| *d).await;
-            })
-            .await
-    });
+    let http = tokio::spawn(http::listener::serve(
+        http_listener,
+        router,
+        settings.listener.clone(),
+        shutdown_rx.clone(),
+        settings.shutdown_grace,
+    ));
 
-    let service = PublishService::new(Schema::embedded(), bus.clone(), settings.max_payload_bytes);
-    let api = PublisherApi::new(service, settings.publisher_auth.clone());
+    let mut service =
+        PublishService::new(Schema::embedded(), bus.clone(), settings.max_payload_bytes);
+    if let Some(rate) = settings.publish_rate {
+        service = service.with_rate_limit(rate);
+    }
+    let api = PublisherApi::new(service, settings.publisher_auth.clone(), bus.clone());
     let (health, health_service) = tonic_health::server::health_reporter();
     type Served = crate::proto::ssebridge::v1::publisher_server::PublisherServer<PublisherApi>;
     health.set_serving::<Served>().await;
@@ -150,8 +168,14 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     // messages are refused by tonic before they are decoded.
     let max_message = settings.max_payload_bytes.saturating_mul(2).max(64 * 1024) + 16 * 1024;
     let mut grpc_down = shutdown_rx;
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = settings.grpc_tls.clone() {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| StartError::GrpcTls(e.to_string()))?;
+    }
     let grpc = tokio::spawn(async move {
-        tonic::transport::Server::builder()
+        builder
             .add_service(health_service)
             .add_service(reflection)
             .add_service(reflection_alpha)
@@ -166,6 +190,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         http_addr,
         grpc_addr,
         shutdown,
+        grace: settings.shutdown_grace,
         http,
         grpc,
     })
@@ -174,10 +199,18 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
 impl Running {
     /// Stops accepting, tells open streams to reconnect, and waits for both
     /// listeners to finish.
+    /// Calls in flight finish; whatever is still open at the grace deadline
+    /// is cut.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
+        let grpc_abort = self.grpc.abort_handle();
+        let deadline = tokio::time::Instant::now() + self.grace;
+        // The HTTP listener bounds its own drain by the grace period.
         let _ = self.http.await;
-        let _ = self.grpc.await;
+        if tokio::time::timeout_at(deadline, self.grpc).await.is_err() {
+            tracing::warn!("gRPC calls still open at the shutdown deadline; cutting them");
+            grpc_abort.abort();
+        }
     }
 
     /// Serves until SIGINT/SIGTERM, then shuts down.

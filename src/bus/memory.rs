@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use super::{Bus, BusError, Entry, Gap, GapReason, Outgoing, Published, Replay, Retention, Sink};
 use crate::channel::Channel;
 use crate::cursor::StreamId;
+use crate::revocation::Revocation;
 
 #[derive(Default)]
 struct ChannelState {
@@ -197,6 +198,11 @@ impl Bus for MemoryBus {
         Ok(())
     }
 
+    async fn revoke(&self, order: &Revocation) -> Result<u64, BusError> {
+        self.sink.revoke(order);
+        Ok(1)
+    }
+
     async fn ready(&self) -> bool {
         true
     }
@@ -213,6 +219,7 @@ mod tests {
             self.0.lock().unwrap().push((channel.clone(), entry.id));
         }
         fn resync(&self, _channel: &Channel) {}
+        fn revoke(&self, _order: &Revocation) {}
     }
 
     fn ch(r: &str) -> Channel {

@@ -17,6 +17,7 @@ use bytes::Bytes;
 
 use crate::channel::Channel;
 use crate::cursor::StreamId;
+use crate::revocation::Revocation;
 
 /// One stored event of a channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +107,9 @@ pub trait Sink: Send + Sync + 'static {
     /// supply (e.g. Valkey lost them): every listener must check its own
     /// position against history, and report the gap.
     fn resync(&self, channel: &Channel);
+
+    /// A revocation order reached this node: close the streams it covers.
+    fn revoke(&self, order: &Revocation);
 }
 
 /// Bounds of each channel's history.
@@ -157,6 +161,10 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Stops delivering the channel's events to this node.
     async fn unwatch(&self, channel: &Channel) -> Result<(), BusError>;
+
+    /// Hands a revocation order to every node's sink, this one included;
+    /// returns how many nodes received it.
+    async fn revoke(&self, order: &Revocation) -> Result<u64, BusError>;
 
     /// Whether the bus can serve requests now.
     async fn ready(&self) -> bool;

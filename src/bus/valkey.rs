@@ -31,6 +31,7 @@ use tokio::sync::mpsc;
 use super::{Bus, BusError, Entry, Gap, GapReason, Outgoing, Published, Replay, Retention, Sink};
 use crate::channel::Channel;
 use crate::cursor::StreamId;
+use crate::revocation::Revocation;
 
 /// Trimming records the newest dropped id as the stream's
 /// `max-deleted-entry-id` (`XSETID … MAXDELETEDID`), which `XADD MAXLEN`
@@ -141,6 +142,10 @@ pub enum ConnectError {
     #[error("cannot connect to Valkey: {0}")]
     Connect(String),
 }
+
+/// The node-wide pub/sub channel of revocation orders (classic pub/sub:
+/// on a cluster it reaches every node).
+const CONTROL: &str = "sseb:control";
 
 fn history_key(channel: &Channel) -> String {
     format!("sseb:{{{channel}}}:h")
@@ -344,6 +349,16 @@ impl ValkeyBus {
         .await
         .map_err(|_| ConnectError::Connect(format!("no answer within {:?}", config.timeout * 2)))?
         .map_err(|e| ConnectError::Connect(e.to_string()))?;
+        let mut control = conn.clone();
+        tokio::time::timeout(
+            config.timeout * 2,
+            redis::cmd("SUBSCRIBE")
+                .arg(CONTROL)
+                .exec_async(&mut control),
+        )
+        .await
+        .map_err(|_| ConnectError::Connect(format!("no answer within {:?}", config.timeout * 2)))?
+        .map_err(|e| ConnectError::Connect(e.to_string()))?;
         let shared = Arc::new(Shared {
             sink,
             watches: Mutex::new(HashMap::new()),
@@ -421,6 +436,15 @@ async fn pump(
                 let Ok(name) = std::str::from_utf8(name) else {
                     continue;
                 };
+                if name == CONTROL {
+                    match Revocation::decode(payload) {
+                        Ok(order) => shared.sink.revoke(&order),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "ignoring a malformed revocation order")
+                        }
+                    }
+                    continue;
+                }
                 match parse_message(payload) {
                     Some(entry) => shared.deliver(name, entry),
                     None => tracing::warn!(channel = name, "ignoring a malformed bus message"),
@@ -685,6 +709,18 @@ impl Bus for ValkeyBus {
             .await?;
         }
         Ok(())
+    }
+
+    async fn revoke(&self, order: &Revocation) -> Result<u64, BusError> {
+        let mut conn = self.conn.clone();
+        self.bounded(
+            "revoke",
+            redis::cmd("PUBLISH")
+                .arg(CONTROL)
+                .arg(order.encode())
+                .query_async(&mut conn),
+        )
+        .await
     }
 
     async fn ready(&self) -> bool {

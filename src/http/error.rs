@@ -10,6 +10,7 @@ use crate::auth::AuthError;
 use crate::bus::BusError;
 use crate::channel::ChannelError;
 use crate::cursor::CursorError;
+use crate::streams::OpenError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -31,6 +32,14 @@ pub enum ApiError {
     Forbidden(String),
     #[error(transparent)]
     Unavailable(#[from] BusError),
+    #[error(transparent)]
+    Refused(#[from] OpenError),
+    #[error(
+        "request URL is {got} bytes; at most {max} are accepted (use fewer or shorter channels, or send the token in the Authorization header)"
+    )]
+    UrlTooLong { max: usize, got: usize },
+    #[error("request headers are {got} bytes; at most {max} are accepted")]
+    HeadersTooLarge { max: usize, got: usize },
 }
 
 impl ApiError {
@@ -43,6 +52,10 @@ impl ApiError {
             | ApiError::BadCursor(_) => StatusCode::BAD_REQUEST,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Refused(OpenError::Revoked { .. }) => StatusCode::UNAUTHORIZED,
+            ApiError::Refused(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::UrlTooLong { .. } => StatusCode::URI_TOO_LONG,
+            ApiError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         }
     }
 
@@ -55,6 +68,10 @@ impl ApiError {
             ApiError::BadCursor(_) => "bad_cursor",
             ApiError::Forbidden(_) => "forbidden_channel",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::Refused(OpenError::Revoked { .. }) => "token_revoked",
+            ApiError::Refused(_) => "too_many_streams",
+            ApiError::UrlTooLong { .. } => "url_too_long",
+            ApiError::HeadersTooLarge { .. } => "headers_too_large",
         }
     }
 }
@@ -63,11 +80,21 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"error": {"code": self.code(), "message": self.to_string()}});
         let mut response = (self.status(), Json(body)).into_response();
-        if let ApiError::Unauthenticated(_) = self {
-            response.headers_mut().insert(
-                axum::http::header::WWW_AUTHENTICATE,
-                axum::http::HeaderValue::from_static("Bearer"),
-            );
+        match self {
+            ApiError::Unauthenticated(_) | ApiError::Refused(OpenError::Revoked { .. }) => {
+                response.headers_mut().insert(
+                    axum::http::header::WWW_AUTHENTICATE,
+                    axum::http::HeaderValue::from_static("Bearer"),
+                );
+            }
+            ApiError::Refused(_) => {
+                // Streams are long-lived: a place frees up when one closes.
+                response.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from_static("30"),
+                );
+            }
+            _ => {}
         }
         response
     }

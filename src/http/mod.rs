@@ -2,6 +2,7 @@
 //! JSON errors.
 
 mod error;
+pub mod listener;
 mod sse;
 
 use std::sync::Arc;
@@ -28,6 +29,10 @@ pub struct HttpConfig {
     /// Reconnect delay sent in the opening `retry:` line.
     pub retry: Duration,
     pub cors_origins: Vec<HeaderValue>,
+    /// Longest accepted request target (path and query), in bytes.
+    pub max_url_bytes: usize,
+    /// Largest accepted sum of header names and values, in bytes.
+    pub max_header_bytes: usize,
 }
 
 #[derive(Clone)]
@@ -62,6 +67,10 @@ pub fn router(
         .route("/healthz", get(healthz))
         .route("/metrics", get(render_metrics))
         .route("/readyz", get(readyz))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            request_size,
+        ))
         .with_state(state);
     if cors_origins.is_empty() {
         return router;
@@ -78,6 +87,58 @@ pub fn router(
             .allow_credentials(true)
             .max_age(Duration::from_secs(600)),
     )
+}
+
+/// Refuses oversized request targets and headers with a JSON error (hyper
+/// itself drops heads far beyond these bounds).
+async fn request_size(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let url = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |pq| pq.as_str().len());
+    if url > state.config.max_url_bytes {
+        return ApiError::UrlTooLong {
+            max: state.config.max_url_bytes,
+            got: url,
+        }
+        .into_response();
+    }
+    let headers: usize = request
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    if headers > state.config.max_header_bytes {
+        return ApiError::HeadersTooLarge {
+            max: state.config.max_header_bytes,
+            got: headers,
+        }
+        .into_response();
+    }
+    tracing::debug!(method = %request.method(), target = %redacted_target(request.uri()), "request");
+    next.run(request).await
+}
+
+/// The request target for logs: the `access_token` query value replaced,
+/// so bearer tokens never reach log storage.
+pub(crate) fn redacted_target(uri: &axum::http::Uri) -> String {
+    let Some(query) = uri.query() else {
+        return uri.path().to_owned();
+    };
+    let mut out = form_urlencoded::Serializer::new(format!("{}?", uri.path()));
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        if k == "access_token" {
+            out.append_pair(&k, "[redacted]");
+        } else {
+            out.append_pair(&k, &v);
+        }
+    }
+    out.finish()
 }
 
 /// The event catalogue for tools: names, fields, types, rules, examples.

@@ -20,6 +20,7 @@ use crate::auth::{self, AuthError, Subscriber};
 use crate::channel::Channel;
 use crate::hub::{Item, Subscription};
 use crate::metrics as m;
+use crate::streams::{OpenError, Ticket};
 
 /// The parameters of a stream request.
 #[derive(Default)]
@@ -116,9 +117,27 @@ pub(super) async fn events(
         return Err(ApiError::Forbidden(other.to_string()));
     }
 
+    let ticket = state
+        .hub
+        .streams()
+        .open(&subscriber, &channels)
+        .inspect_err(|e| {
+            let reason = match e {
+                OpenError::Tenant { .. } => "tenant_limit",
+                OpenError::Subject { .. } => "subject_limit",
+                OpenError::Revoked { .. } => "revoked",
+            };
+            metrics::counter!(m::STREAMS_REFUSED, "reason" => reason).increment(1);
+        })?;
     let subscription = Subscription::open(&state.hub, channels, resume).await?;
-    tracing::debug!(channels = subscription.channels().len(), sub = ?subscriber.subject, "stream opened");
-    let body = Body::from_stream(stream(state, subscription, subscriber.exp));
+    let span = tracing::info_span!(
+        "stream",
+        tenant = %subscriber.tenant,
+        sub = subscriber.subject.as_deref().unwrap_or(""),
+        channels = subscription.channels().len(),
+    );
+    tracing::debug!(parent: &span, resumed = cursor.is_some(), "stream opened");
+    let body = Body::from_stream(stream(state, subscription, ticket, subscriber.exp, span));
     let mut response = (StatusCode::OK, body).into_response();
     let h = response.headers_mut();
     h.insert(
@@ -156,7 +175,9 @@ fn frame(id: Option<&str>, event: &str, data: &str) -> Bytes {
 fn stream(
     state: AppState,
     mut sub: Subscription,
+    mut ticket: Ticket,
     exp: u64,
+    span: tracing::Span,
 ) -> impl futures::Stream<Item = Result<Bytes, Infallible>> {
     let retry_ms = state.config.retry.as_millis();
     let keepalive_every = state.config.keepalive;
@@ -176,21 +197,30 @@ fn stream(
         tokio::pin!(down);
         let mut keepalive = tokio::time::interval_at(Instant::now() + keepalive_every, keepalive_every);
         keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        loop {
+        let mut end = StreamEnd { span: span.clone(), why: "client_left", sent: 0 };
+        end.why = loop {
             tokio::select! {
                 biased;
                 _ = &mut expiry => {
                     yield Ok(frame(None, "bridge.expired", r#"{"reason":"token_expired"}"#));
-                    break;
+                    break "token_expired";
+                }
+                reason = ticket.revoked() => {
+                    // No `id:`: the stream is over for this token; the
+                    // client's last cursor still resumes with a new one.
+                    let data = json!({"reason": reason}).to_string();
+                    yield Ok(frame(None, "bridge.revoked", &data));
+                    break "revoked";
                 }
                 _ = &mut down => {
                     // Reconnect soon, to another node, with the cursor.
                     yield Ok(Bytes::from_static(b"retry: 500\n\n"));
-                    break;
+                    break "shutdown";
                 }
                 item = sub.next() => match item {
                     Some(Ok(Item::Event { frame: f, .. })) => {
                         delivered.increment(1);
+                        end.sent += 1;
                         if single {
                             yield Ok(f.with_own_id());
                         } else {
@@ -212,16 +242,30 @@ fn stream(
                     }
                     Some(Err(e)) => {
                         // The client reconnects with its cursor and resumes.
-                        tracing::warn!(error = %e, "stream ended by a bus error");
+                        tracing::warn!(parent: &span, error = %e, "stream ended by a bus error");
                         metrics::counter!(m::BUS_ERRORS).increment(1);
-                        break;
+                        break "bus_error";
                     }
-                    None => break,
+                    None => break "subscription_ended",
                 },
                 _ = keepalive.tick() => {
                     yield Ok(Bytes::from_static(b": keepalive\n\n"));
                 }
             }
-        }
+        };
+    }
+}
+
+/// Logs a stream's end however it ends, including by the client leaving
+/// (the body is then dropped mid-loop).
+struct StreamEnd {
+    span: tracing::Span,
+    why: &'static str,
+    sent: u64,
+}
+
+impl Drop for StreamEnd {
+    fn drop(&mut self) {
+        tracing::debug!(parent: &self.span, why = self.why, events = self.sent, "stream closed");
     }
 }

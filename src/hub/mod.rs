@@ -14,6 +14,8 @@ use tokio::sync::{OnceCell, broadcast};
 use crate::bus::{Bus, BusError, Entry, Sink};
 use crate::channel::Channel;
 use crate::cursor::StreamId;
+use crate::revocation::Revocation;
+use crate::streams::Streams;
 
 pub use subscription::{Item, Subscription};
 
@@ -120,17 +122,20 @@ pub struct Fanout {
     slots: Mutex<HashMap<Channel, Slot>>,
     capacity: usize,
     recent_frames: usize,
+    /// The node's open streams, which revocation orders close.
+    streams: Arc<Streams>,
 }
 
 impl Fanout {
     /// `capacity` bounds how many events a listener may fall behind before
     /// it is caught up, from the node's recent frames (4 × `capacity`, at
     /// most 4 MiB per channel) or else from history.
-    pub fn new(capacity: usize) -> Arc<Fanout> {
+    pub fn new(capacity: usize, streams: Arc<Streams>) -> Arc<Fanout> {
         Arc::new(Fanout {
             slots: Mutex::new(HashMap::new()),
             capacity: capacity.max(1),
             recent_frames: capacity.max(1) * 4,
+            streams,
         })
     }
 
@@ -162,6 +167,12 @@ impl Sink for Fanout {
         // anything, so listeners check against the bus.
         slot.recent = Recent::default();
         let _ = slot.tx.send(Delivery::Resync);
+    }
+
+    fn revoke(&self, order: &Revocation) {
+        let closed = self.streams.revoke(order);
+        tracing::info!(closed, reason = %order.reason, "revocation order applied");
+        metrics::counter!(crate::metrics::STREAMS_REVOKED).increment(closed as u64);
     }
 }
 
@@ -217,6 +228,11 @@ impl Hub {
 
     pub fn bus(&self) -> &Arc<dyn Bus> {
         &self.bus
+    }
+
+    /// The node's open streams.
+    pub fn streams(&self) -> &Arc<Streams> {
+        &self.fanout.streams
     }
 
     /// The frames after `position` from the node's cache, when it covers

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from sse_bridge_client._gen.events.v1 import events_pb2 as events_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cssebridge/v1/publisher.proto\x12\x0cssebridge.v1\x1a\x16\x65vents/v1/events.proto\"A\n\x07\x43hannel\x12\x0e\n\x06prefix\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x13\n\x0bresource_id\x18\x03 \x01(\t\"r\n\x0ePublishRequest\x12&\n\x07\x63hannel\x18\x01 \x01(\x0b\x32\x15.ssebridge.v1.Channel\x12\x1f\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x10.events.v1.Event\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"[\n\x0fPublishResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tduplicate\x18\x02 \x01(\x08\x12)\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x1a.ssebridge.v1.PublishError\"_\n\x0cPublishError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x30\n\nviolations\x18\x03 \x03(\x0b\x32\x1c.ssebridge.v1.FieldViolation\"4\n\x0e\x46ieldViolation\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t2\xa5\x01\n\tPublisher\x12\x46\n\x07Publish\x12\x1c.ssebridge.v1.PublishRequest\x1a\x1d.ssebridge.v1.PublishResponse\x12P\n\rPublishStream\x12\x1c.ssebridge.v1.PublishRequest\x1a\x1d.ssebridge.v1.PublishResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cssebridge/v1/publisher.proto\x12\x0cssebridge.v1\x1a\x16\x65vents/v1/events.proto\"A\n\x07\x43hannel\x12\x0e\n\x06prefix\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x13\n\x0bresource_id\x18\x03 \x01(\t\"r\n\x0ePublishRequest\x12&\n\x07\x63hannel\x18\x01 \x01(\x0b\x32\x15.ssebridge.v1.Channel\x12\x1f\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x10.events.v1.Event\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"[\n\x0fPublishResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tduplicate\x18\x02 \x01(\x08\x12)\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x1a.ssebridge.v1.PublishError\"_\n\x0cPublishError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x30\n\nviolations\x18\x03 \x03(\x0b\x32\x1c.ssebridge.v1.FieldViolation\"4\n\x0e\x46ieldViolation\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"\x9c\x01\n\x11\x44isconnectRequest\x12\x13\n\ttenant_id\x18\x01 \x01(\tH\x00\x12.\n\x07subject\x18\x02 \x01(\x0b\x32\x1b.ssebridge.v1.SubjectTargetH\x00\x12(\n\x07\x63hannel\x18\x03 \x01(\x0b\x32\x15.ssebridge.v1.ChannelH\x00\x12\x0e\n\x06reason\x18\x04 \x01(\tB\x08\n\x06target\"3\n\rSubjectTarget\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\"#\n\x12\x44isconnectResponse\x12\r\n\x05nodes\x18\x01 \x01(\x04\x32\xf6\x01\n\tPublisher\x12\x46\n\x07Publish\x12\x1c.ssebridge.v1.PublishRequest\x1a\x1d.ssebridge.v1.PublishResponse\x12P\n\rPublishStream\x12\x1c.ssebridge.v1.PublishRequest\x1a\x1d.ssebridge.v1.PublishResponse(\x01\x30\x01\x12O\n\nDisconnect\x12\x1f.ssebridge.v1.DisconnectRequest\x1a .ssebridge.v1.DisconnectResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,6 +42,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PUBLISHERROR']._serialized_end=441
   _globals['_FIELDVIOLATION']._serialized_start=443
   _globals['_FIELDVIOLATION']._serialized_end=495
-  _globals['_PUBLISHER']._serialized_start=498
-  _globals['_PUBLISHER']._serialized_end=663
+  _globals['_DISCONNECTREQUEST']._serialized_start=498
+  _globals['_DISCONNECTREQUEST']._serialized_end=654
+  _globals['_SUBJECTTARGET']._serialized_start=656
+  _globals['_SUBJECTTARGET']._serialized_end=707
+  _globals['_DISCONNECTRESPONSE']._serialized_start=709
+  _globals['_DISCONNECTRESPONSE']._serialized_end=744
+  _globals['_PUBLISHER']._serialized_start=747
+  _globals['_PUBLISHER']._serialized_end=993
 # @@protoc_insertion_point(module_scope)

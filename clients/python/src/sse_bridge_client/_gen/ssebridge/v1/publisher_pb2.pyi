@@ -54,3 +54,29 @@ class FieldViolation(_message.Message):
     field: str
     description: str
     def __init__(self, field: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+
+class DisconnectRequest(_message.Message):
+    __slots__ = ("tenant_id", "subject", "channel", "reason")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    subject: SubjectTarget
+    channel: Channel
+    reason: str
+    def __init__(self, tenant_id: _Optional[str] = ..., subject: _Optional[_Union[SubjectTarget, _Mapping]] = ..., channel: _Optional[_Union[Channel, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class SubjectTarget(_message.Message):
+    __slots__ = ("subject", "tenant_id")
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    subject: str
+    tenant_id: str
+    def __init__(self, subject: _Optional[str] = ..., tenant_id: _Optional[str] = ...) -> None: ...
+
+class DisconnectResponse(_message.Message):
+    __slots__ = ("nodes",)
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    nodes: int
+    def __init__(self, nodes: _Optional[int] = ...) -> None: ...

@@ -47,6 +47,11 @@ class PublisherStub:
                 request_serializer=ssebridge_dot_v1_dot_publisher__pb2.PublishRequest.SerializeToString,
                 response_deserializer=ssebridge_dot_v1_dot_publisher__pb2.PublishResponse.FromString,
                 _registered_method=True)
+        self.Disconnect = channel.unary_unary(
+                '/ssebridge.v1.Publisher/Disconnect',
+                request_serializer=ssebridge_dot_v1_dot_publisher__pb2.DisconnectRequest.SerializeToString,
+                response_deserializer=ssebridge_dot_v1_dot_publisher__pb2.DisconnectResponse.FromString,
+                _registered_method=True)
 
 
 class PublisherServicer:
@@ -70,6 +75,16 @@ class PublisherServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Disconnect(self, request, context):
+        """Closes matching streams on every node, each with a final
+        `bridge.revoked` event, and keeps tokens issued before the call from
+        reopening them (for logouts and permission changes). Requires scope
+        `streams:admin` and a `tenants` claim that covers the target.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PublisherServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -82,6 +97,11 @@ def add_PublisherServicer_to_server(servicer, server):
                     servicer.PublishStream,
                     request_deserializer=ssebridge_dot_v1_dot_publisher__pb2.PublishRequest.FromString,
                     response_serializer=ssebridge_dot_v1_dot_publisher__pb2.PublishResponse.SerializeToString,
+            ),
+            'Disconnect': grpc.unary_unary_rpc_method_handler(
+                    servicer.Disconnect,
+                    request_deserializer=ssebridge_dot_v1_dot_publisher__pb2.DisconnectRequest.FromString,
+                    response_serializer=ssebridge_dot_v1_dot_publisher__pb2.DisconnectResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -141,6 +161,33 @@ class Publisher:
             '/ssebridge.v1.Publisher/PublishStream',
             ssebridge_dot_v1_dot_publisher__pb2.PublishRequest.SerializeToString,
             ssebridge_dot_v1_dot_publisher__pb2.PublishResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Disconnect(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ssebridge.v1.Publisher/Disconnect',
+            ssebridge_dot_v1_dot_publisher__pb2.DisconnectRequest.SerializeToString,
+            ssebridge_dot_v1_dot_publisher__pb2.DisconnectResponse.FromString,
             options,
             channel_credentials,
             insecure,
