@@ -103,6 +103,13 @@ async fn spawn_bridge(args: &BenchArgs) -> Result<Target> {
         &(args.events.max(1000) + 10).to_string(),
         "--max-channels",
         "10",
+        // The load generator is one tenant, one subject and one publisher.
+        "--max-streams-per-tenant",
+        "0",
+        "--max-streams-per-subject",
+        "0",
+        "--publish-rate",
+        "0",
     ]);
     if let Some(url) = &args.valkey_url {
         cmd.args(["--valkey-url", url]);

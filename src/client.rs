@@ -61,16 +61,24 @@ pub enum ClientError {
 
 /// Connects to a bridge's gRPC address.
 pub async fn connect(target: &str, token: &str) -> Result<Client, ClientError> {
+    let endpoint = Endpoint::from_shared(target.to_owned())
+        .map_err(|_| ClientError::Target(target.to_owned()))?;
+    connect_endpoint(endpoint, token).await
+}
+
+/// Connects through a configured endpoint, e.g. one with
+/// `tls_config(ClientTlsConfig::new().ca_certificate(..).identity(..))` for
+/// a bridge that serves TLS and asks publishers for client certificates.
+pub async fn connect_endpoint(endpoint: Endpoint, token: &str) -> Result<Client, ClientError> {
+    let target = endpoint.uri().to_string();
     let header: MetadataValue<Ascii> = format!("Bearer {token}")
         .parse()
         .map_err(|_| ClientError::Token)?;
-    let endpoint = Endpoint::from_shared(target.to_owned())
-        .map_err(|_| ClientError::Target(target.to_owned()))?;
     let transport = endpoint
         .connect()
         .await
         .map_err(|source| ClientError::Connect {
-            target: target.to_owned(),
+            target: target.clone(),
             source,
         })?;
     Ok(PublisherClient::with_interceptor(transport, Bearer(header)))

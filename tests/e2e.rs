@@ -27,3 +27,15 @@ mod cli;
 
 #[path = "e2e/valkey_faults.rs"]
 mod valkey_faults;
+
+#[path = "e2e/limits.rs"]
+mod limits;
+
+#[path = "e2e/revocation.rs"]
+mod revocation;
+
+#[path = "e2e/lifecycle.rs"]
+mod lifecycle;
+
+#[path = "e2e/tls.rs"]
+mod tls;

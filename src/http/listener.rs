@@ -168,6 +168,7 @@ struct StallGuard<T> {
     inner: T,
     limit: Duration,
     stalled: Option<Pin<Box<Sleep>>>,
+    counted: bool,
 }
 
 impl<T> StallGuard<T> {
@@ -176,6 +177,17 @@ impl<T> StallGuard<T> {
             inner,
             limit,
             stalled: None,
+            counted: false,
+        }
+    }
+
+    /// Counts a connection lost to a stalled peer once, whichever bound
+    /// fired: ours, or the kernel's (TCP_USER_TIMEOUT), which may surface
+    /// on a read as well as on a write.
+    fn note(&mut self, e: &io::Error) {
+        if e.kind() == io::ErrorKind::TimedOut && !self.counted {
+            self.counted = true;
+            ::metrics::counter!(m::STALLED_CLOSED).increment(1);
         }
     }
 
@@ -191,13 +203,19 @@ impl<T> StallGuard<T> {
                     .stalled
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
                 if timer.as_mut().poll(cx).is_ready() {
-                    ::metrics::counter!(m::STALLED_CLOSED).increment(1);
-                    return Poll::Ready(Err(io::Error::new(
+                    let e = io::Error::new(
                         io::ErrorKind::TimedOut,
                         "the peer accepted no data within the idle timeout",
-                    )));
+                    );
+                    self.note(&e);
+                    return Poll::Ready(Err(e));
                 }
                 Poll::Pending
+            }
+            Poll::Ready(Err(e)) => {
+                self.stalled = None;
+                self.note(&e);
+                Poll::Ready(Err(e))
             }
             ready => {
                 self.stalled = None;
@@ -213,7 +231,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for StallGuard<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Err(e)) = &result {
+            self.note(e);
+        }
+        result
     }
 }
 
