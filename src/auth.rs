@@ -6,6 +6,7 @@
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::Arc;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -13,6 +14,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::channel::parse_tenant;
+use crate::jwks::Jwks;
 
 /// The scope a publisher token must carry.
 pub const PUBLISH_SCOPE: &str = "events:publish";
@@ -32,6 +34,8 @@ pub enum AuthError {
     Signature,
     #[error("token algorithm is not accepted by this bridge")]
     Algorithm,
+    #[error("token `kid` names no key of the bridge's key set")]
+    UnknownKey,
     #[error("token has expired")]
     Expired,
     #[error("token is not valid yet (nbf)")]
@@ -61,6 +65,7 @@ impl AuthError {
             AuthError::Malformed => "malformed",
             AuthError::Signature => "signature",
             AuthError::Algorithm => "algorithm",
+            AuthError::UnknownKey => "unknown_key",
             AuthError::Expired => "expired",
             AuthError::NotYetValid => "not_yet_valid",
             AuthError::Audience => "audience",
@@ -96,6 +101,10 @@ pub struct Key {
 }
 
 impl Key {
+    pub fn new(key: DecodingKey, algorithms: Vec<Algorithm>) -> Key {
+        Key { key, algorithms }
+    }
+
     pub fn hs256(secret: &str) -> Result<Key, KeyError> {
         if secret.is_empty() {
             return Err(KeyError::EmptySecret);
@@ -162,10 +171,20 @@ fn map_error(e: &jsonwebtoken::errors::Error) -> AuthError {
     }
 }
 
-/// Verifies tokens against one key and one set of claim rules.
+/// Where a verifier's keys come from.
+#[derive(Clone)]
+pub enum Keys {
+    /// One key (HS256 secret or PEM public key); the token's `kid`, if
+    /// any, is not consulted.
+    One(Key),
+    /// A JSON Web Key Set: the token's `kid` picks the key.
+    Set(Arc<Jwks>),
+}
+
+/// Verifies tokens against the configured keys and one set of claim rules.
 #[derive(Clone)]
 pub struct Verifier {
-    key: Key,
+    keys: Keys,
     validation: Validation,
     typ: Option<String>,
 }
@@ -179,12 +198,14 @@ pub struct Claims {
 }
 
 impl Verifier {
-    pub fn new(key: Key, rules: &Rules) -> Verifier {
-        let mut validation = Validation::new(key.algorithms[0]);
-        validation.algorithms = key.algorithms.clone();
-        validation.leeway = rules.leeway_secs;
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
+    pub fn new(keys: Keys, rules: &Rules) -> Verifier {
+        // The algorithms are set per key at verification.
+        let mut validation = Validation {
+            leeway: rules.leeway_secs,
+            validate_exp: true,
+            validate_nbf: true,
+            ..Validation::default()
+        };
         validation.set_required_spec_claims(&["exp"]);
         match &rules.audience {
             Some(aud) => validation.set_audience(&[aud]),
@@ -194,19 +215,32 @@ impl Verifier {
             validation.set_issuer(&[iss]);
         }
         Verifier {
-            key,
+            keys,
             validation,
             typ: rules.typ.clone(),
         }
     }
 
-    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+    pub async fn verify(&self, token: &str) -> Result<Claims, AuthError> {
         if token.is_empty() || token.len() > 16 * 1024 {
             return Err(AuthError::Malformed);
         }
-        let data =
-            jsonwebtoken::decode::<Map<String, Value>>(token, &self.key.key, &self.validation)
-                .map_err(|e| map_error(&e))?;
+        let key = match &self.keys {
+            Keys::One(key) => key.clone(),
+            Keys::Set(set) => {
+                let header =
+                    jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
+                set.key(header.kid.as_deref())
+                    .await
+                    .ok_or(AuthError::UnknownKey)?
+            }
+        };
+        // The key decides the algorithms: an RSA key never accepts an
+        // HS256 token signed with its public half.
+        let mut validation = self.validation.clone();
+        validation.algorithms = key.algorithms.clone();
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
+            .map_err(|e| map_error(&e))?;
         let claims = data.claims;
         if let Some(want) = &self.typ {
             if claims.get("typ").and_then(Value::as_str) != Some(want.as_str()) {
@@ -247,8 +281,8 @@ impl SubscriberAuth {
         }
     }
 
-    pub fn verify(&self, token: &str) -> Result<Subscriber, AuthError> {
-        let Claims { claims, exp } = self.verifier.verify(token)?;
+    pub async fn verify(&self, token: &str) -> Result<Subscriber, AuthError> {
+        let Claims { claims, exp } = self.verifier.verify(token).await?;
         let tenant = match claims.get(&self.tenant_claim) {
             None => return Err(AuthError::MissingClaim(self.tenant_claim.clone())),
             Some(Value::String(s)) => {
@@ -304,8 +338,8 @@ impl PublisherAuth {
     }
 
     /// Verifies a token and requires `scope`.
-    pub fn verify(&self, token: &str, scope: &'static str) -> Result<Publisher, AuthError> {
-        let Claims { claims, exp } = self.verifier.verify(token)?;
+    pub async fn verify(&self, token: &str, scope: &'static str) -> Result<Publisher, AuthError> {
+        let Claims { claims, exp } = self.verifier.verify(token).await?;
         let scopes: HashSet<String> = claims
             .get("scope")
             .and_then(Value::as_str)

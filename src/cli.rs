@@ -9,11 +9,14 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use futures::StreamExt;
 
-use crate::auth::{Key, PublisherAuth, Rules, SubscriberAuth, Verifier};
+use std::sync::Arc;
+
+use crate::auth::{Key, Keys, PublisherAuth, Rules, SubscriberAuth, Verifier};
 use crate::bus::Retention;
 use crate::bus::valkey::ValkeyConfig;
 use crate::http::HttpConfig;
 use crate::http::listener::ListenerConfig;
+use crate::jwks::{Jwks, JwksSource};
 use crate::schema::Schema;
 use crate::server::{self, Settings};
 use crate::streams::StreamLimits;
@@ -93,6 +96,11 @@ pub struct ServeArgs {
     /// subscriber tokens.
     #[arg(long, env = "SSE_BRIDGE_JWT_PUBLIC_KEY")]
     pub jwt_public_key: Option<PathBuf>,
+    /// JSON Web Key Set for subscriber tokens: a file path or an http(s)
+    /// URL. The token's `kid` picks the key; an unknown `kid` refreshes the
+    /// set (at most every 10 s), and it is re-read every 5 minutes.
+    #[arg(long, env = "SSE_BRIDGE_JWT_JWKS")]
+    pub jwt_jwks: Option<String>,
     /// Required `aud` of subscriber tokens (unchecked when absent).
     #[arg(long, env = "SSE_BRIDGE_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
@@ -114,6 +122,9 @@ pub struct ServeArgs {
     /// PEM public key for publisher tokens.
     #[arg(long, env = "SSE_BRIDGE_PUBLISHER_JWT_PUBLIC_KEY")]
     pub publisher_jwt_public_key: Option<PathBuf>,
+    /// JSON Web Key Set (file or URL) for publisher tokens.
+    #[arg(long, env = "SSE_BRIDGE_PUBLISHER_JWT_JWKS")]
+    pub publisher_jwt_jwks: Option<String>,
     /// Origin allowed to open streams from a browser (repeatable).
     #[arg(
         long = "cors-origin",
@@ -301,37 +312,51 @@ fn random_secret() -> String {
 }
 
 impl ServeArgs {
-    fn subscriber_key(&self) -> Result<Key> {
-        match (&self.jwt_secret, &self.jwt_public_key) {
-            (Some(_), Some(_)) => bail!("set only one of --jwt-secret and --jwt-public-key"),
-            (Some(secret), None) => Ok(Key::hs256(secret)?),
-            (None, Some(path)) => Ok(Key::public_pem_file(path)?),
-            (None, None) => bail!(
-                "no token key: set --jwt-secret or --jwt-public-key (SSE_BRIDGE_JWT_SECRET / SSE_BRIDGE_JWT_PUBLIC_KEY), or run `sse-bridge serve --dev`"
-            ),
-        }
+    async fn subscriber_keys(&self) -> Result<Keys> {
+        Ok(
+            match (&self.jwt_secret, &self.jwt_public_key, &self.jwt_jwks) {
+                (Some(secret), None, None) => Keys::One(Key::hs256(secret)?),
+                (None, Some(path), None) => Keys::One(Key::public_pem_file(path)?),
+                (None, None, Some(jwks)) => {
+                    Keys::Set(Arc::new(Jwks::load(JwksSource::parse(jwks)).await?))
+                }
+                (None, None, None) => bail!(
+                    "no token key: set --jwt-secret, --jwt-public-key or --jwt-jwks (SSE_BRIDGE_JWT_SECRET / SSE_BRIDGE_JWT_PUBLIC_KEY / SSE_BRIDGE_JWT_JWKS), or run `sse-bridge serve --dev`"
+                ),
+                _ => bail!("set only one of --jwt-secret, --jwt-public-key and --jwt-jwks"),
+            },
+        )
     }
 
-    fn publisher_key(&self, subscriber: &Key) -> Result<Key> {
-        match (&self.publisher_jwt_secret, &self.publisher_jwt_public_key) {
-            (Some(_), Some(_)) => {
-                bail!("set only one of --publisher-jwt-secret and --publisher-jwt-public-key")
-            }
-            (Some(secret), None) => Ok(Key::hs256(secret)?),
-            (None, Some(path)) => Ok(Key::public_pem_file(path)?),
-            (None, None) => Ok(subscriber.clone()),
-        }
+    async fn publisher_keys(&self, subscriber: &Keys) -> Result<Keys> {
+        Ok(
+            match (
+                &self.publisher_jwt_secret,
+                &self.publisher_jwt_public_key,
+                &self.publisher_jwt_jwks,
+            ) {
+                (Some(secret), None, None) => Keys::One(Key::hs256(secret)?),
+                (None, Some(path), None) => Keys::One(Key::public_pem_file(path)?),
+                (None, None, Some(jwks)) => {
+                    Keys::Set(Arc::new(Jwks::load(JwksSource::parse(jwks)).await?))
+                }
+                (None, None, None) => subscriber.clone(),
+                _ => bail!(
+                    "set only one of --publisher-jwt-secret, --publisher-jwt-public-key and --publisher-jwt-jwks"
+                ),
+            },
+        )
     }
 
     /// Checks the flags and builds the node's settings.
-    pub fn settings(&self) -> Result<Settings> {
+    pub async fn settings(&self) -> Result<Settings> {
         if self.max_channels == 0 {
             bail!("--max-channels must be at least 1");
         }
         if self.keepalive_secs == 0 {
             bail!("--keepalive-secs must be at least 1");
         }
-        let key = self.subscriber_key()?;
+        let keys = self.subscriber_keys().await?;
         let rules = Rules {
             audience: self.jwt_audience.clone(),
             issuer: self.jwt_issuer.clone(),
@@ -342,7 +367,7 @@ impl ServeArgs {
             leeway_secs: self.jwt_leeway_secs,
             ..Rules::default()
         };
-        let publisher_key = self.publisher_key(&key)?;
+        let publisher_keys = self.publisher_keys(&keys).await?;
         if self.idle_timeout_secs == 0 {
             bail!("--idle-timeout-secs must be at least 1");
         }
@@ -379,10 +404,10 @@ impl ServeArgs {
             http_addr: self.http_addr,
             grpc_addr: self.grpc_addr,
             subscriber_auth: SubscriberAuth::new(
-                Verifier::new(key, &rules),
+                Verifier::new(keys, &rules),
                 self.tenant_claim.clone(),
             ),
-            publisher_auth: PublisherAuth::new(Verifier::new(publisher_key, &publisher_rules)),
+            publisher_auth: PublisherAuth::new(Verifier::new(publisher_keys, &publisher_rules)),
             http: HttpConfig {
                 max_channels: self.max_channels,
                 keepalive: Duration::from_secs(self.keepalive_secs),
@@ -477,7 +502,7 @@ async fn serve(mut args: ServeArgs) -> Result<()> {
         }
         dev_secret = args.jwt_secret.clone();
     }
-    let settings = args.settings()?;
+    let settings = args.settings().await?;
     let running = server::start(settings).await?;
     if let Some(secret) = dev_secret {
         print_dev_banner(&args, &secret, running.http_addr, running.grpc_addr)?;

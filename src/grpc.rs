@@ -38,20 +38,27 @@ impl PublisherApi {
         PublisherServer::new(self).max_decoding_message_size(max_message_bytes)
     }
 
-    fn authenticate<T>(
+    /// Verifies a request's bearer token (taken out with [`bearer_token`],
+    /// so no borrow of the request lives across the await) and requires
+    /// `scope`.
+    async fn authenticate(
         &self,
-        request: &Request<T>,
+        token: Result<String, AuthError>,
         scope: &'static str,
     ) -> Result<auth::Publisher, Status> {
-        let header = request
-            .metadata()
-            .get("authorization")
-            .ok_or(AuthError::Missing)
-            .and_then(|v| v.to_str().map_err(|_| AuthError::Scheme))
-            .map_err(auth_status)?;
-        let token = auth::bearer(header).map_err(auth_status)?;
-        self.auth.verify(token, scope).map_err(auth_status)
+        let token = token.map_err(auth_status)?;
+        self.auth.verify(&token, scope).await.map_err(auth_status)
     }
+}
+
+fn bearer_token<T>(request: &Request<T>) -> Result<String, AuthError> {
+    let header = request
+        .metadata()
+        .get("authorization")
+        .ok_or(AuthError::Missing)?
+        .to_str()
+        .map_err(|_| AuthError::Scheme)?;
+    auth::bearer(header).map(str::to_owned)
 }
 
 fn auth_status(e: AuthError) -> Status {
@@ -185,7 +192,9 @@ impl Publisher for PublisherApi {
         &self,
         request: Request<pb::PublishRequest>,
     ) -> Result<Response<pb::PublishResponse>, Status> {
-        let publisher = self.authenticate(&request, auth::PUBLISH_SCOPE)?;
+        let publisher = self
+            .authenticate(bearer_token(&request), auth::PUBLISH_SCOPE)
+            .await?;
         let published = self
             .service
             .publish(&publisher, request.into_inner())
@@ -202,7 +211,9 @@ impl Publisher for PublisherApi {
         &self,
         request: Request<pb::DisconnectRequest>,
     ) -> Result<Response<pb::DisconnectResponse>, Status> {
-        let admin = self.authenticate(&request, auth::ADMIN_SCOPE)?;
+        let admin = self
+            .authenticate(bearer_token(&request), auth::ADMIN_SCOPE)
+            .await?;
         let request = request.into_inner();
         let order = revocation(request)?;
         let allowed = match &order.target {
@@ -232,7 +243,9 @@ impl Publisher for PublisherApi {
         &self,
         request: Request<Streaming<pb::PublishRequest>>,
     ) -> Result<Response<Self::PublishStreamStream>, Status> {
-        let publisher = self.authenticate(&request, auth::PUBLISH_SCOPE)?;
+        let publisher = self
+            .authenticate(bearer_token(&request), auth::PUBLISH_SCOPE)
+            .await?;
         let service = self.service.clone();
         let mut requests = request.into_inner();
         // Items already waiting are published as one ordered batch (one

@@ -15,6 +15,7 @@ pub mod cursor;
 pub mod grpc;
 pub mod http;
 pub mod hub;
+pub mod jwks;
 pub mod metrics;
 pub mod proto;
 pub mod publish;

@@ -47,21 +47,19 @@ impl Params {
 
 /// Header first whenever present, even if invalid (RFC 6750 §2.3 allows one
 /// method per request, and a present header is the caller's choice).
-fn authenticate(
+async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     params: &Params,
 ) -> Result<Subscriber, AuthError> {
-    match headers.get(header::AUTHORIZATION) {
+    let token = match headers.get(header::AUTHORIZATION) {
         Some(value) if !value.is_empty() => {
             let value = value.to_str().map_err(|_| AuthError::Scheme)?;
-            state.auth.verify(auth::bearer(value)?)
+            auth::bearer(value)?
         }
-        _ => match &params.access_token {
-            Some(token) => state.auth.verify(token),
-            None => Err(AuthError::Missing),
-        },
-    }
+        _ => params.access_token.as_deref().ok_or(AuthError::Missing)?,
+    };
+    state.auth.verify(token).await
 }
 
 fn shown(input: &str) -> String {
@@ -78,11 +76,13 @@ pub(super) async fn events(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let params = Params::parse(query.as_deref());
-    let subscriber = authenticate(&state, &headers, &params).inspect_err(|e| {
-        tracing::info!(reason = e.reason(), "subscriber refused");
-        metrics::counter!(m::AUTH_FAILURES, "side" => "subscriber", "reason" => e.reason())
-            .increment(1);
-    })?;
+    let subscriber = authenticate(&state, &headers, &params)
+        .await
+        .inspect_err(|e| {
+            tracing::info!(reason = e.reason(), "subscriber refused");
+            metrics::counter!(m::AUTH_FAILURES, "side" => "subscriber", "reason" => e.reason())
+                .increment(1);
+        })?;
 
     if params.channels.is_empty() {
         return Err(ApiError::NoChannel);

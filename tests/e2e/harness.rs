@@ -118,7 +118,10 @@ impl Bridge {
             "--grpc-addr",
             "127.0.0.1:0",
         ];
-        if !extra.iter().any(|a| a.starts_with("--jwt-public-key")) {
+        if !extra
+            .iter()
+            .any(|a| a.starts_with("--jwt-public-key") || a.starts_with("--jwt-jwks"))
+        {
             args.extend(["--jwt-secret", SECRET]);
         }
         if let Some(url) = url {
@@ -129,7 +132,7 @@ impl Bridge {
         let Command::Serve(serve) = cli.command else {
             unreachable!()
         };
-        let running = server::start(serve.settings().expect("settings"))
+        let running = server::start(serve.settings().await.expect("settings"))
             .await
             .expect("bridge starts");
         Bridge {

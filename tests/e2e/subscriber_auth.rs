@@ -99,6 +99,15 @@ fn fixture(name: &str) -> String {
 }
 
 fn sign(private_pem: &str, alg: jsonwebtoken::Algorithm, claims: Value) -> String {
+    sign_kid(private_pem, alg, None, claims)
+}
+
+fn sign_kid(
+    private_pem: &str,
+    alg: jsonwebtoken::Algorithm,
+    kid: Option<&str>,
+    claims: Value,
+) -> String {
     let pem = std::fs::read(fixture(private_pem)).unwrap();
     let key = match alg {
         jsonwebtoken::Algorithm::RS256 => jsonwebtoken::EncodingKey::from_rsa_pem(&pem),
@@ -107,7 +116,7 @@ fn sign(private_pem: &str, alg: jsonwebtoken::Algorithm, claims: Value) -> Strin
     }
     .unwrap();
     let mut header = jsonwebtoken::Header::new(alg);
-    header.kid = None;
+    header.kid = kid.map(str::to_owned);
     jsonwebtoken::encode(&header, &claims, &key).unwrap()
 }
 
@@ -326,4 +335,163 @@ async fn a_stream_ends_with_bridge_expired_at_token_exp() {
         "stream closes after bridge.expired"
     );
     bridge.stop().await;
+}
+
+/// The DER body of a PEM public key; its tail is the raw key for Ed25519
+/// (32 bytes) and the uncompressed point for P-256 (65 bytes).
+fn spki_der(public_pem: &str) -> Vec<u8> {
+    use base64::Engine;
+    let text = std::fs::read_to_string(fixture(public_pem)).unwrap();
+    let body: String = text.lines().filter(|l| !l.starts_with("-----")).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .unwrap()
+}
+
+fn ed_jwk(kid: &str) -> Value {
+    let der = spki_der("ed_public.pem");
+    json!({"kty": "OKP", "crv": "Ed25519", "x": base64url(&der[der.len() - 32..]), "kid": kid, "use": "sig", "alg": "EdDSA"})
+}
+
+fn ec_jwk(kid: &str) -> Value {
+    let der = spki_der("ec_public.pem");
+    let point = &der[der.len() - 64..];
+    json!({"kty": "EC", "crv": "P-256", "x": base64url(&point[..32]), "y": base64url(&point[32..]), "kid": kid, "use": "sig"})
+}
+
+/// A JWKS endpoint on a real loopback HTTP server; counts its fetches.
+struct JwksServer {
+    url: String,
+    keys: std::sync::Arc<std::sync::Mutex<Value>>,
+    fetches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl JwksServer {
+    async fn start(keys: Value) -> JwksServer {
+        use std::sync::atomic::Ordering;
+        let keys = std::sync::Arc::new(std::sync::Mutex::new(keys));
+        let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (k, f) = (keys.clone(), fetches.clone());
+        let app = axum::Router::new().route(
+            "/jwks.json",
+            axum::routing::get(move || {
+                let (k, f) = (k.clone(), f.clone());
+                async move {
+                    f.fetch_add(1, Ordering::SeqCst);
+                    axum::Json(k.lock().unwrap().clone())
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        JwksServer {
+            url,
+            keys,
+            fetches,
+            task,
+        }
+    }
+
+    fn fetches(&self) -> usize {
+        self.fetches.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for JwksServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn claims_now() -> Value {
+    json!({"tenant_id": TENANT, "sub": "u", "exp": now_secs() + 600})
+}
+
+async fn status_with(bridge: &Bridge, token: &str) -> (u16, String) {
+    let auth = format!("Bearer {token}");
+    let r = bridge
+        .get(
+            &bridge.events_url(&[&channel("jwks")]),
+            &[("authorization", &auth)],
+        )
+        .await;
+    let status = r.status().as_u16();
+    // A 200 is an endless stream: its body is not read.
+    let body = if status == 200 {
+        String::new()
+    } else {
+        r.text().await.unwrap_or_default()
+    };
+    (status, body)
+}
+
+#[tokio::test]
+async fn jwks_from_a_url_picks_keys_by_kid_and_refreshes_on_rotation() {
+    use jsonwebtoken::Algorithm::{ES256, EdDSA};
+    let server = JwksServer::start(json!({"keys": [ed_jwk("a")]})).await;
+    let bridge = Bridge::start(&["--jwt-jwks", &server.url]).await;
+    assert_eq!(server.fetches(), 1, "loaded at start");
+
+    let a = sign_kid("ed_private.pem", EdDSA, Some("a"), claims_now());
+    assert_eq!(status_with(&bridge, &a).await.0, 200);
+    // Without a kid the only key is unambiguous.
+    let unnamed = sign_kid("ed_private.pem", EdDSA, None, claims_now());
+    assert_eq!(status_with(&bridge, &unnamed).await.0, 200);
+    // A token claiming key a but signed by another key fails its signature.
+    let forged = sign_kid("ec_private.pem", ES256, Some("a"), claims_now());
+    assert_eq!(status_with(&bridge, &forged).await.0, 401);
+
+    // The provider rotates in key b; a token with kid b triggers a refresh.
+    *server.keys.lock().unwrap() = json!({"keys": [ed_jwk("a"), ec_jwk("b")]});
+    let b = sign_kid("ec_private.pem", ES256, Some("b"), claims_now());
+    assert_eq!(status_with(&bridge, &b).await.0, 200);
+    assert_eq!(server.fetches(), 2);
+
+    // Unknown kids are refused, and do not hammer the provider.
+    for _ in 0..5 {
+        let c = sign_kid("ec_private.pem", ES256, Some("c"), claims_now());
+        let (status, body) = status_with(&bridge, &c).await;
+        assert_eq!(status, 401);
+        assert!(body.contains("kid"), "{body}");
+    }
+    assert_eq!(server.fetches(), 2, "refreshes are rate limited");
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn jwks_from_a_file_and_a_bad_source_stops_start_up() {
+    let path = std::env::temp_dir().join(format!("jwks-{}.json", uuid::Uuid::new_v4()));
+    std::fs::write(&path, json!({"keys": [ed_jwk("a")]}).to_string()).unwrap();
+    let path_str = path.display().to_string();
+    let bridge = Bridge::start(&["--jwt-jwks", &path_str]).await;
+    let a = sign_kid(
+        "ed_private.pem",
+        jsonwebtoken::Algorithm::EdDSA,
+        Some("a"),
+        claims_now(),
+    );
+    assert_eq!(status_with(&bridge, &a).await.0, 200);
+    bridge.stop().await;
+    let _ = std::fs::remove_file(&path);
+
+    let cli = <sse_bridge::cli::Cli as clap::Parser>::try_parse_from([
+        "sse-bridge",
+        "serve",
+        "--jwt-jwks",
+        "/nonexistent/jwks.json",
+    ])
+    .unwrap();
+    let sse_bridge::cli::Command::Serve(serve) = cli.command else {
+        unreachable!()
+    };
+    let err = serve
+        .settings()
+        .await
+        .err()
+        .expect("a missing JWKS is an error");
+    assert!(err.to_string().contains("/nonexistent/jwks.json"), "{err}");
 }

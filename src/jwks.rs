@@ -1,0 +1,213 @@
+//! Verification keys from a JSON Web Key Set (RFC 7517), read from a file
+//! or fetched from a URL, cached, and refreshed when a token names a `kid`
+//! the cache does not hold (key rotation) or the cache is older than its
+//! lifetime.
+//!
+//! Refreshes forced by unknown `kid`s happen at most once per 10 s, so
+//! tokens with made-up `kid`s cannot turn the bridge into a load generator
+//! against the identity provider.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey};
+use tokio::sync::Mutex;
+
+use crate::auth::Key;
+
+/// Where the set comes from.
+#[derive(Debug, Clone)]
+pub enum JwksSource {
+    File(PathBuf),
+    Url(String),
+}
+
+impl JwksSource {
+    /// `http://` and `https://` are URLs; anything else is a file path.
+    pub fn parse(s: &str) -> JwksSource {
+        if s.starts_with("https://") || s.starts_with("http://") {
+            JwksSource::Url(s.to_owned())
+        } else {
+            JwksSource::File(PathBuf::from(s))
+        }
+    }
+}
+
+impl std::fmt::Display for JwksSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JwksSource::File(p) => write!(f, "{}", p.display()),
+            JwksSource::Url(u) => f.write_str(u),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JwksError {
+    #[error("cannot read the JWKS {source_name}: {detail}")]
+    Fetch { source_name: String, detail: String },
+    #[error("the JWKS {0} holds no usable RSA, EC (P-256/P-384) or Ed25519 signing key")]
+    Empty(String),
+}
+
+/// How often, at most, an unknown `kid` triggers a refresh.
+const MIN_REFRESH: Duration = Duration::from_secs(10);
+/// How long a fetched set is trusted before it is read again.
+const MAX_AGE: Duration = Duration::from_secs(300);
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+struct Cache {
+    by_kid: HashMap<String, Key>,
+    /// Keys without a `kid`: usable by tokens without one.
+    unnamed: Vec<Key>,
+    fetched: Instant,
+    /// When an unknown `kid` last forced a refresh.
+    forced: Option<Instant>,
+}
+
+/// A cached key set.
+pub struct Jwks {
+    source: JwksSource,
+    http: reqwest::Client,
+    cache: Mutex<Cache>,
+}
+
+fn key_of(jwk: &jsonwebtoken::jwk::Jwk) -> Option<Key> {
+    if let Some(use_) = &jwk.common.public_key_use {
+        if *use_ != jsonwebtoken::jwk::PublicKeyUse::Signature {
+            return None;
+        }
+    }
+    let algorithms = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => vec![Algorithm::RS256, Algorithm::RS384, Algorithm::RS512],
+        AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
+            EllipticCurve::P256 => vec![Algorithm::ES256],
+            EllipticCurve::P384 => vec![Algorithm::ES384],
+            _ => return None,
+        },
+        AlgorithmParameters::OctetKeyPair(okp) if okp.curve == EllipticCurve::Ed25519 => {
+            vec![Algorithm::EdDSA]
+        }
+        // Symmetric keys in a public set would let anyone who reads it
+        // sign tokens.
+        _ => return None,
+    };
+    let key = DecodingKey::from_jwk(jwk).ok()?;
+    Some(Key::new(key, algorithms))
+}
+
+impl Jwks {
+    /// Loads the set once; a source that cannot be read stops start-up.
+    pub async fn load(source: JwksSource) -> Result<Jwks, JwksError> {
+        let http = reqwest::Client::builder()
+            .timeout(FETCH_TIMEOUT)
+            .build()
+            .map_err(|e| JwksError::Fetch {
+                source_name: source.to_string(),
+                detail: e.to_string(),
+            })?;
+        let cache = fetch(&source, &http).await?;
+        Ok(Jwks {
+            source,
+            http,
+            cache: Mutex::new(cache),
+        })
+    }
+
+    /// The key for a token's `kid`, refreshing the set when it is unknown
+    /// or stale. `None` when no key fits.
+    pub async fn key(&self, kid: Option<&str>) -> Option<Key> {
+        let mut cache = self.cache.lock().await;
+        let stale = cache.fetched.elapsed() > MAX_AGE;
+        if let Some(key) = lookup(&cache, kid) {
+            if !stale {
+                return Some(key);
+            }
+        }
+        let may_force = cache.forced.is_none_or(|at| at.elapsed() > MIN_REFRESH);
+        if stale || may_force {
+            if !stale {
+                cache.forced = Some(Instant::now());
+            }
+            match fetch(&self.source, &self.http).await {
+                Ok(fresh) => {
+                    let forced = cache.forced;
+                    *cache = fresh;
+                    cache.forced = forced;
+                }
+                Err(e) => {
+                    // Keep serving the keys we have; try again later.
+                    tracing::warn!(error = %e, "JWKS refresh failed");
+                    // A stale set is retried after MIN_REFRESH, not at once.
+                    if stale {
+                        cache.fetched = Instant::now()
+                            .checked_sub(MAX_AGE - MIN_REFRESH)
+                            .unwrap_or_else(Instant::now);
+                    }
+                }
+            }
+        }
+        lookup(&cache, kid)
+    }
+}
+
+fn lookup(cache: &Cache, kid: Option<&str>) -> Option<Key> {
+    match kid {
+        Some(kid) => cache.by_kid.get(kid).cloned(),
+        // Without a kid the choice must be unambiguous.
+        None => match (cache.unnamed.as_slice(), cache.by_kid.len()) {
+            ([only], 0) => Some(only.clone()),
+            ([], 1) => cache.by_kid.values().next().cloned(),
+            _ => None,
+        },
+    }
+}
+
+async fn fetch(source: &JwksSource, http: &reqwest::Client) -> Result<Cache, JwksError> {
+    let failed = |detail: String| JwksError::Fetch {
+        source_name: source.to_string(),
+        detail,
+    };
+    let body = match source {
+        JwksSource::File(path) => tokio::fs::read(path)
+            .await
+            .map_err(|e| failed(e.to_string()))?,
+        JwksSource::Url(url) => {
+            let response = http
+                .get(url)
+                .send()
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            if !response.status().is_success() {
+                return Err(failed(format!("HTTP {}", response.status())));
+            }
+            response
+                .bytes()
+                .await
+                .map_err(|e| failed(e.to_string()))?
+                .to_vec()
+        }
+    };
+    let set: JwkSet = serde_json::from_slice(&body).map_err(|e| failed(e.to_string()))?;
+    let mut cache = Cache {
+        by_kid: HashMap::new(),
+        unnamed: Vec::new(),
+        fetched: Instant::now(),
+        forced: None,
+    };
+    for jwk in &set.keys {
+        let Some(key) = key_of(jwk) else { continue };
+        match &jwk.common.key_id {
+            Some(kid) => {
+                cache.by_kid.insert(kid.clone(), key);
+            }
+            None => cache.unnamed.push(key),
+        }
+    }
+    if cache.by_kid.is_empty() && cache.unnamed.is_empty() {
+        return Err(JwksError::Empty(source.to_string()));
+    }
+    Ok(cache)
+}
