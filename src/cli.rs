@@ -229,6 +229,10 @@ pub struct TokenArgs {
     /// subscriber token.
     #[arg(long)]
     pub publisher: bool,
+    /// Publisher: the space-separated `scope` claim, e.g.
+    /// `"events:publish streams:admin"` to also allow `Disconnect`.
+    #[arg(long, default_value = crate::auth::PUBLISH_SCOPE, requires = "publisher")]
+    pub scope: String,
     /// Subscriber: the tenant UUID.
     #[arg(long, required_unless_present = "publisher")]
     pub tenant: Option<String>,
@@ -513,7 +517,7 @@ async fn serve(mut args: ServeArgs) -> Result<()> {
 
 fn mint_token(args: TokenArgs) -> Result<()> {
     let mut claims = if args.publisher {
-        token::publisher_claims(&args.sub, crate::auth::PUBLISH_SCOPE, &args.tenants)
+        token::publisher_claims(&args.sub, &args.scope, &args.tenants)
     } else {
         let tenant = args.tenant.clone().unwrap_or_default();
         crate::channel::parse_tenant(&tenant)

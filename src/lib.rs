@@ -26,3 +26,4 @@ pub mod server;
 pub mod streams;
 pub mod tls;
 pub mod token;
+pub mod wire;

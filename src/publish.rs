@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use prost::Message;
+use tracing::Instrument;
 
 use crate::auth;
 use crate::bus::{Bus, BusError, Outgoing, Published};
@@ -169,9 +170,21 @@ impl PublishService {
         request: pb::PublishRequest,
     ) -> Result<Published, PublishError> {
         let outgoing = self.prepare(publisher, request)?;
+        let span = tracing::debug_span!(
+            "publish",
+            channel = %outgoing.channel,
+            event = &*outgoing.event,
+            publisher = publisher.subject.as_deref().unwrap_or(""),
+        );
         let started = std::time::Instant::now();
-        let published = self.bus.publish(outgoing).await;
+        let published = self.bus.publish(outgoing).instrument(span.clone()).await;
         record(&published, started);
+        match &published {
+            Ok(p) => {
+                tracing::debug!(parent: &span, id = %p.id, duplicate = p.duplicate, "published")
+            }
+            Err(e) => tracing::warn!(parent: &span, error = %e, "publish failed"),
+        }
         published.map_err(PublishError::Unavailable)
     }
 
@@ -194,8 +207,13 @@ impl PublishService {
                 Err(e) => outcomes.push(Some(Err(e))),
             }
         }
+        let span = tracing::debug_span!(
+            "publish_batch",
+            events = batch.len(),
+            publisher = publisher.subject.as_deref().unwrap_or(""),
+        );
         let started = std::time::Instant::now();
-        let outcomes_of_batch = self.bus.publish_batch(batch).await;
+        let outcomes_of_batch = self.bus.publish_batch(batch).instrument(span).await;
         for p in &outcomes_of_batch {
             record(p, started);
         }

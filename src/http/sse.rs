@@ -11,7 +11,7 @@ use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use serde_json::json;
 use tokio::time::{Instant, MissedTickBehavior};
 
@@ -21,6 +21,7 @@ use crate::channel::Channel;
 use crate::hub::{Item, Subscription};
 use crate::metrics as m;
 use crate::streams::{OpenError, Ticket};
+use crate::wire;
 
 /// The parameters of a stream request.
 #[derive(Default)]
@@ -158,18 +159,7 @@ fn instant_of(unix_secs: u64) -> Instant {
 }
 
 fn frame(id: Option<&str>, event: &str, data: &str) -> Bytes {
-    let mut b = BytesMut::with_capacity(32 + event.len() + data.len());
-    if let Some(id) = id {
-        b.put_slice(b"id: ");
-        b.put_slice(id.as_bytes());
-        b.put_u8(b'\n');
-    }
-    b.put_slice(b"event: ");
-    b.put_slice(event.as_bytes());
-    b.put_slice(b"\ndata: ");
-    b.put_slice(data.as_bytes());
-    b.put_slice(b"\n\n");
-    b.freeze()
+    Bytes::from(wire::frame(id, event, data.as_bytes()))
 }
 
 fn stream(
@@ -226,12 +216,10 @@ fn stream(
                         } else {
                             let cursor = sub.cursor();
                             let body = f.body();
-                            let mut b = BytesMut::with_capacity(cursor.len() + 5 + body.len());
-                            b.put_slice(b"id: ");
-                            b.put_slice(cursor.as_bytes());
-                            b.put_u8(b'\n');
-                            b.put_slice(&body);
-                            yield Ok(b.freeze());
+                            let mut b = Vec::with_capacity(cursor.len() + 5 + body.len());
+                            wire::put_id(&mut b, &cursor);
+                            b.extend_from_slice(&body);
+                            yield Ok(Bytes::from(b));
                         }
                     }
                     Some(Ok(Item::Reset { channels, reason })) => {

@@ -16,6 +16,7 @@ use crate::channel::Channel;
 use crate::cursor::StreamId;
 use crate::revocation::Revocation;
 use crate::streams::Streams;
+use crate::wire;
 
 pub use subscription::{Item, Subscription};
 
@@ -33,15 +34,10 @@ impl Frame {
     pub fn encode(entry: &Entry) -> Frame {
         let id = entry.id.to_string();
         let mut buf = Vec::with_capacity(id.len() + entry.event.len() + entry.data.len() + 24);
-        buf.extend_from_slice(b"id: ");
-        buf.extend_from_slice(id.as_bytes());
-        buf.push(b'\n');
+        wire::put_id(&mut buf, &id);
         let body_at = buf.len();
-        buf.extend_from_slice(b"event: ");
-        buf.extend_from_slice(entry.event.as_bytes());
-        buf.extend_from_slice(b"\ndata: ");
-        buf.extend_from_slice(&entry.data);
-        buf.extend_from_slice(b"\n\n");
+        wire::put_event(&mut buf, &entry.event);
+        wire::put_data_and_end(&mut buf, &entry.data);
         Frame {
             id: entry.id,
             bytes: buf.into(),

@@ -1,0 +1,87 @@
+//! The `text/event-stream` wire format: one place that writes SSE fields,
+//! so no value can break out of its line.
+//!
+//! A CR, LF or NUL inside `id:` or `event:` would end the field early and
+//! let the rest forge fields or whole events (or, for NUL in `id:`, make
+//! browsers drop the cursor). Those values come from checked types (stream
+//! ids, cursors, catalogue names), so such bytes are removed rather than
+//! reported. `data` may hold line breaks: each line becomes its own
+//! `data:` line, which the client joins back with `\n`.
+
+/// Appends an `id:` line.
+pub fn put_id(buf: &mut Vec<u8>, id: &str) {
+    put_field(buf, b"id", id.as_bytes());
+}
+
+/// Appends an `event:` line.
+pub fn put_event(buf: &mut Vec<u8>, event: &str) {
+    put_field(buf, b"event", event.as_bytes());
+}
+
+/// Appends the `data:` lines of `data` and the blank line that ends the
+/// frame.
+pub fn put_data_and_end(buf: &mut Vec<u8>, data: &[u8]) {
+    let mut rest = data;
+    loop {
+        let end = rest
+            .iter()
+            .position(|&b| b == b'\n' || b == b'\r')
+            .unwrap_or(rest.len());
+        buf.extend_from_slice(b"data: ");
+        buf.extend_from_slice(&rest[..end]);
+        buf.push(b'\n');
+        if end == rest.len() {
+            break;
+        }
+        // CRLF is one line break.
+        let skip = if rest[end] == b'\r' && rest.get(end + 1) == Some(&b'\n') {
+            2
+        } else {
+            1
+        };
+        rest = &rest[end + skip..];
+    }
+    buf.push(b'\n');
+}
+
+/// A whole frame.
+pub fn frame(id: Option<&str>, event: &str, data: &[u8]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(32 + event.len() + data.len());
+    if let Some(id) = id {
+        put_id(&mut buf, id);
+    }
+    put_event(&mut buf, event);
+    put_data_and_end(&mut buf, data);
+    buf
+}
+
+fn put_field(buf: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    buf.extend_from_slice(name);
+    buf.extend_from_slice(b": ");
+    if value.iter().any(|&b| matches!(b, b'\r' | b'\n' | 0)) {
+        buf.extend(value.iter().filter(|&&b| !matches!(b, b'\r' | b'\n' | 0)));
+    } else {
+        buf.extend_from_slice(value);
+    }
+    buf.push(b'\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_cannot_break_their_line_and_data_lines_are_split() {
+        let f = frame(Some("1-0\n\nevent: x"), "a.b\r\ndata: evil\0", b"{\"k\":1}");
+        assert_eq!(
+            String::from_utf8(f).unwrap(),
+            "id: 1-0event: x\nevent: a.bdata: evil\ndata: {\"k\":1}\n\n"
+        );
+        let f = frame(None, "a.b", b"one\r\ntwo\rthree\nfour");
+        assert_eq!(
+            String::from_utf8(f).unwrap(),
+            "event: a.b\ndata: one\ndata: two\ndata: three\ndata: four\n\n"
+        );
+        assert_eq!(frame(None, "a.b", b""), b"event: a.b\ndata: \n\n");
+    }
+}
