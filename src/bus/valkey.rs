@@ -9,11 +9,12 @@
 //!   idle for twice the age bound;
 //! - `sseb:{c}:k:<key>` — an idempotency key's first id, expiring with its
 //!   window;
-//! - `sseb:{c}` — the shard channel each event is published on as
-//!   `<id>\n<event>\n<json>`.
+//! - `sseb:{c}` — the shard channel events are published on, as records
+//!   `<id>\n<event>\n<json>` joined by `\n` (one message per batch).
 //!
-//! Publishing is one Lua script: check the key, `XADD`, trim, remember the
-//! key, `SPUBLISH`. Each node holds one RESP3 connection for everything: it
+//! Publishing is one Lua script per channel and batch: for each event check
+//! its key, `XADD` and remember the key; then trim once and `SPUBLISH` the
+//! batch as one message. Each node holds one RESP3 connection for everything: it
 //! subscribes a channel while it has local listeners, is resubscribed by the
 //! client library after a reconnect, and then refills from the stream what
 //! it missed while the subscription was down.
@@ -48,19 +49,29 @@ local function lt(a, b)
   am, bm = tonumber(am), tonumber(bm)
   return am < bm or (am == bm and as < bs)
 end
-if ARGV[7] == '1' then
-  local first = redis.call('GET', KEYS[2])
-  if first then return {first, 1} end
+local out, msg, id = {}, {}, nil
+for i = 0, (#ARGV - 4) / 3 - 1 do
+  local ev, data, k = ARGV[5 + i * 3], ARGV[6 + i * 3], tonumber(ARGV[7 + i * 3])
+  local first = false
+  if k > 0 then first = redis.call('GET', KEYS[k]) end
+  if first then
+    out[#out + 1] = {first, 1}
+  else
+    id = redis.call('XADD', KEYS[1], '*', 'e', ev, 'd', data)
+    if k > 0 then redis.call('SET', KEYS[k], id, 'PX', ARGV[3]) end
+    out[#out + 1] = {id, 0}
+    msg[#msg + 1] = id .. '\n' .. ev .. '\n' .. data
+  end
 end
-local id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[1], 'd', ARGV[2])
+if id == nil then return out end
 local through = nil
-local over = redis.call('XLEN', KEYS[1]) - tonumber(ARGV[3])
+local over = redis.call('XLEN', KEYS[1]) - tonumber(ARGV[1])
 if over > 0 then
   local old = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', over)
   through = old[#old][1]
 end
 local t = redis.call('TIME')
-local min_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[4])
+local min_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[2])
 -- Only when the oldest entry has aged out is the newest aged one looked
 -- up (XREVRANGE from the horizon is far dearer than reading the head).
 local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
@@ -76,10 +87,9 @@ end
 -- Twice the age bound: an idle channel's stream lingers long enough that a
 -- client coming back soon is told `history_trimmed` rather than
 -- `history_lost`, and then it goes.
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]) * 2)
-if ARGV[7] == '1' then redis.call('SET', KEYS[2], id, 'PX', ARGV[5]) end
-redis.call('SPUBLISH', ARGV[6], id .. '\n' .. ARGV[1] .. '\n' .. ARGV[2])
-return {id, 0}
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 2)
+redis.call('SPUBLISH', ARGV[4], table.concat(msg, '\n'))
+return out
 "#;
 
 /// Returns `{status, from, entries}`: status 0 covered, 1 trimmed, 2 ahead
@@ -212,6 +222,9 @@ pub struct ValkeyBus {
     /// Serialises subscribe/unsubscribe so Valkey's state follows the
     /// watch counts whatever order the hub's calls arrive in.
     subscriptions: tokio::sync::Mutex<()>,
+    /// Run by digest (`EVALSHA`): the script text travels once per load,
+    /// not with every publish.
+    publish: Script,
     read_after: Script,
     head: Script,
     pump: tokio::task::JoinHandle<()>,
@@ -275,13 +288,18 @@ fn parse_entry(v: &Value) -> Option<Entry> {
     })
 }
 
-/// Parses a pub/sub payload `<id>\n<event>\n<json>`.
-fn parse_message(payload: &[u8]) -> Option<Entry> {
-    let mut parts = payload.splitn(3, |b| *b == b'\n');
-    let id = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
-    let event = std::str::from_utf8(parts.next()?).ok()?.into();
-    let data = Bytes::copy_from_slice(parts.next()?);
-    Some(Entry { id, event, data })
+/// Parses a pub/sub payload: one or more `<id>\n<event>\n<json>` records
+/// joined by `\n` (JSON and event names hold no raw line break).
+fn parse_messages(payload: &[u8]) -> Option<Vec<Entry>> {
+    let mut parts = payload.split(|b| *b == b'\n');
+    let mut entries = Vec::new();
+    while let Some(id) = parts.next() {
+        let id = std::str::from_utf8(id).ok()?.parse().ok()?;
+        let event = std::str::from_utf8(parts.next()?).ok()?.into();
+        let data = Bytes::copy_from_slice(parts.next()?);
+        entries.push(Entry { id, event, data });
+    }
+    (!entries.is_empty()).then_some(entries)
 }
 
 fn parse_replay(v: Value) -> Option<Replay> {
@@ -378,6 +396,7 @@ impl ValkeyBus {
             shared,
             subscriptions: tokio::sync::Mutex::new(()),
             read_after,
+            publish: Script::new(PUBLISH),
             head: Script::new(HEAD),
             pump,
         })
@@ -445,8 +464,12 @@ async fn pump(
                     }
                     continue;
                 }
-                match parse_message(payload) {
-                    Some(entry) => shared.deliver(name, entry),
+                match parse_messages(payload) {
+                    Some(entries) => {
+                        for entry in entries {
+                            shared.deliver(name, entry);
+                        }
+                    }
                     None => tracing::warn!(channel = name, "ignoring a malformed bus message"),
                 }
             }
@@ -529,84 +552,176 @@ async fn refill(
     }
 }
 
-fn parse_published(v: &Value) -> Result<Published, BusError> {
+/// The reply of one publish script: one `{id, duplicate}` per event.
+fn parse_group(v: &Value, events: usize) -> Result<Vec<Published>, BusError> {
     let bad = || unavailable(format_args!("unexpected publish reply {v:?}"));
     match v {
-        Value::Array(parts) => {
-            let id = parts.first().and_then(parse_id).ok_or_else(bad)?;
-            let duplicate = matches!(parts.get(1), Some(Value::Int(1)));
-            Ok(Published { id, duplicate })
-        }
+        Value::Array(items) if items.len() == events => items
+            .iter()
+            .map(|item| match item {
+                Value::Array(parts) => Ok(Published {
+                    id: parts.first().and_then(parse_id).ok_or_else(bad)?,
+                    duplicate: matches!(parts.get(1), Some(Value::Int(1))),
+                }),
+                _ => Err(bad()),
+            })
+            .collect(),
         Value::ServerError(e) => Err(unavailable(format_args!("publish: {e:?}"))),
         _ => Err(bad()),
     }
 }
 
+fn is_noscript(v: &Value) -> bool {
+    matches!(v, Value::ServerError(e) if e.code() == "NOSCRIPT")
+}
+
+/// A batch's events by channel, each channel's in publish order; channels
+/// in order of first appearance.
+fn by_channel(events: &[Outgoing]) -> Vec<Vec<usize>> {
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut index: HashMap<&Channel, usize> = HashMap::new();
+    for (i, e) in events.iter().enumerate() {
+        match index.get(&e.channel) {
+            Some(&g) => groups[g].push(i),
+            None => {
+                index.insert(&e.channel, groups.len());
+                groups.push(vec![i]);
+            }
+        }
+    }
+    groups
+}
+
 impl ValkeyBus {
-    /// `EVAL` of the publish script with the event's keys and arguments.
-    /// The script travels in full (Valkey caches it by digest), so a
-    /// pipeline never meets `NOSCRIPT` after a restart and keeps its order.
-    fn publish_command(&self, event: &Outgoing) -> redis::Cmd {
-        let key = event.idempotency_key.as_deref();
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(PUBLISH)
-            .arg(2)
-            .arg(history_key(&event.channel))
-            .arg(match key {
-                Some(k) => idempotency_key(&event.channel, k),
-                None => history_key(&event.channel),
-            })
-            .arg(event.event.as_bytes())
-            .arg(event.data.as_ref())
+    /// `EVALSHA` of the publish script for several events of one channel:
+    /// one script run appends them all, trims once and sends them in one
+    /// pub/sub message.
+    fn publish_command(&self, events: &[&Outgoing]) -> redis::Cmd {
+        let channel = &events[0].channel;
+        let keys: Vec<String> = events
+            .iter()
+            .filter_map(|e| e.idempotency_key.as_deref())
+            .map(|k| idempotency_key(channel, k))
+            .collect();
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.publish.get_hash())
+            .arg(1 + keys.len())
+            .arg(history_key(channel))
+            .arg(&keys)
             .arg(self.retention.max_len.max(1))
             .arg(self.retention.max_age.as_millis().max(1) as u64)
             .arg(self.retention.idempotency_window.as_millis().max(1) as u64)
-            .arg(shard_channel(&event.channel))
-            .arg(if key.is_some() { "1" } else { "0" });
+            .arg(shard_channel(channel));
+        let mut next_key = 2;
+        for e in events {
+            cmd.arg(e.event.as_bytes()).arg(e.data.as_ref());
+            if e.idempotency_key.is_some() {
+                cmd.arg(next_key);
+                next_key += 1;
+            } else {
+                cmd.arg(0);
+            }
+        }
         cmd
+    }
+
+    async fn load_publish_script(&self) -> Result<(), BusError> {
+        let mut conn = self.conn.clone();
+        self.bounded(
+            "script load",
+            redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(PUBLISH)
+                .query_async::<String>(&mut conn),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Runs the groups' scripts in one pipeline; the replies in group order.
+    async fn run_groups(
+        &self,
+        events: &[Outgoing],
+        groups: &[&Vec<usize>],
+    ) -> Result<Vec<Value>, BusError> {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for group in groups {
+            let members: Vec<&Outgoing> = group.iter().map(|&i| &events[i]).collect();
+            pipe.add_command(self.publish_command(&members));
+        }
+        let mut conn = self.conn.clone();
+        let replies: Vec<Value> = self.bounded("publish", pipe.query_async(&mut conn)).await?;
+        if replies.len() != groups.len() {
+            return Err(unavailable(format_args!(
+                "{} replies to {} publish scripts",
+                replies.len(),
+                groups.len()
+            )));
+        }
+        Ok(replies)
     }
 }
 
 #[async_trait]
 impl Bus for ValkeyBus {
     async fn publish(&self, event: Outgoing) -> Result<Published, BusError> {
-        let mut conn = self.conn.clone();
-        let cmd = self.publish_command(&event);
-        let reply: Value = self.bounded("publish", cmd.query_async(&mut conn)).await?;
-        parse_published(&reply)
+        self.publish_batch(vec![event])
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(unavailable("no publish outcome")))
     }
 
     async fn publish_batch(&self, events: Vec<Outgoing>) -> Vec<Result<Published, BusError>> {
-        if events.len() <= 1 {
-            let mut out = Vec::new();
-            for e in events {
-                out.push(self.publish(e).await);
+        let groups = by_channel(&events);
+        let all: Vec<&Vec<usize>> = groups.iter().collect();
+        let mut replies: Vec<Result<Value, BusError>> = match self.run_groups(&events, &all).await {
+            Ok(r) => r.into_iter().map(Ok).collect(),
+            Err(e) => return events.iter().map(|_| Err(e.clone())).collect(),
+        };
+        // Valkey lost its script cache (a restart): load the script and run
+        // again just the groups it refused, in order. Nothing of theirs ran.
+        let refused: Vec<usize> = (0..groups.len())
+            .filter(|&g| matches!(&replies[g], Ok(v) if is_noscript(v)))
+            .collect();
+        if !refused.is_empty() {
+            let again: Vec<&Vec<usize>> = refused.iter().map(|&g| &groups[g]).collect();
+            let retried = match self.load_publish_script().await {
+                Ok(()) => self.run_groups(&events, &again).await,
+                Err(e) => Err(e),
+            };
+            match retried {
+                Ok(values) => {
+                    for (&g, v) in refused.iter().zip(values) {
+                        replies[g] = Ok(v);
+                    }
+                }
+                Err(e) => {
+                    for &g in &refused {
+                        replies[g] = Err(e.clone());
+                    }
+                }
             }
-            return out;
         }
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        for e in &events {
-            pipe.add_command(self.publish_command(e));
-        }
-        let mut conn = self.conn.clone();
-        match self
-            .bounded("publish", pipe.query_async::<Vec<Value>>(&mut conn))
-            .await
-        {
-            Ok(replies) if replies.len() == events.len() => {
-                replies.iter().map(parse_published).collect()
+        let mut out: Vec<Option<Result<Published, BusError>>> =
+            events.iter().map(|_| None).collect();
+        for (group, reply) in groups.iter().zip(replies) {
+            match reply.and_then(|v| parse_group(&v, group.len())) {
+                Ok(published) => {
+                    for (&i, p) in group.iter().zip(published) {
+                        out[i] = Some(Ok(p));
+                    }
+                }
+                Err(e) => {
+                    for &i in group {
+                        out[i] = Some(Err(e.clone()));
+                    }
+                }
             }
-            Ok(replies) => {
-                let e = unavailable(format_args!(
-                    "{} replies to {} publishes",
-                    replies.len(),
-                    events.len()
-                ));
-                events.iter().map(|_| Err(e.clone())).collect()
-            }
-            Err(e) => events.iter().map(|_| Err(e.clone())).collect(),
         }
+        out.into_iter()
+            .map(|o| o.unwrap_or_else(|| Err(unavailable("no publish outcome"))))
+            .collect()
     }
 
     async fn head(&self, channel: &Channel) -> Result<StreamId, BusError> {
@@ -736,13 +851,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn messages_round_trip_their_three_parts() {
-        let e = parse_message(b"17-3\nscan.progress\n{\"a\":\"x\\ny\"}").unwrap();
-        assert_eq!(e.id, StreamId::new(17, 3));
-        assert_eq!(&*e.event, "scan.progress");
-        assert_eq!(&e.data[..], b"{\"a\":\"x\\ny\"}");
-        assert!(parse_message(b"nope").is_none());
-        assert!(parse_message(b"1-1\nonly-two").is_none());
+    fn messages_carry_one_or_more_records() {
+        let one = parse_messages(b"17-3\nscan.progress\n{\"a\":\"x\\ny\"}").unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].id, StreamId::new(17, 3));
+        assert_eq!(&*one[0].event, "scan.progress");
+        assert_eq!(&one[0].data[..], b"{\"a\":\"x\\ny\"}");
+        let two = parse_messages(b"1-0\na.b\n{}\n1-1\nc.d\n[]").unwrap();
+        assert_eq!(two.iter().map(|e| e.id.seq).collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(&*two[1].event, "c.d");
+        for bad in [
+            &b"nope"[..],
+            b"1-1\nonly-two",
+            b"1-0\na.b\n{}\n1-1\nc.d",
+            b"",
+        ] {
+            assert!(parse_messages(bad).is_none(), "{bad:?}");
+        }
     }
 
     #[test]
