@@ -67,6 +67,8 @@ pub async fn serve(
     let builder = Arc::new(builder);
     let tls = config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
+    // One clone per connection served outside hyper.
+    let direct_open = Arc::new(());
     let down = async move {
         // An error means the node is gone: stop too.
         let _ = shutdown.wait_for(|d| *d).await;
@@ -92,9 +94,18 @@ pub async fn serve(
         let watcher = graceful.watcher();
         let tls = tls.clone();
         let idle = config.idle_timeout;
+        let router = router.clone();
+        let max_head = config.max_head_bytes;
+        let direct = direct_open.clone();
         tokio::spawn(async move {
             let result = match tls {
                 None => {
+                    // Counted so shutdown waits for streams served directly.
+                    let _open = direct;
+                    let io = match super::direct::serve(io, router, max_head, idle).await {
+                        super::direct::Outcome::Done => return,
+                        super::direct::Outcome::Hyper(io) => io,
+                    };
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
                     watcher.watch(conn.into_owned()).await
                 }
@@ -121,10 +132,15 @@ pub async fn serve(
         });
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let drained = async {
+        graceful.shutdown().await;
+        // Direct streams end on the same shutdown signal; wait for their
+        // last bytes to be written.
+        while Arc::strong_count(&direct_open) > 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    if tokio::time::timeout(grace, drained).await.is_err() {
         tracing::warn!(
             ?grace,
             "connections still open at the shutdown deadline; closing them"

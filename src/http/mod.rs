@@ -1,6 +1,7 @@
 //! The HTTP transport: the SSE endpoint, health and readiness, CORS, and
 //! JSON errors.
 
+mod direct;
 mod error;
 pub mod listener;
 mod sse;

@@ -7,7 +7,6 @@
 use std::convert::Infallible;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -15,6 +14,7 @@ use bytes::Bytes;
 use serde_json::json;
 use tokio::time::{Instant, MissedTickBehavior};
 
+use super::direct::DirectFrames;
 use super::{ApiError, AppState};
 use crate::auth::{self, AuthError, Subscriber};
 use crate::channel::Channel;
@@ -22,6 +22,7 @@ use crate::hub::{Item, Subscription};
 use crate::metrics as m;
 use crate::streams::{OpenError, Ticket};
 use crate::wire;
+use futures::StreamExt;
 
 /// The parameters of a stream request.
 #[derive(Default)]
@@ -138,8 +139,10 @@ pub(super) async fn events(
         channels = subscription.channels().len(),
     );
     tracing::debug!(parent: &span, resumed = cursor.is_some(), "stream opened");
-    let body = Body::from_stream(stream(state, subscription, ticket, subscriber.exp, span));
+    let frames = stream(state, subscription, ticket, subscriber.exp, span).boxed();
+    let (body, direct) = DirectFrames::new(frames);
     let mut response = (StatusCode::OK, body).into_response();
+    response.extensions_mut().insert(direct);
     let h = response.headers_mut();
     h.insert(
         header::CONTENT_TYPE,

@@ -1,0 +1,356 @@
+//! HTTP/1.1 event streams written straight to the socket.
+//!
+//! An open stream through hyper keeps hyper's connection buffers (about
+//! 16 KiB) for its whole life and writes each frame as its own chunk. Here
+//! a plain-TCP connection's first request head is read with a buffer that
+//! is freed right after; `GET /v1/events` is answered by the same router as
+//! everything else, and when the answer is a stream its frames are written
+//! by this loop: every frame that is ready goes out in one chunk and one
+//! write, and an idle stream holds no buffer at all. Anything else — other
+//! paths, methods, HTTP/1.0, a head too large or malformed — is handed to
+//! hyper with the bytes already read, so it behaves exactly as before.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Version};
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tower::ServiceExt;
+
+/// Most headers a head may carry on this path.
+const MAX_HEADERS: usize = 64;
+/// Frames written in one go, at most (bytes).
+const MAX_WRITE: usize = 64 * 1024;
+/// Bodies of non-stream answers (errors) collected, at most.
+const MAX_BODY: usize = 64 * 1024;
+
+/// A stream's frames, shared between the response body (for hyper) and
+/// this module (which takes them first when it serves the connection).
+pub(crate) type Frames = BoxStream<'static, Result<Bytes, std::convert::Infallible>>;
+
+/// Put in a stream response's extensions.
+#[derive(Clone)]
+pub(crate) struct DirectFrames(Arc<Mutex<Option<Frames>>>);
+
+impl DirectFrames {
+    /// The response body and the extension that let either hyper or this
+    /// module take the frames.
+    pub(crate) fn new(frames: Frames) -> (Body, DirectFrames) {
+        let slot = Arc::new(Mutex::new(Some(frames)));
+        let body = Body::from_stream(LazyFrames {
+            slot: slot.clone(),
+            frames: None,
+        });
+        (body, DirectFrames(slot))
+    }
+
+    fn take(&self) -> Option<Frames> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// Takes the frames out of the shared slot when hyper first polls.
+struct LazyFrames {
+    slot: Arc<Mutex<Option<Frames>>>,
+    frames: Option<Frames>,
+}
+
+impl futures::Stream for LazyFrames {
+    type Item = Result<Bytes, std::convert::Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.frames.is_none() {
+            let taken = self.slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+            match taken {
+                Some(f) => self.frames = Some(f),
+                None => return Poll::Ready(None),
+            }
+        }
+        match self.frames.as_mut() {
+            Some(f) => f.poll_next_unpin(cx),
+            None => Poll::Ready(None),
+        }
+    }
+}
+
+/// What became of a connection.
+pub(crate) enum Outcome<IO> {
+    /// Served here; the connection is finished.
+    Done,
+    /// Not for this path: serve it with hyper, replaying `read` first.
+    Hyper(Rewind<IO>),
+}
+
+/// The first request head, read.
+enum Head {
+    /// A stream request this path serves.
+    Stream(Box<Request<Body>>),
+    /// Anything else: these bytes go to hyper first.
+    Other(Vec<u8>),
+    /// The client left (or sent nothing within the idle timeout).
+    Gone,
+}
+
+async fn read_head<IO: AsyncRead + Unpin>(io: &mut IO, max_head: usize) -> Head {
+    let mut head = Vec::with_capacity(1024);
+    loop {
+        if head.len() >= max_head {
+            return Head::Other(head);
+        }
+        let start = head.len();
+        head.resize(start + (max_head - start).min(4096), 0);
+        let n = match io.read(&mut head[start..]).await {
+            Ok(0) | Err(_) => return Head::Gone,
+            Ok(n) => n,
+        };
+        head.truncate(start + n);
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut request = httparse::Request::new(&mut headers);
+        match request.parse(&head) {
+            Ok(httparse::Status::Complete(len)) => {
+                return match to_request(&request, len == head.len()) {
+                    Some(r) => Head::Stream(Box::new(r)),
+                    None => Head::Other(head),
+                };
+            }
+            Ok(httparse::Status::Partial) => continue,
+            Err(_) => return Head::Other(head),
+        }
+    }
+}
+
+/// Reads the first request head and serves it when it is a stream request.
+pub(crate) async fn serve<IO>(
+    mut io: IO,
+    router: Router,
+    max_head: usize,
+    idle: std::time::Duration,
+) -> Outcome<IO>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let request = match tokio::time::timeout(idle, read_head(&mut io, max_head)).await {
+        Ok(Head::Stream(r)) => *r,
+        Ok(Head::Other(read)) => return Outcome::Hyper(Rewind::new(io, read)),
+        Ok(Head::Gone) | Err(_) => return Outcome::Done,
+    };
+    let response = match router.oneshot(request).await {
+        Ok(r) => r,
+        Err(never) => match never {},
+    };
+    match response
+        .extensions()
+        .get::<DirectFrames>()
+        .and_then(DirectFrames::take)
+    {
+        Some(frames) => stream(io, response, frames).await,
+        None => answer(io, response).await,
+    }
+    Outcome::Done
+}
+
+/// A head this path serves: `GET /v1/events` over HTTP/1.1 with no body
+/// and no pipelined bytes after it.
+fn to_request(r: &httparse::Request<'_, '_>, whole: bool) -> Option<Request<Body>> {
+    if !whole || r.method? != "GET" || r.version? != 1 {
+        return None;
+    }
+    let path = r.path?;
+    if path.split('?').next() != Some("/v1/events") {
+        return None;
+    }
+    let mut headers = HeaderMap::with_capacity(r.headers.len());
+    for h in r.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
+        if name == axum::http::header::CONTENT_LENGTH && h.value != b"0" {
+            return None;
+        }
+        if matches!(name.as_str(), "transfer-encoding" | "upgrade" | "expect") {
+            return None;
+        }
+        headers.append(name, HeaderValue::from_bytes(h.value).ok()?);
+    }
+    let mut request = Request::builder()
+        .method(Method::GET)
+        .uri(path)
+        .version(Version::HTTP_11)
+        .body(Body::empty())
+        .ok()?;
+    *request.headers_mut() = headers;
+    Some(request)
+}
+
+fn put_head(out: &mut Vec<u8>, response: &Response<Body>, framing: &str) {
+    let status = response.status();
+    out.extend_from_slice(
+        format!(
+            "HTTP/1.1 {} {}\r\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        )
+        .as_bytes(),
+    );
+    for (name, value) in response.headers() {
+        if name == axum::http::header::CONTENT_LENGTH
+            || name == axum::http::header::TRANSFER_ENCODING
+        {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(framing.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes a bounded answer (an error) and closes.
+async fn answer<IO: AsyncWrite + Unpin>(mut io: IO, response: Response<Body>) {
+    let (parts, body) = response.into_parts();
+    let body = axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .unwrap_or_default();
+    let response = Response::from_parts(parts, Body::empty());
+    let mut out = Vec::with_capacity(256 + body.len());
+    put_head(
+        &mut out,
+        &response,
+        &format!("content-length: {}\r\nconnection: close\r\n", body.len()),
+    );
+    out.extend_from_slice(&body);
+    let _ = io.write_all(&out).await;
+    let _ = io.shutdown().await;
+}
+
+/// Streams frames as chunks until the stream ends or the client goes.
+async fn stream<IO>(mut io: IO, response: Response<Body>, mut frames: Frames)
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut out = Vec::with_capacity(512);
+    put_head(&mut out, &response, "transfer-encoding: chunked\r\n");
+    drop(response);
+    if io.write_all(&out).await.is_err() {
+        return;
+    }
+    drop(out);
+    // Anything the client sends now is not ours to answer; a read of 0 or
+    // an error means it went away.
+    let mut probe = [0u8; 32];
+    loop {
+        let first = tokio::select! {
+            biased;
+            frame = frames.next() => frame,
+            read = io.read(&mut probe) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            },
+        };
+        let Some(Ok(first)) = first else {
+            let _ = io.write_all(b"0\r\n\r\n").await;
+            let _ = io.shutdown().await;
+            return;
+        };
+        // Everything already waiting goes out with it: one chunk, one write.
+        // The chunk size is written last, zero-padded into its slot.
+        let mut batch = Vec::with_capacity(first.len() + 16);
+        batch.extend_from_slice(b"00000000\r\n");
+        batch.extend_from_slice(&first);
+        drop(first);
+        let mut ended = false;
+        while batch.len() < MAX_WRITE {
+            match frames.next().now_or_never() {
+                Some(Some(Ok(more))) => batch.extend_from_slice(&more),
+                Some(None) => {
+                    ended = true;
+                    break;
+                }
+                None => break,
+            }
+        }
+        let size = format!("{:08x}", batch.len() - 10);
+        batch[..8].copy_from_slice(size.as_bytes());
+        batch.extend_from_slice(b"\r\n");
+        if ended {
+            batch.extend_from_slice(b"0\r\n\r\n");
+        }
+        if io.write_all(&batch).await.is_err() {
+            return;
+        }
+        if ended {
+            let _ = io.shutdown().await;
+            return;
+        }
+    }
+}
+
+/// An IO whose first reads replay bytes already taken from it.
+pub(crate) struct Rewind<IO> {
+    read: Option<Bytes>,
+    inner: IO,
+}
+
+impl<IO> Rewind<IO> {
+    fn new(inner: IO, read: Vec<u8>) -> Rewind<IO> {
+        Rewind {
+            read: (!read.is_empty()).then(|| Bytes::from(read)),
+            inner,
+        }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Rewind<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if let Some(mut read) = self.read.take() {
+            let n = read.len().min(buf.remaining());
+            buf.put_slice(&read.split_to(n));
+            if !read.is_empty() {
+                self.read = Some(read);
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Rewind<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
