@@ -4,6 +4,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use futures::stream::FuturesOrdered;
 use futures::{FutureExt, Stream, StreamExt};
 use tonic::{Code, Request, Response, Status, Streaming};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -19,6 +20,8 @@ use crate::revocation::{Revocation, Target, check_reason, check_subject};
 
 /// Most stream items published in one bus batch.
 const MAX_BATCH: usize = 64;
+/// Most batches of one `PublishStream` on their way to the bus at once.
+const MAX_IN_FLIGHT: usize = 4;
 
 /// Serves `Publisher` over a [`PublishService`].
 #[derive(Clone)]
@@ -184,6 +187,19 @@ fn revocation(request: pb::DisconnectRequest) -> Result<Revocation, Status> {
     })
 }
 
+fn responses(
+    outcomes: Vec<Result<crate::bus::Published, PublishError>>,
+) -> impl Iterator<Item = pb::PublishResponse> {
+    outcomes.into_iter().map(|outcome| match outcome {
+        Ok(p) => pb::PublishResponse {
+            id: p.id.to_string(),
+            duplicate: p.duplicate,
+            error: None,
+        },
+        Err(e) => error_item(&e),
+    })
+}
+
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<pb::PublishResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -249,19 +265,51 @@ impl Publisher for PublisherApi {
         let service = self.service.clone();
         let mut requests = request.into_inner();
         // Items already waiting are published as one ordered batch (one
-        // Valkey round trip); responses keep request order. Waiting for the
-        // batch before reading more lets a slow bus push back on the
-        // producer through HTTP/2 flow control.
+        // Valkey round trip); up to MAX_IN_FLIGHT batches are on their way
+        // at once, so the bridge prepares the next while the bus runs the
+        // last. Each batch reaches the bus before the next one is made (it is
+        // polled once when queued), so per-channel order holds; responses
+        // keep request order. Past MAX_IN_FLIGHT nothing more is read, which
+        // pushes back on the producer through HTTP/2 flow control.
         let out = async_stream::stream! {
-            while let Some(first) = requests.next().await {
+            let mut in_flight = FuturesOrdered::new();
+            let mut input_open = true;
+            let mut failed: Option<Status> = None;
+            loop {
+                let reading = input_open && failed.is_none() && in_flight.len() < MAX_IN_FLIGHT;
+                let first = if reading {
+                    tokio::select! {
+                        biased;
+                        Some(outcomes) = in_flight.next(), if !in_flight.is_empty() => {
+                            for r in responses(outcomes) {
+                                yield Ok(r);
+                            }
+                            continue;
+                        }
+                        item = requests.next() => item,
+                    }
+                } else {
+                    match in_flight.next().await {
+                        Some(outcomes) => {
+                            for r in responses(outcomes) {
+                                yield Ok(r);
+                            }
+                            continue;
+                        }
+                        None => break,
+                    }
+                };
+                let Some(first) = first else {
+                    input_open = false;
+                    continue;
+                };
                 if crate::token::now_secs() >= publisher.exp {
-                    yield Err(Status::unauthenticated(
+                    failed = Some(Status::unauthenticated(
                         "token has expired; reopen the stream with a fresh token",
                     ));
-                    break;
+                    continue;
                 }
                 let mut batch = Vec::new();
-                let mut failed = None;
                 let mut next = Some(first);
                 while let Some(item) = next.take() {
                     match item {
@@ -275,20 +323,19 @@ impl Publisher for PublisherApi {
                         next = requests.next().now_or_never().flatten();
                     }
                 }
-                for outcome in service.publish_many(&publisher, batch).await {
-                    yield Ok(match outcome {
-                        Ok(p) => pb::PublishResponse {
-                            id: p.id.to_string(),
-                            duplicate: p.duplicate,
-                            error: None,
-                        },
-                        Err(e) => error_item(&e),
-                    });
+                if batch.is_empty() {
+                    continue;
                 }
-                if let Some(status) = failed {
-                    yield Err(status);
-                    break;
+                in_flight.push_back(service.publish_many(&publisher, batch));
+                // Send it now, before the next batch is made.
+                if let std::task::Poll::Ready(Some(outcomes)) = futures::poll!(in_flight.next()) {
+                    for r in responses(outcomes) {
+                        yield Ok(r);
+                    }
                 }
+            }
+            if let Some(status) = failed {
+                yield Err(status);
             }
         };
         Ok(Response::new(Box::pin(out)))

@@ -9,6 +9,8 @@
 //!   idle for twice the age bound;
 //! - `sseb:{c}:k:<key>` — an idempotency key's first id, expiring with its
 //!   window;
+//! - `sseb:{c}:o` — a lower bound of the oldest entry's time, so a publish
+//!   reads the stream's head only when an age trim may be due;
 //! - `sseb:{c}` — the shard channel events are published on, as records
 //!   `<id>\n<event>\n<json>` joined by `\n` (one message per batch).
 //!
@@ -50,6 +52,7 @@ local function lt(a, b)
   return am < bm or (am == bm and as < bs)
 end
 local out, msg, id = {}, {}, nil
+local age = tonumber(ARGV[2])
 for i = 0, (#ARGV - 4) / 3 - 1 do
   local ev, data, k = ARGV[5 + i * 3], ARGV[6 + i * 3], tonumber(ARGV[7 + i * 3])
   local first = false
@@ -71,13 +74,21 @@ if over > 0 then
   through = old[#old][1]
 end
 local t = redis.call('TIME')
-local min_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[2])
--- Only when the oldest entry has aged out is the newest aged one looked
--- up (XREVRANGE from the horizon is far dearer than reading the head).
-local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
-if min_ms > 0 and #oldest > 0 and tonumber((parse(oldest[1][1]))) < min_ms then
-  local aged = redis.call('XREVRANGE', KEYS[1], '(' .. string.format('%d', min_ms) .. '-0', '-', 'COUNT', 1)
-  if #aged > 0 and (through == nil or lt(through, aged[1][1])) then through = aged[1][1] end
+local min_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - age
+-- KEYS[2] holds a lower bound of the oldest entry's ms, so most publishes
+-- skip reading the stream's head; only once it falls behind the horizon is
+-- the head read, and only when the head has aged out is the newest aged
+-- entry looked up (XREVRANGE from the horizon is far dearer).
+local hint = redis.call('GET', KEYS[2])
+if min_ms > 0 and (not hint or tonumber(hint) < min_ms) then
+  local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+  if #oldest > 0 and tonumber((parse(oldest[1][1]))) < min_ms then
+    local aged = redis.call('XREVRANGE', KEYS[1], '(' .. string.format('%d', min_ms) .. '-0', '-', 'COUNT', 1)
+    if #aged > 0 and (through == nil or lt(through, aged[1][1])) then through = aged[1][1] end
+    redis.call('SET', KEYS[2], string.format('%d', min_ms), 'PX', age * 2)
+  elseif #oldest > 0 then
+    redis.call('SET', KEYS[2], (parse(oldest[1][1])), 'PX', age * 2)
+  end
 end
 if through then
   local ms, seq = parse(through)
@@ -87,7 +98,7 @@ end
 -- Twice the age bound: an idle channel's stream lingers long enough that a
 -- client coming back soon is told `history_trimmed` rather than
 -- `history_lost`, and then it goes.
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 2)
+redis.call('PEXPIRE', KEYS[1], age * 2)
 redis.call('SPUBLISH', ARGV[4], table.concat(msg, '\n'))
 return out
 "#;
@@ -159,6 +170,11 @@ const CONTROL: &str = "sseb:control";
 
 fn history_key(channel: &Channel) -> String {
     format!("sseb:{{{channel}}}:h")
+}
+
+/// A lower bound of the ms of the history's oldest entry.
+fn oldest_key(channel: &Channel) -> String {
+    format!("sseb:{{{channel}}}:o")
 }
 
 fn idempotency_key(channel: &Channel, key: &str) -> String {
@@ -363,6 +379,18 @@ impl ValkeyBus {
         let conn = tokio::time::timeout(
             config.timeout * 2,
             ConnectionManager::new_with_config(client, manager_config),
+        )
+        .await
+        .map_err(|_| ConnectError::Connect(format!("no answer within {:?}", config.timeout * 2)))?
+        .map_err(|e| ConnectError::Connect(e.to_string()))?;
+        // Publishes run the script by digest; load it before the first.
+        let mut load = conn.clone();
+        tokio::time::timeout(
+            config.timeout * 2,
+            redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(PUBLISH)
+                .query_async::<String>(&mut load),
         )
         .await
         .map_err(|_| ConnectError::Connect(format!("no answer within {:?}", config.timeout * 2)))?
@@ -605,14 +633,15 @@ impl ValkeyBus {
             .collect();
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(self.publish.get_hash())
-            .arg(1 + keys.len())
+            .arg(2 + keys.len())
             .arg(history_key(channel))
+            .arg(oldest_key(channel))
             .arg(&keys)
             .arg(self.retention.max_len.max(1))
             .arg(self.retention.max_age.as_millis().max(1) as u64)
             .arg(self.retention.idempotency_window.as_millis().max(1) as u64)
             .arg(shard_channel(channel));
-        let mut next_key = 2;
+        let mut next_key = 3;
         for e in events {
             cmd.arg(e.event.as_bytes()).arg(e.data.as_ref());
             if e.idempotency_key.is_some() {
@@ -642,7 +671,7 @@ impl ValkeyBus {
     async fn run_groups(
         &self,
         events: &[Outgoing],
-        groups: &[&Vec<usize>],
+        groups: &[Vec<usize>],
     ) -> Result<Vec<Value>, BusError> {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
@@ -674,32 +703,28 @@ impl Bus for ValkeyBus {
 
     async fn publish_batch(&self, events: Vec<Outgoing>) -> Vec<Result<Published, BusError>> {
         let groups = by_channel(&events);
-        let all: Vec<&Vec<usize>> = groups.iter().collect();
-        let mut replies: Vec<Result<Value, BusError>> = match self.run_groups(&events, &all).await {
-            Ok(r) => r.into_iter().map(Ok).collect(),
-            Err(e) => return events.iter().map(|_| Err(e.clone())).collect(),
-        };
-        // Valkey lost its script cache (a restart): load the script and run
-        // again just the groups it refused, in order. Nothing of theirs ran.
-        let refused: Vec<usize> = (0..groups.len())
-            .filter(|&g| matches!(&replies[g], Ok(v) if is_noscript(v)))
-            .collect();
-        if !refused.is_empty() {
-            let again: Vec<&Vec<usize>> = refused.iter().map(|&g| &groups[g]).collect();
-            let retried = match self.load_publish_script().await {
-                Ok(()) => self.run_groups(&events, &again).await,
-                Err(e) => Err(e),
+        let mut replies: Vec<Result<Value, BusError>> =
+            match self.run_groups(&events, &groups).await {
+                Ok(r) => r.into_iter().map(Ok).collect(),
+                Err(e) => return events.iter().map(|_| Err(e.clone())).collect(),
             };
-            match retried {
-                Ok(values) => {
-                    for (&g, v) in refused.iter().zip(values) {
-                        replies[g] = Ok(v);
-                    }
+        // Valkey lost its script cache (a restart or failover): none of
+        // those groups ran. They fail as retryable rather than being run
+        // again here, because batches sent after them may already have run
+        // and a retry now would reorder their channels. Later publishes find
+        // the script loaded.
+        if replies.iter().any(|r| matches!(r, Ok(v) if is_noscript(v))) {
+            let loaded = self.load_publish_script().await;
+            let e = unavailable(format_args!(
+                "Valkey had lost the publish script (restarted?){}",
+                match &loaded {
+                    Ok(()) => String::from("; it is loaded again"),
+                    Err(e) => format!(" and loading it failed: {e}"),
                 }
-                Err(e) => {
-                    for &g in &refused {
-                        replies[g] = Err(e.clone());
-                    }
+            ));
+            for r in replies.iter_mut() {
+                if matches!(r, Ok(v) if is_noscript(v)) {
+                    *r = Err(e.clone());
                 }
             }
         }
@@ -874,7 +899,12 @@ mod tests {
     fn keys_of_a_channel_share_one_hash_tag() {
         let c = Channel::parse("scans:0b6e1a52-3a8e-4a47-9d0e-2c4f5d6e7f80:r").unwrap();
         let tag = format!("{{{c}}}");
-        for k in [history_key(&c), idempotency_key(&c, "k"), shard_channel(&c)] {
+        for k in [
+            history_key(&c),
+            oldest_key(&c),
+            idempotency_key(&c, "k"),
+            shard_channel(&c),
+        ] {
             assert!(k.contains(&tag), "{k}");
             assert_eq!(k.matches('{').count(), 1);
         }
