@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::auth::{PublisherAuth, SubscriberAuth};
@@ -174,13 +175,22 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             .tls_config(tls)
             .map_err(|e| StartError::GrpcTls(e.to_string()))?;
     }
+    // Accepted sockets come from our listener, so tonic does not set their
+    // options: without TCP_NODELAY small responses wait on Nagle's
+    // algorithm and the peer's delayed ACK.
+    let incoming = TcpListenerStream::new(grpc_listener).map(|conn| {
+        if let Ok(tcp) = &conn {
+            let _ = tcp.set_nodelay(true);
+        }
+        conn
+    });
     let grpc = tokio::spawn(async move {
         builder
             .add_service(health_service)
             .add_service(reflection)
             .add_service(reflection_alpha)
             .add_service(api.into_server(max_message))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
+            .serve_with_incoming_shutdown(incoming, async move {
                 let _ = grpc_down.wait_for(|d| *d).await;
             })
             .await
