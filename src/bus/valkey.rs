@@ -16,8 +16,9 @@
 //!
 //! Publishing is one Lua script per channel and batch: for each event check
 //! its key, `XADD` and remember the key; then trim once and `SPUBLISH` the
-//! batch as one message. Each node holds one RESP3 connection for everything: it
-//! subscribes a channel while it has local listeners, is resubscribed by the
+//! batch as one message. Each node holds two RESP3 connections, one for
+//! commands and one for subscriptions: it subscribes a channel while it has
+//! local listeners, is resubscribed by the
 //! client library after a reconnect, and then refills from the stream what
 //! it missed while the subscription was down.
 
@@ -231,7 +232,10 @@ impl Shared {
 
 /// The Valkey-backed bus.
 pub struct ValkeyBus {
+    /// Commands: publishes and history reads.
     conn: ConnectionManager,
+    /// Subscriptions; their messages arrive as pushes on the pump.
+    subs: ConnectionManager,
     retention: Retention,
     timeout: Duration,
     shared: Arc<Shared>,
@@ -376,9 +380,25 @@ impl ValkeyBus {
             .set_response_timeout(Some(config.timeout))
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_secs(2));
+        let subs = tokio::time::timeout(
+            config.timeout * 2,
+            ConnectionManager::new_with_config(client.clone(), manager_config),
+        )
+        .await
+        .map_err(|_| ConnectError::Connect(format!("no answer within {:?}", config.timeout * 2)))?
+        .map_err(|e| ConnectError::Connect(e.to_string()))?;
+        // Commands go on a connection of their own: Valkey holds subscribed
+        // clients to the pub/sub output-buffer limit (32 MiB by default), and
+        // the large history replies of many catching-up streams would get
+        // the subscription connection dropped.
+        let command_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.timeout))
+            .set_response_timeout(Some(config.timeout))
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_secs(2));
         let conn = tokio::time::timeout(
             config.timeout * 2,
-            ConnectionManager::new_with_config(client, manager_config),
+            ConnectionManager::new_with_config(client, command_config),
         )
         .await
         .map_err(|_| ConnectError::Connect(format!("no answer within {:?}", config.timeout * 2)))?
@@ -395,7 +415,7 @@ impl ValkeyBus {
         .await
         .map_err(|_| ConnectError::Connect(format!("no answer within {:?}", config.timeout * 2)))?
         .map_err(|e| ConnectError::Connect(e.to_string()))?;
-        let mut control = conn.clone();
+        let mut control = subs.clone();
         tokio::time::timeout(
             config.timeout * 2,
             redis::cmd("SUBSCRIBE")
@@ -419,6 +439,7 @@ impl ValkeyBus {
         ));
         Ok(ValkeyBus {
             conn,
+            subs,
             retention,
             timeout: config.timeout,
             shared,
@@ -794,11 +815,11 @@ impl Bus for ValkeyBus {
         if !first {
             return Ok(());
         }
-        let mut conn = self.conn.clone();
+        let mut subs = self.subs.clone();
         let subscribed = self
             .bounded(
                 "subscribe",
-                redis::cmd("SSUBSCRIBE").arg(&name).exec_async(&mut conn),
+                redis::cmd("SSUBSCRIBE").arg(&name).exec_async(&mut subs),
             )
             .await;
         let head = match subscribed {
@@ -816,7 +837,7 @@ impl Bus for ValkeyBus {
                 self.shared.lock().remove(&name);
                 let _ = redis::cmd("SUNSUBSCRIBE")
                     .arg(&name)
-                    .exec_async(&mut conn)
+                    .exec_async(&mut subs)
                     .await;
                 Err(e)
             }
@@ -841,10 +862,10 @@ impl Bus for ValkeyBus {
             }
         };
         if last {
-            let mut conn = self.conn.clone();
+            let mut subs = self.subs.clone();
             self.bounded(
                 "unsubscribe",
-                redis::cmd("SUNSUBSCRIBE").arg(&name).exec_async(&mut conn),
+                redis::cmd("SUNSUBSCRIBE").arg(&name).exec_async(&mut subs),
             )
             .await?;
         }
@@ -864,10 +885,14 @@ impl Bus for ValkeyBus {
     }
 
     async fn ready(&self) -> bool {
-        let mut conn = self.conn.clone();
-        self.bounded("ping", redis::cmd("PING").query_async::<String>(&mut conn))
-            .await
-            .is_ok()
+        // Both connections: publishing needs one, live delivery the other.
+        let (mut conn, mut subs) = (self.conn.clone(), self.subs.clone());
+        let ping = redis::cmd("PING");
+        let (commands, subscriptions) = tokio::join!(
+            self.bounded("ping", ping.query_async::<Value>(&mut conn)),
+            self.bounded("ping", ping.query_async::<Value>(&mut subs)),
+        );
+        commands.is_ok() && subscriptions.is_ok()
     }
 }
 

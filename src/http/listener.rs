@@ -106,24 +106,33 @@ pub async fn serve(
                         super::direct::Outcome::Done => return,
                         super::direct::Outcome::Hyper(io) => io,
                     };
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-                    watcher.watch(conn.into_owned()).await
+                    // Boxed: a direct stream's task should not be as large
+                    // as hyper's connection state it never uses.
+                    Box::pin(async move {
+                        let conn =
+                            builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+                        watcher.watch(conn.into_owned()).await
+                    })
+                    .await
                 }
                 Some(acceptor) => {
-                    let stream = match tokio::time::timeout(idle, acceptor.accept(io)).await {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    };
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    watcher.watch(conn.into_owned()).await
+                    Box::pin(async move {
+                        let stream = match tokio::time::timeout(idle, acceptor.accept(io)).await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return Ok(());
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return Ok(());
+                            }
+                        };
+                        let conn =
+                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        watcher.watch(conn.into_owned()).await
+                    })
+                    .await
                 }
             };
             if let Err(e) = result {

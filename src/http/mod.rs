@@ -39,7 +39,7 @@ pub struct HttpConfig {
 #[derive(Clone)]
 pub(crate) struct AppState {
     hub: Hub,
-    auth: SubscriberAuth,
+    auth: Arc<SubscriberAuth>,
     config: Arc<HttpConfig>,
     /// Flips to true when the node shuts down; open streams then close.
     shutdown: watch::Receiver<bool>,
@@ -57,7 +57,7 @@ pub fn router(
     let cors_origins = config.cors_origins.clone();
     let state = AppState {
         hub,
-        auth,
+        auth: Arc::new(auth),
         config: Arc::new(config),
         shutdown,
         metrics,

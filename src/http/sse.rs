@@ -132,14 +132,23 @@ pub(super) async fn events(
             metrics::counter!(m::STREAMS_REFUSED, "reason" => reason).increment(1);
         })?;
     let subscription = Subscription::open(&state.hub, channels, resume).await?;
-    let span = tracing::info_span!(
+    // Debug level: at the default `info` an idle stream costs no span.
+    let span = tracing::debug_span!(
         "stream",
         tenant = %subscriber.tenant,
         sub = subscriber.subject.as_deref().unwrap_or(""),
         channels = subscription.channels().len(),
     );
     tracing::debug!(parent: &span, resumed = cursor.is_some(), "stream opened");
-    let frames = stream(state, subscription, ticket, subscriber.exp, span).boxed();
+    let frames = stream(
+        state.config.clone(),
+        state.shutdown.clone(),
+        subscription,
+        ticket,
+        subscriber.exp,
+        span,
+    )
+    .boxed();
     let (body, direct) = DirectFrames::new(frames);
     let mut response = (StatusCode::OK, body).into_response();
     response.extensions_mut().insert(direct);
@@ -166,15 +175,18 @@ fn frame(id: Option<&str>, event: &str, data: &str) -> Bytes {
 }
 
 fn stream(
-    state: AppState,
+    config: std::sync::Arc<super::HttpConfig>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
     mut sub: Subscription,
     mut ticket: Ticket,
     exp: u64,
     span: tracing::Span,
 ) -> impl futures::Stream<Item = Result<Bytes, Infallible>> {
-    let retry_ms = state.config.retry.as_millis();
-    let keepalive_every = state.config.keepalive;
-    let mut shutdown = state.shutdown.clone();
+    // Only what the stream needs is kept for its lifetime: an open stream's
+    // size is the bridge's memory per connection.
+    let retry_ms = config.retry.as_millis();
+    let keepalive_every = config.keepalive;
+    drop(config);
 
     async_stream::stream! {
         let _open = m::GaugeGuard::new(m::STREAMS_OPEN);

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{OnceCell, broadcast};
 
-use crate::bus::{Bus, BusError, Entry, Sink};
+use crate::bus::{Bus, BusError, Entry, Gap, Sink};
 use crate::channel::Channel;
 use crate::cursor::StreamId;
 use crate::revocation::Revocation;
@@ -96,6 +96,43 @@ impl Recent {
         }
     }
 
+    /// Adds the frames history returned after `position` (oldest first),
+    /// when they reach what the cache holds, so the cache then covers
+    /// `position` too.
+    fn backfill(&mut self, position: StreamId, older: Vec<Arc<Frame>>, max_frames: usize) {
+        let reaches = match (self.floor, older.last()) {
+            (None, _) => true,
+            (Some(floor), Some(last)) => last.id >= floor,
+            (Some(_), None) => false,
+        };
+        if !reaches {
+            return;
+        }
+        let newest_older = older.last().map(|f| f.id);
+        let newer: Vec<Arc<Frame>> = self
+            .frames
+            .drain(..)
+            .filter(|f| newest_older.is_none_or(|n| f.id > n))
+            .collect();
+        *self = Recent {
+            floor: Some(position),
+            ..Recent::default()
+        };
+        for frame in older.into_iter().chain(newer) {
+            self.bytes += frame.bytes.len();
+            self.frames.push_back(frame);
+        }
+        while self.frames.len() > max_frames || self.bytes > RECENT_MAX_BYTES {
+            match self.frames.pop_front() {
+                Some(old) => {
+                    self.bytes -= old.bytes.len();
+                    self.floor = Some(old.id);
+                }
+                None => break,
+            }
+        }
+    }
+
     fn after(&self, position: StreamId) -> Option<Vec<Arc<Frame>>> {
         if position < self.floor? {
             return None;
@@ -111,6 +148,9 @@ struct Slot {
     listeners: usize,
     /// Set once the bus delivers this channel to the node.
     watched: Arc<OnceCell<()>>,
+    /// One history read per channel at a time: listeners that fell behind
+    /// together wait for one read instead of each sending its own.
+    reading: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The channel → slot table; the bus's sink on this node.
@@ -169,6 +209,21 @@ impl Sink for Fanout {
         let closed = self.streams.revoke(order);
         tracing::info!(closed, reason = %order.reason, "revocation order applied");
         metrics::counter!(crate::metrics::STREAMS_REVOKED).increment(closed as u64);
+    }
+}
+
+/// What a lagging listener catches up with.
+pub struct CatchUp {
+    /// Set when history cannot cover the position; the frames then follow
+    /// `gap.resume_from`.
+    pub gap: Option<Gap>,
+    pub frames: Vec<Arc<Frame>>,
+}
+
+impl CatchUp {
+    fn cached(frames: Vec<Arc<Frame>>) -> CatchUp {
+        metrics::counter!(crate::metrics::CATCH_UPS, "source" => "cache").increment(1);
+        CatchUp { gap: None, frames }
     }
 }
 
@@ -237,6 +292,60 @@ impl Hub {
         self.fanout.lock().get(channel)?.recent.after(position)
     }
 
+    /// What follows `position` in the channel: from the node's recent
+    /// frames when they cover it, else from the bus's history — one read per
+    /// channel at a time, whose frames then serve the others waiting.
+    pub async fn catch_up(
+        &self,
+        channel: &Channel,
+        position: StreamId,
+    ) -> Result<CatchUp, BusError> {
+        let reading = {
+            let slots = self.fanout.lock();
+            match slots.get(channel) {
+                Some(slot) => match slot.recent.after(position) {
+                    Some(frames) => return Ok(CatchUp::cached(frames)),
+                    None => Some(slot.reading.clone()),
+                },
+                None => None,
+            }
+        };
+        let Some(reading) = reading else {
+            return self.read_history(channel, position).await;
+        };
+        let _one_at_a_time = reading.lock().await;
+        if let Some(frames) = self.recent_after(channel, position) {
+            return Ok(CatchUp::cached(frames));
+        }
+        let read = self.read_history(channel, position).await?;
+        if read.gap.is_none() {
+            if let Some(slot) = self.fanout.lock().get_mut(channel) {
+                slot.recent
+                    .backfill(position, read.frames.clone(), self.fanout.recent_frames);
+            }
+        }
+        Ok(read)
+    }
+
+    async fn read_history(
+        &self,
+        channel: &Channel,
+        position: StreamId,
+    ) -> Result<CatchUp, BusError> {
+        metrics::counter!(crate::metrics::CATCH_UPS, "source" => "bus").increment(1);
+        let history = self.bus.read_after(channel, position).await?;
+        let from = history.gap.map_or(position, |g| g.resume_from);
+        Ok(CatchUp {
+            gap: history.gap,
+            frames: history
+                .entries
+                .iter()
+                .filter(|e| e.id > from)
+                .map(|e| Arc::new(Frame::encode(e)))
+                .collect(),
+        })
+    }
+
     /// Starts listening to a channel. When this returns, every event
     /// published afterwards reaches the receiver.
     pub async fn listen(
@@ -250,6 +359,7 @@ impl Hub {
                 recent: Recent::default(),
                 listeners: 0,
                 watched: Arc::new(OnceCell::new()),
+                reading: Arc::new(tokio::sync::Mutex::new(())),
             });
             slot.listeners += 1;
             let pair = (slot.tx.subscribe(), slot.watched.clone());
@@ -299,6 +409,22 @@ mod tests {
             None,
             "12's predecessor unknown"
         );
+        // History frames that reach the floor extend the cache backwards.
+        let mut back = Recent::default();
+        back.push(frame(20), 10);
+        back.push(frame(21), 10);
+        back.backfill(
+            StreamId::new(15, 0),
+            vec![frame(18), frame(19), frame(20)],
+            10,
+        );
+        assert_eq!(
+            ids(back.after(StreamId::new(15, 0))),
+            Some(vec![18, 19, 20, 21])
+        );
+        // History that stops short of the floor leaves the cache alone.
+        back.backfill(StreamId::new(1, 0), vec![frame(2)], 10);
+        assert_eq!(ids(back.after(StreamId::new(1, 0))), None);
         let mut first = Recent::default();
         first.push(frame(7), 3);
         assert_eq!(ids(first.after(StreamId::new(7, 0))), Some(vec![]));

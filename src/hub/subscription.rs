@@ -121,28 +121,21 @@ impl Subscription {
         let mut replay: Vec<(StreamId, usize, Arc<Frame>)> = Vec::new();
         let mut gaps: Vec<(usize, GapReason)> = Vec::new();
         for &i in which {
-            if let Some(frames) = self.hub.recent_after(&self.channels[i], self.positions[i]) {
-                metrics::counter!(crate::metrics::CATCH_UPS, "source" => "cache").increment(1);
-                replay.extend(frames.into_iter().map(|f| (f.id, i, f)));
-                continue;
-            }
-            metrics::counter!(crate::metrics::CATCH_UPS, "source" => "bus").increment(1);
-            let history = self
+            let caught = self
                 .hub
-                .bus()
-                .read_after(&self.channels[i], self.positions[i])
+                .catch_up(&self.channels[i], self.positions[i])
                 .await?;
-            if let Some(gap) = history.gap {
+            if let Some(gap) = caught.gap {
                 self.positions[i] = gap.resume_from;
                 gaps.push((i, gap.reason));
             }
             let from = self.positions[i];
             replay.extend(
-                history
-                    .entries
-                    .iter()
-                    .filter(|e| e.id > from)
-                    .map(|e| (e.id, i, Arc::new(Frame::encode(e)))),
+                caught
+                    .frames
+                    .into_iter()
+                    .filter(|f| f.id > from)
+                    .map(|f| (f.id, i, f)),
             );
         }
         // One reset per reason, naming every channel it covers, ahead of

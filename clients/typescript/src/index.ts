@@ -83,6 +83,7 @@ export class BridgeStream {
   private handlers = new Map<string, Set<Handler>>();
   private resetHandlers = new Set<(channels: string[], reason: string) => void>();
   private errorHandlers = new Set<(error: unknown) => void>();
+  private revokedHandlers = new Set<(reason: string) => void>();
   private cursor: string | undefined;
   private closed = false;
   private failures = 0;
@@ -117,6 +118,17 @@ export class BridgeStream {
   onReset(handler: (channels: string[], reason: string) => void): () => void {
     this.resetHandlers.add(handler);
     return () => this.resetHandlers.delete(handler);
+  }
+
+  /**
+   * Called when the bridge revoked this stream (`Disconnect`: logout or a
+   * permission change). The stream is closed and does not reconnect; the
+   * token it used is refused from now on. To go on, subscribe again with a
+   * fresh token and `lastEventId`.
+   */
+  onRevoked(handler: (reason: string) => void): () => void {
+    this.revokedHandlers.add(handler);
+    return () => this.revokedHandlers.delete(handler);
   }
 
   /** Called on errors the stream recovers from by itself (for logging). */
@@ -161,6 +173,11 @@ export class BridgeStream {
       if (m.lastEventId) this.cursor = m.lastEventId;
       const { channels, reason } = JSON.parse(m.data) as { channels: string[]; reason: string };
       for (const h of this.resetHandlers) h(channels, reason);
+    });
+    es.addEventListener("bridge.revoked", (e) => {
+      const { reason } = JSON.parse((e as MessageEvent<string>).data) as { reason: string };
+      this.close();
+      for (const h of this.revokedHandlers) h(reason);
     });
     es.addEventListener("bridge.expired", () => {
       // Reopen with a fresh token where this stream left off.
