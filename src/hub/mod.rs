@@ -164,13 +164,13 @@ pub struct Fanout {
 
 impl Fanout {
     /// `capacity` bounds how many events a listener may fall behind before
-    /// it is caught up, from the node's recent frames (4 × `capacity`, at
+    /// it is caught up, from the node's recent frames (16 × `capacity`, at
     /// most 4 MiB per channel) or else from history.
     pub fn new(capacity: usize, streams: Arc<Streams>) -> Arc<Fanout> {
         Arc::new(Fanout {
             slots: Mutex::new(HashMap::new()),
             capacity: capacity.max(1),
-            recent_frames: capacity.max(1) * 4,
+            recent_frames: capacity.max(1) * 16,
             streams,
         })
     }
