@@ -136,12 +136,16 @@ pub(crate) async fn serve<IO>(
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let request = match tokio::time::timeout(idle, read_head(&mut io, max_head)).await {
+    // Each phase is boxed so that the task a stream lives in is only as
+    // large as its streaming state.
+    let request = match Box::pin(tokio::time::timeout(idle, read_head(&mut io, max_head))).await {
         Ok(Head::Stream(r)) => *r,
         Ok(Head::Other(read)) => return Outcome::Hyper(Rewind::new(io, read)),
         Ok(Head::Gone) | Err(_) => return Outcome::Done,
     };
-    let response = match router.oneshot(request).await {
+    // Boxed: the request and routing state live only while the answer is
+    // made, not for the whole life of the stream task.
+    let response = match Box::pin(router.oneshot(request)).await {
         Ok(r) => r,
         Err(never) => match never {},
     };
@@ -150,8 +154,13 @@ where
         .get::<DirectFrames>()
         .and_then(DirectFrames::take)
     {
-        Some(frames) => stream(io, response, frames).await,
-        None => answer(io, response).await,
+        Some(frames) => {
+            let mut head = Vec::with_capacity(512);
+            put_head(&mut head, &response, "transfer-encoding: chunked\r\n");
+            drop(response);
+            stream(io, head, frames).await;
+        }
+        None => Box::pin(answer(io, response)).await,
     }
     Outcome::Done
 }
@@ -231,17 +240,14 @@ async fn answer<IO: AsyncWrite + Unpin>(mut io: IO, response: Response<Body>) {
 }
 
 /// Streams frames as chunks until the stream ends or the client goes.
-async fn stream<IO>(mut io: IO, response: Response<Body>, mut frames: Frames)
+async fn stream<IO>(mut io: IO, head: Vec<u8>, mut frames: Frames)
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut out = Vec::with_capacity(512);
-    put_head(&mut out, &response, "transfer-encoding: chunked\r\n");
-    drop(response);
-    if io.write_all(&out).await.is_err() {
+    if io.write_all(&head).await.is_err() {
         return;
     }
-    drop(out);
+    drop(head);
     // Anything the client sends now is not ours to answer; a read of 0 or
     // an error means it went away.
     let mut probe = [0u8; 32];

@@ -97,7 +97,7 @@ pub async fn serve(
         let router = router.clone();
         let max_head = config.max_head_bytes;
         let direct = direct_open.clone();
-        tokio::spawn(async move {
+        let fut = async move {
             let result = match tls {
                 None => {
                     // Counted so shutdown waits for streams served directly.
@@ -138,7 +138,8 @@ pub async fn serve(
             if let Err(e) = result {
                 log_connection_error(peer, &*e);
             }
-        });
+        };
+        tokio::spawn(fut);
     }
     drop(listener);
     let drained = async {

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::json;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 
 use super::direct::DirectFrames;
 use super::{ApiError, AppState};
@@ -147,8 +147,8 @@ pub(super) async fn events(
         ticket,
         subscriber.exp,
         span,
-    )
-    .boxed();
+    );
+    let frames = frames.boxed();
     let (body, direct) = DirectFrames::new(frames);
     let mut response = (StatusCode::OK, body).into_response();
     response.extensions_mut().insert(direct);
@@ -200,8 +200,10 @@ fn stream(
             let _ = shutdown.wait_for(|down| *down).await;
         };
         tokio::pin!(down);
-        let mut keepalive = tokio::time::interval_at(Instant::now() + keepalive_every, keepalive_every);
-        keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // A timer reset after each comment, kept inline in the stream (an
+        // `Interval` would box one more allocation per stream).
+        let keepalive = tokio::time::sleep(keepalive_every);
+        tokio::pin!(keepalive);
         let mut end = StreamEnd { span: span.clone(), why: "client_left", sent: 0 };
         end.why = loop {
             tokio::select! {
@@ -251,7 +253,8 @@ fn stream(
                     }
                     None => break "subscription_ended",
                 },
-                _ = keepalive.tick() => {
+                _ = &mut keepalive => {
+                    keepalive.as_mut().reset(Instant::now() + keepalive_every);
                     yield Ok(Bytes::from_static(b": keepalive\n\n"));
                 }
             }

@@ -180,13 +180,15 @@ impl Subscription {
                     }
                 }
                 (i, Ok(Delivery::Resync)) => {
-                    if let Err(e) = self.catch_up(&[i]).await {
+                    // Boxed: catching up is rare, and its state would
+                    // otherwise enlarge every idle stream.
+                    if let Err(e) = Box::pin(self.catch_up(&[i])).await {
                         return Some(Err(e));
                     }
                 }
                 (i, Err(BroadcastStreamRecvError::Lagged(missed))) => {
                     tracing::debug!(channel = %self.channels[i], missed, "listener lagged; catching up from history");
-                    if let Err(e) = self.catch_up(&[i]).await {
+                    if let Err(e) = Box::pin(self.catch_up(&[i])).await {
                         return Some(Err(e));
                     }
                 }
