@@ -189,9 +189,9 @@ impl Bus for MemoryBus {
         })
     }
 
-    async fn watch(&self, _channel: &Channel) -> Result<(), BusError> {
+    async fn watch(&self, channel: &Channel) -> Result<StreamId, BusError> {
         // The sink sees every publish on this node already.
-        Ok(())
+        self.head(channel).await
     }
 
     async fn unwatch(&self, _channel: &Channel) -> Result<(), BusError> {

@@ -156,8 +156,8 @@ pub trait Bus: Send + Sync + 'static {
     async fn read_after(&self, channel: &Channel, after: StreamId) -> Result<Replay, BusError>;
 
     /// Starts delivering the channel's live events to this node's sink. When
-    /// it returns, every later publish is delivered.
-    async fn watch(&self, channel: &Channel) -> Result<(), BusError>;
+    /// it returns, every publish after the returned position is delivered.
+    async fn watch(&self, channel: &Channel) -> Result<StreamId, BusError>;
 
     /// Stops delivering the channel's events to this node.
     async fn unwatch(&self, channel: &Channel) -> Result<(), BusError>;

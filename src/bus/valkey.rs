@@ -798,7 +798,7 @@ impl Bus for ValkeyBus {
         .ok_or_else(|| unavailable("unexpected history reply"))
     }
 
-    async fn watch(&self, channel: &Channel) -> Result<(), BusError> {
+    async fn watch(&self, channel: &Channel) -> Result<StreamId, BusError> {
         let name = shard_channel(channel);
         let _serial = self.subscriptions.lock().await;
         let first = {
@@ -813,7 +813,7 @@ impl Bus for ValkeyBus {
             w.count == 1
         };
         if !first {
-            return Ok(());
+            return self.head(channel).await;
         }
         let mut subs = self.subs.clone();
         let subscribed = self
@@ -831,7 +831,7 @@ impl Bus for ValkeyBus {
                 if let Some(w) = self.shared.lock().get_mut(&name) {
                     w.last = w.last.max(head);
                 }
-                Ok(())
+                Ok(head)
             }
             Err(e) => {
                 self.shared.lock().remove(&name);

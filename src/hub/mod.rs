@@ -148,6 +148,10 @@ struct Slot {
     listeners: usize,
     /// Set once the bus delivers this channel to the node.
     watched: Arc<OnceCell<()>>,
+    /// The channel's newest position this node has seen: where a stream
+    /// that starts live begins, without asking the bus. `None` until the
+    /// watch started, and after a resync (the node may have missed events).
+    live: Option<StreamId>,
     /// One history read per channel at a time: listeners that fell behind
     /// together wait for one read instead of each sending its own.
     reading: Arc<tokio::sync::Mutex<()>>,
@@ -188,6 +192,7 @@ impl Sink for Fanout {
             return;
         };
         slot.recent.push(frame.clone(), self.recent_frames);
+        slot.live = slot.live.max(Some(frame.id));
         // Sent under the lock so the cache and the broadcast agree on
         // order. No receivers left is not an error: the last listener just
         // went.
@@ -202,6 +207,7 @@ impl Sink for Fanout {
         // The node may have missed events: its cache no longer covers
         // anything, so listeners check against the bus.
         slot.recent = Recent::default();
+        slot.live = None;
         let _ = slot.tx.send(Delivery::Resync);
     }
 
@@ -286,6 +292,17 @@ impl Hub {
         &self.fanout.streams
     }
 
+    /// Where a stream that starts live on `channel` begins: the newest
+    /// position the node has seen, else the bus's head. One read per channel
+    /// rather than one per stream.
+    pub async fn live_position(&self, channel: &Channel) -> Result<StreamId, BusError> {
+        let known = self.fanout.lock().get(channel).and_then(|slot| slot.live);
+        match known {
+            Some(position) => Ok(position),
+            None => self.bus.head(channel).await,
+        }
+    }
+
     /// The frames after `position` from the node's cache, when it covers
     /// that position.
     pub fn recent_after(&self, channel: &Channel, position: StreamId) -> Option<Vec<Arc<Frame>>> {
@@ -359,6 +376,7 @@ impl Hub {
                 recent: Recent::default(),
                 listeners: 0,
                 watched: Arc::new(OnceCell::new()),
+                live: None,
                 reading: Arc::new(tokio::sync::Mutex::new(())),
             });
             slot.listeners += 1;
@@ -372,7 +390,15 @@ impl Hub {
             channel: channel.clone(),
             hub: self.clone(),
         };
-        watched.get_or_try_init(|| self.bus.watch(channel)).await?;
+        watched
+            .get_or_try_init(|| async {
+                let head = self.bus.watch(channel).await?;
+                if let Some(slot) = self.fanout.lock().get_mut(channel) {
+                    slot.live = slot.live.max(Some(head));
+                }
+                Ok::<(), BusError>(())
+            })
+            .await?;
         Ok((listener, rx))
     }
 }

@@ -74,7 +74,7 @@ impl Subscription {
         match resume {
             None => {
                 for channel in &sub.channels {
-                    let head = sub.hub.bus().head(channel).await?;
+                    let head = sub.hub.live_position(channel).await?;
                     sub.positions.push(head);
                 }
             }
