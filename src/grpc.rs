@@ -191,13 +191,17 @@ fn responses(
     outcomes: Vec<Result<crate::bus::Published, PublishError>>,
 ) -> impl Iterator<Item = pb::PublishResponse> {
     outcomes.into_iter().map(|outcome| match outcome {
-        Ok(p) => pb::PublishResponse {
-            id: p.id.to_string(),
-            duplicate: p.duplicate,
-            error: None,
-        },
+        Ok(p) => accepted(p),
         Err(e) => error_item(&e),
     })
+}
+
+fn accepted(p: crate::bus::Published) -> pb::PublishResponse {
+    pb::PublishResponse {
+        id: p.id.to_string(),
+        duplicate: p.duplicate,
+        error: None,
+    }
 }
 
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<pb::PublishResponse, Status>> + Send>>;
@@ -216,11 +220,7 @@ impl Publisher for PublisherApi {
             .publish(&publisher, request.into_inner())
             .await
             .map_err(|e| status_of(&e))?;
-        Ok(Response::new(pb::PublishResponse {
-            id: published.id.to_string(),
-            duplicate: published.duplicate,
-            error: None,
-        }))
+        Ok(Response::new(accepted(published)))
     }
 
     async fn disconnect(

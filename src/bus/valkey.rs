@@ -373,58 +373,50 @@ impl ValkeyBus {
         let info = info.set_redis_settings(settings);
         let client = redis::Client::open(info).map_err(|e| ConnectError::Url(e.to_string()))?;
         let (tx, rx) = mpsc::unbounded_channel::<PushInfo>();
-        let manager_config = ConnectionManagerConfig::new()
-            .set_push_sender(tx)
-            .set_automatic_resubscription()
-            .set_connection_timeout(Some(config.timeout))
-            .set_response_timeout(Some(config.timeout))
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_secs(2));
-        let subs = tokio::time::timeout(
-            config.timeout * 2,
-            ConnectionManager::new_with_config(client.clone(), manager_config),
+        let manager_config = || {
+            ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(config.timeout))
+                .set_response_timeout(Some(config.timeout))
+                .set_min_delay(Duration::from_millis(50))
+                .set_max_delay(Duration::from_secs(2))
+        };
+        let subs = at_start(
+            config,
+            ConnectionManager::new_with_config(
+                client.clone(),
+                manager_config()
+                    .set_push_sender(tx)
+                    .set_automatic_resubscription(),
+            ),
         )
-        .await
-        .map_err(|_| ConnectError::Connect(format!("no answer within {:?}", config.timeout * 2)))?
-        .map_err(|e| ConnectError::Connect(e.to_string()))?;
+        .await?;
         // Commands go on a connection of their own: Valkey holds subscribed
         // clients to the pub/sub output-buffer limit (32 MiB by default), and
         // the large history replies of many catching-up streams would get
         // the subscription connection dropped.
-        let command_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.timeout))
-            .set_response_timeout(Some(config.timeout))
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_secs(2));
-        let conn = tokio::time::timeout(
-            config.timeout * 2,
-            ConnectionManager::new_with_config(client, command_config),
+        let conn = at_start(
+            config,
+            ConnectionManager::new_with_config(client, manager_config()),
         )
-        .await
-        .map_err(|_| ConnectError::Connect(format!("no answer within {:?}", config.timeout * 2)))?
-        .map_err(|e| ConnectError::Connect(e.to_string()))?;
+        .await?;
         // Publishes run the script by digest; load it before the first.
         let mut load = conn.clone();
-        tokio::time::timeout(
-            config.timeout * 2,
+        at_start(
+            config,
             redis::cmd("SCRIPT")
                 .arg("LOAD")
                 .arg(PUBLISH)
                 .query_async::<String>(&mut load),
         )
-        .await
-        .map_err(|_| ConnectError::Connect(format!("no answer within {:?}", config.timeout * 2)))?
-        .map_err(|e| ConnectError::Connect(e.to_string()))?;
+        .await?;
         let mut control = subs.clone();
-        tokio::time::timeout(
-            config.timeout * 2,
+        at_start(
+            config,
             redis::cmd("SUBSCRIBE")
                 .arg(CONTROL)
                 .exec_async(&mut control),
         )
-        .await
-        .map_err(|_| ConnectError::Connect(format!("no answer within {:?}", config.timeout * 2)))?
-        .map_err(|e| ConnectError::Connect(e.to_string()))?;
+        .await?;
         let shared = Arc::new(Shared {
             sink,
             watches: Mutex::new(HashMap::new()),
@@ -465,6 +457,18 @@ impl ValkeyBus {
             ))),
         }
     }
+}
+
+/// A start-up step, bounded by twice the command timeout.
+async fn at_start<T>(
+    config: &ValkeyConfig,
+    step: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, ConnectError> {
+    let bound = config.timeout * 2;
+    tokio::time::timeout(bound, step)
+        .await
+        .map_err(|_| ConnectError::Connect(format!("no answer within {bound:?}")))?
+        .map_err(|e| ConnectError::Connect(e.to_string()))
 }
 
 async fn read_history(

@@ -85,6 +85,11 @@ impl Recent {
         self.floor.get_or_insert(frame.id);
         self.bytes += frame.bytes.len();
         self.frames.push_back(frame);
+        self.evict(max_frames);
+    }
+
+    /// Drops the oldest frames beyond the bounds; the floor follows them.
+    fn evict(&mut self, max_frames: usize) {
         while self.frames.len() > max_frames || self.bytes > RECENT_MAX_BYTES {
             match self.frames.pop_front() {
                 Some(old) => {
@@ -122,15 +127,7 @@ impl Recent {
             self.bytes += frame.bytes.len();
             self.frames.push_back(frame);
         }
-        while self.frames.len() > max_frames || self.bytes > RECENT_MAX_BYTES {
-            match self.frames.pop_front() {
-                Some(old) => {
-                    self.bytes -= old.bytes.len();
-                    self.floor = Some(old.id);
-                }
-                None => break,
-            }
-        }
+        self.evict(max_frames);
     }
 
     fn after(&self, position: StreamId) -> Option<Vec<Arc<Frame>>> {
