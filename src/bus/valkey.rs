@@ -52,56 +52,70 @@ local function lt(a, b)
   am, bm = tonumber(am), tonumber(bm)
   return am < bm or (am == bm and as < bs)
 end
-local out, msg, id = {}, {}, nil
-local age = tonumber(ARGV[2])
-for i = 0, (#ARGV - 4) / 3 - 1 do
-  local ev, data, k = ARGV[5 + i * 3], ARGV[6 + i * 3], tonumber(ARGV[7 + i * 3])
-  local first = false
-  if k > 0 then first = redis.call('GET', KEYS[k]) end
-  if first then
-    out[#out + 1] = {first, 1}
-  else
-    id = redis.call('XADD', KEYS[1], '*', 'e', ev, 'd', data)
-    if k > 0 then redis.call('SET', KEYS[k], id, 'PX', ARGV[3]) end
-    out[#out + 1] = {id, 0}
-    msg[#msg + 1] = id .. '\n' .. ev .. '\n' .. data
-  end
-end
-if id == nil then return out end
-local through = nil
-local over = redis.call('XLEN', KEYS[1]) - tonumber(ARGV[1])
-if over > 0 then
-  local old = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', over)
-  through = old[#old][1]
-end
+local max_len, age, window = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local t = redis.call('TIME')
 local min_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - age
--- KEYS[2] holds a lower bound of the oldest entry's ms, so most publishes
--- skip reading the stream's head; only once it falls behind the horizon is
--- the head read, and only when the head has aged out is the newest aged
--- entry looked up (XREVRANGE from the horizon is far dearer).
-local hint = redis.call('GET', KEYS[2])
-if min_ms > 0 and (not hint or tonumber(hint) < min_ms) then
-  local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
-  if #oldest > 0 and tonumber((parse(oldest[1][1]))) < min_ms then
-    local aged = redis.call('XREVRANGE', KEYS[1], '(' .. string.format('%d', min_ms) .. '-0', '-', 'COUNT', 1)
-    if #aged > 0 and (through == nil or lt(through, aged[1][1])) then through = aged[1][1] end
-    redis.call('SET', KEYS[2], string.format('%d', min_ms), 'PX', age * 2)
-  elseif #oldest > 0 then
-    redis.call('SET', KEYS[2], (parse(oldest[1][1])), 'PX', age * 2)
+-- One channel's events: ARGV[p] its shard channel, ARGV[p + 1] the index
+-- of its history key (its oldest-entry hint follows), ARGV[p + 2] how many
+-- events, then per event its type, data and idempotency key index (0: none).
+local function channel(p)
+  local h, o = tonumber(ARGV[p + 1]), tonumber(ARGV[p + 1]) + 1
+  local n = tonumber(ARGV[p + 2])
+  local out, msg, id = {}, {}, nil
+  for i = 0, n - 1 do
+    local ev, data, k = ARGV[p + 3 + i * 3], ARGV[p + 4 + i * 3], tonumber(ARGV[p + 5 + i * 3])
+    local first = false
+    if k > 0 then first = redis.call('GET', KEYS[k]) end
+    if first then
+      out[#out + 1] = {first, 1}
+    else
+      id = redis.call('XADD', KEYS[h], '*', 'e', ev, 'd', data)
+      if k > 0 then redis.call('SET', KEYS[k], id, 'PX', window) end
+      out[#out + 1] = {id, 0}
+      msg[#msg + 1] = id .. '\n' .. ev .. '\n' .. data
+    end
   end
+  if id == nil then return out, p + 3 + n * 3 end
+  local through = nil
+  local over = redis.call('XLEN', KEYS[h]) - max_len
+  if over > 0 then
+    local old = redis.call('XRANGE', KEYS[h], '-', '+', 'COUNT', over)
+    through = old[#old][1]
+  end
+  -- KEYS[o] holds a lower bound of the oldest entry's ms, so most publishes
+  -- skip reading the stream's head; only once it falls behind the horizon
+  -- is the head read, and only when the head has aged out is the newest
+  -- aged entry looked up (XREVRANGE from the horizon is far dearer).
+  local hint = redis.call('GET', KEYS[o])
+  if min_ms > 0 and (not hint or tonumber(hint) < min_ms) then
+    local oldest = redis.call('XRANGE', KEYS[h], '-', '+', 'COUNT', 1)
+    if #oldest > 0 and tonumber((parse(oldest[1][1]))) < min_ms then
+      local aged = redis.call('XREVRANGE', KEYS[h], '(' .. string.format('%d', min_ms) .. '-0', '-', 'COUNT', 1)
+      if #aged > 0 and (through == nil or lt(through, aged[1][1])) then through = aged[1][1] end
+      redis.call('SET', KEYS[o], string.format('%d', min_ms), 'PX', age * 2)
+    elseif #oldest > 0 then
+      redis.call('SET', KEYS[o], (parse(oldest[1][1])), 'PX', age * 2)
+    end
+  end
+  if through then
+    local ms, seq = parse(through)
+    redis.call('XTRIM', KEYS[h], 'MINID', ms .. '-' .. string.format('%d', seq + 1))
+    redis.call('XSETID', KEYS[h], id, 'MAXDELETEDID', through)
+  end
+  -- Twice the age bound: an idle channel's stream lingers long enough that
+  -- a client coming back soon is told `history_trimmed` rather than
+  -- `history_lost`, and then it goes.
+  redis.call('PEXPIRE', KEYS[h], age * 2)
+  redis.call('SPUBLISH', ARGV[p], table.concat(msg, '\n'))
+  return out, p + 3 + n * 3
 end
-if through then
-  local ms, seq = parse(through)
-  redis.call('XTRIM', KEYS[1], 'MINID', ms .. '-' .. string.format('%d', seq + 1))
-  redis.call('XSETID', KEYS[1], id, 'MAXDELETEDID', through)
+local all, p = {}, 4
+while p <= #ARGV do
+  local out
+  out, p = channel(p)
+  all[#all + 1] = out
 end
--- Twice the age bound: an idle channel's stream lingers long enough that a
--- client coming back soon is told `history_trimmed` rather than
--- `history_lost`, and then it goes.
-redis.call('PEXPIRE', KEYS[1], age * 2)
-redis.call('SPUBLISH', ARGV[4], table.concat(msg, '\n'))
-return out
+return all
 "#;
 
 /// Returns `{status, from, entries}`: status 0 covered, 1 trimmed, 2 ahead
@@ -646,34 +660,49 @@ fn by_channel(events: &[Outgoing]) -> Vec<Vec<usize>> {
 }
 
 impl ValkeyBus {
-    /// `EVALSHA` of the publish script for several events of one channel:
-    /// one script run appends them all, trims once and sends them in one
-    /// pub/sub message.
-    fn publish_command(&self, events: &[&Outgoing]) -> redis::Cmd {
-        let channel = &events[0].channel;
-        let keys: Vec<String> = events
-            .iter()
-            .filter_map(|e| e.idempotency_key.as_deref())
-            .map(|k| idempotency_key(channel, k))
-            .collect();
+    /// `EVALSHA` of the publish script for a batch, grouped by channel: one
+    /// script run appends every event, and per channel trims once and sends
+    /// its events in one pub/sub message. One run for the whole batch
+    /// rather than one per channel: with events spread over many channels,
+    /// the per-call cost (dispatch, script set-up, reply, and `TIME`) was
+    /// most of Valkey's work per event.
+    fn publish_command(&self, events: &[Outgoing], groups: &[Vec<usize>]) -> redis::Cmd {
+        // Keys first (Valkey needs their count up front): per channel its
+        // history and hint keys, then its events' idempotency keys.
+        let mut keys: Vec<String> = Vec::with_capacity(groups.len() * 2);
+        let mut bases = Vec::with_capacity(groups.len());
+        for group in groups {
+            let channel = &events[group[0]].channel;
+            bases.push(keys.len() + 1);
+            keys.push(history_key(channel));
+            keys.push(oldest_key(channel));
+            keys.extend(
+                group
+                    .iter()
+                    .filter_map(|&i| events[i].idempotency_key.as_deref())
+                    .map(|k| idempotency_key(channel, k)),
+            );
+        }
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(self.publish.get_hash())
-            .arg(2 + keys.len())
-            .arg(history_key(channel))
-            .arg(oldest_key(channel))
+            .arg(keys.len())
             .arg(&keys)
             .arg(self.retention.max_len.max(1))
             .arg(self.retention.max_age.as_millis().max(1) as u64)
-            .arg(self.retention.idempotency_window.as_millis().max(1) as u64)
-            .arg(shard_channel(channel));
-        let mut next_key = 3;
-        for e in events {
-            cmd.arg(e.event.as_bytes()).arg(e.data.as_ref());
-            if e.idempotency_key.is_some() {
-                cmd.arg(next_key);
-                next_key += 1;
-            } else {
-                cmd.arg(0);
+            .arg(self.retention.idempotency_window.as_millis().max(1) as u64);
+        for (group, base) in groups.iter().zip(bases) {
+            let channel = &events[group[0]].channel;
+            cmd.arg(shard_channel(channel)).arg(base).arg(group.len());
+            let mut next_key = base + 2;
+            for &i in group {
+                let e = &events[i];
+                cmd.arg(e.event.as_bytes()).arg(e.data.as_ref());
+                if e.idempotency_key.is_some() {
+                    cmd.arg(next_key);
+                    next_key += 1;
+                } else {
+                    cmd.arg(0);
+                }
             }
         }
         cmd
@@ -692,28 +721,28 @@ impl ValkeyBus {
         .map(|_| ())
     }
 
-    /// Runs the groups' scripts in one pipeline; the replies in group order.
+    /// Runs the batch's script; one reply per group, in group order.
     async fn run_groups(
         &self,
         events: &[Outgoing],
         groups: &[Vec<usize>],
     ) -> Result<Vec<Value>, BusError> {
+        // In a pipeline that keeps errors as replies, so a lost script
+        // (`NOSCRIPT`) can be told from other failures.
         let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        for group in groups {
-            let members: Vec<&Outgoing> = group.iter().map(|&i| &events[i]).collect();
-            pipe.add_command(self.publish_command(&members));
-        }
+        pipe.ignore_errors()
+            .add_command(self.publish_command(events, groups));
         let mut conn = self.conn.clone();
-        let replies: Vec<Value> = self.bounded("publish", pipe.query_async(&mut conn)).await?;
-        if replies.len() != groups.len() {
-            return Err(unavailable(format_args!(
-                "{} replies to {} publish scripts",
-                replies.len(),
+        let mut replies: Vec<Value> = self.bounded("publish", pipe.query_async(&mut conn)).await?;
+        match replies.pop() {
+            Some(Value::Array(replies)) if replies.len() == groups.len() => Ok(replies),
+            // NOSCRIPT and other server errors stand for every group.
+            Some(e @ Value::ServerError(_)) => Ok(groups.iter().map(|_| e.clone()).collect()),
+            other => Err(unavailable(format_args!(
+                "publish script replied {other:?} to {} channels",
                 groups.len()
-            )));
+            ))),
         }
-        Ok(replies)
     }
 }
 

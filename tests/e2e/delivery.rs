@@ -285,6 +285,66 @@ async fn publish_stream_batches_keep_order_and_outcomes(backend: Backend) {
     }
     bridge.stop().await;
 }
+
+// Batches that span channels (one bus call for several channels on
+// Valkey): each channel gets its own events in order, idempotency keys
+// count per channel, and each item's outcome is its own.
+async fn publish_stream_batches_across_channels(backend: Backend) {
+    let bridge = Bridge::on(&backend, &[]).await;
+    let names = ["x0", "x1", "x2"];
+    let mut streams = Vec::new();
+    for name in names {
+        let sse = bridge
+            .subscribe(&[&channel(name)], &subscriber_token(TENANT), None)
+            .await;
+        streams.push(sse);
+    }
+    let mut p = bridge.publisher().await;
+    // Round robin over the channels; every fifth item carries key `k<i/15>`,
+    // the same key on all three channels (keys are per channel, so none of
+    // those is a duplicate), and item 40 repeats item 25's key and channel.
+    let item = |i: u32| {
+        let ch = names[i as usize % 3];
+        let key = match i {
+            40 => "k1".to_owned(),
+            _ if i % 5 == 0 => format!("k{}", i / 15),
+            _ => String::new(),
+        };
+        client::request(pb_channel(TENANT, ch), progress(i, 999), &key)
+    };
+    let requests: Vec<_> = (0..240u32).map(item).collect();
+    let mut responses = p
+        .publish_stream(futures::stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut got = Vec::new();
+    while let Some(r) = responses.message().await.unwrap() {
+        got.push(r);
+    }
+    assert_eq!(got.len(), 240);
+    let mut expected: Vec<Vec<String>> = vec![Vec::new(); 3];
+    for (i, r) in got.iter().enumerate() {
+        assert!(r.error.is_none(), "{i}: {r:?}");
+        if i == 40 {
+            assert!(r.duplicate && r.id == got[25].id, "40 repeats 25: {r:?}");
+        } else {
+            assert!(!r.duplicate, "{i}: {r:?}");
+            expected[i % 3].push(r.id.clone());
+        }
+    }
+    for (sse, ids) in streams.iter_mut().zip(expected) {
+        for id in ids {
+            assert_eq!(sse.next_event().await.id, Some(id));
+        }
+    }
+    // Nothing else arrives on any channel (a marker comes next).
+    for (name, sse) in names.iter().zip(streams.iter_mut()) {
+        let marker = publish(&mut p, name, progress(1, 2)).await;
+        assert_eq!(sse.next_event().await.id, Some(marker));
+    }
+    bridge.stop().await;
+}
 }
 
 #[tokio::test]

@@ -21,6 +21,8 @@ use crate::proto::events::v1::{Event, MessageDelta, event::Payload};
 use crate::proto::ssebridge::v1 as pb;
 use crate::token;
 
+mod floor;
+
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scenario {
     /// N subscribers of one channel; E events as fast as possible.
@@ -35,6 +37,9 @@ pub enum Scenario {
     Latency,
     /// Time for a client resuming across E missed events to catch up.
     Resume,
+    /// The latency scenario with no bridge: what the kernel and the load
+    /// generator alone cost on this machine (see `floor.rs`).
+    Floor,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -422,6 +427,9 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 
 /// Runs one scenario and prints its figures as one JSON object.
 pub async fn run(args: BenchArgs) -> Result<()> {
+    if args.scenario == Scenario::Floor {
+        return floor::run(args).await;
+    }
     let mut target = if args.spawn {
         spawn_bridge(&args).await?
     } else {
@@ -509,8 +517,10 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                     payload,
                 )
             }));
+            let started = Instant::now();
             let accepted = publish_stream(&mut publisher, reqs).await?;
             report["published"] = json!(accepted);
+            report["publish_secs"] = json!(started.elapsed().as_secs_f64());
             streams
                 .report_deliveries(expected, start_us, &mut report)
                 .await;
@@ -564,6 +574,8 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             report["unary_per_sec"] = json!(unary_rate.round());
             report["unary_callers"] = json!(args.callers);
         }
+        // Run above, without a bridge.
+        Scenario::Floor => {}
         Scenario::Resume => {
             let ch = client::channel("bench", &tenant, "resume");
             let first = publisher
