@@ -21,6 +21,7 @@ use crate::proto::events::v1::{Event, MessageDelta, event::Payload};
 use crate::proto::ssebridge::v1 as pb;
 use crate::token;
 
+mod bus;
 mod floor;
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +41,9 @@ pub enum Scenario {
     /// The latency scenario with no bridge: what the kernel and the load
     /// generator alone cost on this machine (see `floor.rs`).
     Floor,
+    /// The many-channels publish pattern on the bus alone, no bridge
+    /// around it (see `bus.rs`).
+    Bus,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -61,7 +65,7 @@ pub struct BenchArgs {
     /// Start a bridge process for the run (needed for memory figures).
     #[arg(long)]
     pub spawn: bool,
-    /// With --spawn: run the spawned bridge on this Valkey (else embedded).
+    /// With --spawn (or for `bus`): the Valkey to use (else embedded).
     #[arg(long)]
     pub valkey_url: Option<String>,
     /// A running bridge's HTTP base URL (without --spawn).
@@ -427,8 +431,10 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 
 /// Runs one scenario and prints its figures as one JSON object.
 pub async fn run(args: BenchArgs) -> Result<()> {
-    if args.scenario == Scenario::Floor {
-        return floor::run(args).await;
+    match args.scenario {
+        Scenario::Floor => return floor::run(args).await,
+        Scenario::Bus => return bus::run(args).await,
+        _ => {}
     }
     let mut target = if args.spawn {
         spawn_bridge(&args).await?
@@ -575,7 +581,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             report["unary_callers"] = json!(args.callers);
         }
         // Run above, without a bridge.
-        Scenario::Floor => {}
+        Scenario::Floor | Scenario::Bus => {}
         Scenario::Resume => {
             let ch = client::channel("bench", &tenant, "resume");
             let first = publisher

@@ -14,9 +14,12 @@
 //! - `sseb:{c}` — the shard channel events are published on, as records
 //!   `<id>\n<event>\n<json>` joined by `\n` (one message per batch).
 //!
-//! Publishing is one Lua script per channel and batch: for each event check
-//! its key, `XADD` and remember the key; then trim once and `SPUBLISH` the
-//! batch as one message. Each node holds two RESP3 connections, one for
+//! Publishing is one Lua script run per batch: per channel, for each event
+//! check its key, `XADD` and remember the key; then trim once and
+//! `SPUBLISH` the channel's events as one message. Each channel's step is
+//! atomic on its own keys, which share a hash tag; a run that spans
+//! channels spans hash slots, which a standalone server (the only kind this
+//! bus connects to) allows — on Cluster the runs would be split by slot. Each node holds two RESP3 connections, one for
 //! commands and one for subscriptions: it subscribes a channel while it has
 //! local listeners, is resubscribed by the
 //! client library after a reconnect, and then refills from the stream what
