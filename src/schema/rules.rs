@@ -132,10 +132,9 @@ impl MessageRules {
     /// paths under `prefix`.
     pub fn check(&self, message: &DynamicMessage, prefix: &str, out: &mut Vec<Violation>) {
         for fc in &self.fields {
-            let path = format!("{prefix}.{}", fc.field.name());
             let value = message.get_field(&fc.field);
             for check in &fc.checks {
-                check_value(check, &fc.field, &value, message, &path, out);
+                check_value(check, &fc.field, &value, message, prefix, out);
             }
         }
         for (a, b) in &self.lte {
@@ -386,12 +385,15 @@ fn check_value(
     field: &FieldDescriptor,
     value: &Value,
     message: &DynamicMessage,
-    path: &str,
+    prefix: &str,
     out: &mut Vec<Violation>,
 ) {
+    // The field's path is made only when it is needed: every publish runs
+    // these checks, and almost all of them pass.
+    let path = || format!("{prefix}.{}", field.name());
     let mut fail = |description: String| {
         out.push(Violation {
-            field: path.to_owned(),
+            field: path(),
             description,
         })
     };
@@ -432,7 +434,7 @@ fn check_value(
             }
         }
         (Check::Nested(rules), Value::Message(m)) if message.has_field(field) => {
-            rules.check(m, path, out);
+            rules.check(m, &path(), out);
         }
         _ => {}
     }
