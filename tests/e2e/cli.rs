@@ -209,7 +209,7 @@ async fn reflection_lists_the_publisher() {
 /// checked (benchmarks are not tests); completeness is.
 #[test]
 fn bench_scenarios_run_at_tiny_sizes() {
-    let scenarios: [&[&str]; 6] = [
+    let scenarios: [&[&str]; 8] = [
         &["fanout", "--subscribers", "3", "--events", "20"],
         &["channels", "--subscribers", "3", "--events", "5"],
         &[
@@ -224,6 +224,16 @@ fn bench_scenarios_run_at_tiny_sizes() {
         &["idle", "--subscribers", "5"],
         &["publish", "--events", "40", "--callers", "2"],
         &["resume", "--events", "30"],
+        &[
+            "floor",
+            "--subscribers",
+            "3",
+            "--events",
+            "10",
+            "--rate",
+            "200",
+        ],
+        &["bus", "--subscribers", "3", "--events", "5"],
     ];
     for args in scenarios {
         let mut full = vec!["bench", "--spawn"];
@@ -232,14 +242,46 @@ fn bench_scenarios_run_at_tiny_sizes() {
         assert!(ok, "{args:?}: {err}");
         let report: serde_json::Value = serde_json::from_str(&out).expect("JSON report");
         match args[0] {
-            "fanout" | "channels" | "latency" => {
+            "fanout" | "channels" | "latency" | "floor" => {
                 assert_eq!(report["lost"], 0, "{report}");
                 assert!(report["deliveries"].as_u64().unwrap() > 0);
             }
             "idle" => assert!(report["server_bytes_per_stream"].is_u64(), "{report}"),
             "publish" => assert!(report["unary_per_sec"].as_f64().unwrap() > 0.0),
             "resume" => assert_eq!(report["caught_up"], true),
+            "bus" => {
+                assert_eq!(report["lost"], 0, "{report}");
+                assert_eq!(report["delivered"], 15, "{report}");
+            }
             _ => unreachable!(),
         }
     }
+}
+
+/// The bus baseline on a real Valkey: every event published and delivered
+/// back to the node, and Valkey's script time read from its stats.
+#[test]
+fn bench_bus_runs_on_valkey() {
+    let valkey = crate::valkey_server::ValkeyServer::start(false);
+    let url = valkey.url();
+    let args = [
+        "bench",
+        "bus",
+        "--subscribers",
+        "4",
+        "--events",
+        "30",
+        "--valkey-url",
+        &url,
+    ];
+    let (ok, out, err) = run(&args);
+    assert!(ok, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("JSON report");
+    assert_eq!(report["bus"], "valkey", "{report}");
+    assert_eq!(report["published"], 120, "{report}");
+    assert_eq!(report["lost"], 0, "{report}");
+    assert!(
+        report["valkey_script_usec_per_event"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
 }
