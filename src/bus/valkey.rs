@@ -180,6 +180,11 @@ pub enum ConnectError {
     Url(String),
     #[error("cannot connect to Valkey: {0}")]
     Connect(String),
+    #[error(
+        "the server is a Valkey Cluster node; the bridge connects to one standalone \
+         server (a primary): point --valkey-url at one"
+    )]
+    Cluster,
 }
 
 /// The node-wide pub/sub channel of revocation orders (classic pub/sub:
@@ -416,6 +421,18 @@ impl ValkeyBus {
             ConnectionManager::new_with_config(client, manager_config()),
         )
         .await?;
+        // A publish script run spans the hash slots of its batch's channels,
+        // which a Cluster refuses (and this client follows no redirects):
+        // say so at start rather than fail every publish.
+        let mut probe = conn.clone();
+        let cluster: String = at_start(
+            config,
+            redis::cmd("INFO").arg("cluster").query_async(&mut probe),
+        )
+        .await?;
+        if cluster.lines().any(|l| l.trim() == "cluster_enabled:1") {
+            return Err(ConnectError::Cluster);
+        }
         // Publishes run the script by digest; load it before the first.
         let mut load = conn.clone();
         at_start(

@@ -305,3 +305,46 @@ async fn listener_churn_leaves_no_subscriptions() {
     }
     bridge.stop().await;
 }
+
+/// A Cluster node is refused at start with a message that says what to do,
+/// rather than every publish failing later (a publish run spans slots).
+#[test]
+fn serve_refuses_a_valkey_cluster_node() {
+    let node = crate::valkey_server::ValkeyServer::start_cluster_node();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sse-bridge"))
+        .args([
+            "serve",
+            "--jwt-secret",
+            SECRET,
+            "--http-addr",
+            "127.0.0.1:0",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--valkey-url",
+            &node.url(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the bridge");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the bridge started on a cluster node");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
+        .expect("read stderr");
+    assert!(!status.success());
+    assert!(
+        err.contains("Valkey Cluster node") && err.contains("--valkey-url"),
+        "{err}"
+    );
+}

@@ -40,6 +40,8 @@ pub struct ValkeyServer {
     pub port: u16,
     dir: PathBuf,
     persistent: bool,
+    /// Started with `--cluster-enabled yes` (a lone node, no slots).
+    cluster: bool,
     child: Option<Child>,
 }
 
@@ -54,12 +56,22 @@ impl ValkeyServer {
     /// Starts a server; `persistent` turns on AOF with fsync on every write,
     /// so a SIGKILL loses nothing acknowledged.
     pub fn start(persistent: bool) -> ValkeyServer {
+        ValkeyServer::start_with(persistent, false)
+    }
+
+    /// A node started in cluster mode.
+    pub fn start_cluster_node() -> ValkeyServer {
+        ValkeyServer::start_with(false, true)
+    }
+
+    fn start_with(persistent: bool, cluster: bool) -> ValkeyServer {
         let dir = std::env::temp_dir().join(format!("sse-bridge-valkey-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let mut server = ValkeyServer {
             port: 0,
             dir,
             persistent,
+            cluster,
             child: None,
         };
         for _ in 0..5 {
@@ -92,6 +104,9 @@ impl ValkeyServer {
             args.extend(["--appendonly", "yes", "--appendfsync", "always"]);
         } else {
             args.extend(["--appendonly", "no"]);
+        }
+        if self.cluster {
+            args.extend(["--cluster-enabled", "yes"]);
         }
         let child = Command::new(binary())
             .args(&args)
