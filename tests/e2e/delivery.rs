@@ -2,7 +2,6 @@
 
 use serde_json::json;
 use sse_bridge::client;
-use sse_bridge::proto::ssebridge::v1 as pb;
 
 use crate::harness::*;
 
@@ -220,15 +219,7 @@ async fn publish_stream_answers_in_order_and_survives_bad_items(backend: Backend
     let good = |n| client::request(pb_channel(TENANT, "s"), progress(n, 10), "");
     let bad = client::request(pb_channel(TENANT, "s"), progress(11, 10), "");
     let requests = vec![good(1), bad, good(2)];
-    let mut responses = p
-        .publish_stream(futures::stream::iter(requests))
-        .await
-        .expect("stream opens")
-        .into_inner();
-    let mut got: Vec<pb::PublishResponse> = Vec::new();
-    while let Some(r) = responses.message().await.expect("response") {
-        got.push(r);
-    }
+    let got = publish_all(&mut p, requests).await;
     assert_eq!(got.len(), 3);
     assert!(!got[0].id.is_empty() && got[0].error.is_none());
     let err = got[1].error.as_ref().expect("second item rejected");
@@ -259,15 +250,7 @@ async fn publish_stream_batches_keep_order_and_outcomes(backend: Backend) {
             client::request(pb_channel(TENANT, "batch"), progress(checked, 999), &key)
         })
         .collect();
-    let mut responses = p
-        .publish_stream(futures::stream::iter(requests))
-        .await
-        .unwrap()
-        .into_inner();
-    let mut got = Vec::new();
-    while let Some(r) = responses.message().await.unwrap() {
-        got.push(r);
-    }
+    let got = publish_all(&mut p, requests).await;
     assert_eq!(got.len(), 300);
     let mut delivered_ids = Vec::new();
     for (i, r) in got.iter().enumerate() {
@@ -313,15 +296,7 @@ async fn publish_stream_batches_across_channels(backend: Backend) {
         client::request(pb_channel(TENANT, ch), progress(i, 999), &key)
     };
     let requests: Vec<_> = (0..240u32).map(item).collect();
-    let mut responses = p
-        .publish_stream(futures::stream::iter(requests))
-        .await
-        .unwrap()
-        .into_inner();
-    let mut got = Vec::new();
-    while let Some(r) = responses.message().await.unwrap() {
-        got.push(r);
-    }
+    let got = publish_all(&mut p, requests).await;
     assert_eq!(got.len(), 240);
     let mut expected: Vec<Vec<String>> = vec![Vec::new(); 3];
     for (i, r) in got.iter().enumerate() {

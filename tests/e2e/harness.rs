@@ -271,6 +271,23 @@ pub async fn publish(client: &mut Client, resource: &str, ev: Event) -> String {
         .id
 }
 
+/// Sends `requests` over one `PublishStream` and collects every response.
+pub async fn publish_all(
+    client: &mut Client,
+    requests: Vec<sse_bridge::proto::ssebridge::v1::PublishRequest>,
+) -> Vec<sse_bridge::proto::ssebridge::v1::PublishResponse> {
+    let mut responses = client
+        .publish_stream(futures::stream::iter(requests))
+        .await
+        .expect("stream opens")
+        .into_inner();
+    let mut got = Vec::new();
+    while let Some(r) = responses.message().await.expect("response") {
+        got.push(r);
+    }
+    got
+}
+
 /// One SSE frame: its fields, and comments separately.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Frame {
