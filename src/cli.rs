@@ -562,9 +562,14 @@ async fn publish(args: PublishArgs) -> Result<()> {
         Err(status) => {
             use tonic_types::StatusExt;
             let mut message = format!("{:?}: {}", status.code(), status.message());
+            // The bridge's message already names each violation; the
+            // structured details add only what it left out.
             if let Some(bad) = status.get_details_bad_request() {
                 for v in bad.field_violations {
-                    message.push_str(&format!("\n  {}: {}", v.field, v.description));
+                    let line = format!("{}: {}", v.field, v.description);
+                    if !status.message().contains(&line) {
+                        message.push_str(&format!("\n  {line}"));
+                    }
                 }
             }
             bail!(message)

@@ -169,6 +169,11 @@ async fn token_publish_and_tail_round_trip() {
         err.contains("InvalidArgument") && err.contains("event.scan_progress.scan_id"),
         "{err}"
     );
+    assert_eq!(
+        err.matches("event.scan_progress.scan_id").count(),
+        1,
+        "each violation is shown once: {err}"
+    );
     let (ok, _, err) = publish_cli("scan.nope", "{}");
     assert!(!ok && err.contains("unknown event"), "{err}");
     tail.kill().await.ok();
