@@ -41,6 +41,9 @@ pub enum Command {
     Token(TokenArgs),
     /// Publish one event from JSON through the gRPC API.
     Publish(PublishArgs),
+    /// Close streams on every node: a tenant's, a user's or a channel's
+    /// (gRPC `Disconnect`; needs a `streams:admin` token).
+    Disconnect(DisconnectArgs),
     /// Print the events of one or more channels as they arrive.
     Tail(TailArgs),
     /// List the event catalogue: names, fields, rules and an example each.
@@ -284,6 +287,42 @@ pub struct PublishArgs {
     /// the first id.
     #[arg(long, default_value = "")]
     pub idempotency_key: String,
+}
+
+#[derive(Args, Debug)]
+#[command(group(
+    clap::ArgGroup::new("whose")
+        .required(true)
+        .args(["tenant", "subject", "channel"])
+))]
+pub struct DisconnectArgs {
+    /// gRPC address of a bridge (any node: the order reaches every node).
+    #[arg(
+        long,
+        env = "SSE_BRIDGE_GRPC_TARGET",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub target: String,
+    /// Admin token: scope `streams:admin`, with `tenants` covering the target
+    /// (`sse-bridge token --publisher --scope streams:admin --tenants …`).
+    #[arg(long, env = "SSE_BRIDGE_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// Every stream of this tenant (UUID).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Every stream opened with a token of this `sub`.
+    #[arg(long)]
+    pub subject: Option<String>,
+    /// With --subject: only in this tenant; without it, in every tenant
+    /// (which needs `tenants: ["*"]`).
+    #[arg(long, requires = "subject")]
+    pub subject_tenant: Option<String>,
+    /// Every stream that includes this channel.
+    #[arg(long)]
+    pub channel: Option<String>,
+    /// Sent to the closed streams in `bridge.revoked`.
+    #[arg(long, default_value = "")]
+    pub reason: String,
 }
 
 #[derive(Args, Debug)]
@@ -559,21 +598,62 @@ async fn publish(args: PublishArgs) -> Result<()> {
             }
             Ok(())
         }
-        Err(status) => {
-            use tonic_types::StatusExt;
-            let mut message = format!("{:?}: {}", status.code(), status.message());
-            // The bridge's message already names each violation; the
-            // structured details add only what it left out.
-            if let Some(bad) = status.get_details_bad_request() {
-                for v in bad.field_violations {
-                    let line = format!("{}: {}", v.field, v.description);
-                    if !status.message().contains(&line) {
-                        message.push_str(&format!("\n  {line}"));
-                    }
-                }
+        Err(status) => bail!(refusal(&status)),
+    }
+}
+
+/// A gRPC refusal as a person reads it: code, message, and any field
+/// violations the message left out.
+fn refusal(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    let mut message = format!("{:?}: {}", status.code(), status.message());
+    // The bridge's message already names each violation; the structured
+    // details add only what it left out.
+    if let Some(bad) = status.get_details_bad_request() {
+        for v in bad.field_violations {
+            let line = format!("{}: {}", v.field, v.description);
+            if !status.message().contains(&line) {
+                message.push_str(&format!("\n  {line}"));
             }
-            bail!(message)
         }
+    }
+    message
+}
+
+async fn disconnect(args: DisconnectArgs) -> Result<()> {
+    use crate::proto::ssebridge::v1 as pb;
+    use pb::disconnect_request::Target;
+    let target = match (args.tenant, args.subject, args.channel) {
+        (Some(tenant), None, None) => Target::TenantId(tenant),
+        (None, Some(subject), None) => Target::Subject(pb::SubjectTarget {
+            subject,
+            tenant_id: args.subject_tenant.unwrap_or_default(),
+        }),
+        (None, None, Some(raw)) => {
+            let channel = crate::channel::Channel::parse(&raw)?;
+            Target::Channel(client::channel(
+                channel.prefix(),
+                &channel.tenant().to_string(),
+                channel.resource(),
+            ))
+        }
+        _ => bail!("give one of --tenant, --subject or --channel"),
+    };
+    let mut client = client::connect(&args.target, &args.token).await?;
+    let request = pb::DisconnectRequest {
+        target: Some(target),
+        reason: args.reason,
+    };
+    match client.disconnect(request).await {
+        Ok(response) => {
+            let nodes = response.into_inner().nodes;
+            println!(
+                "order sent to {nodes} node{}",
+                if nodes == 1 { "" } else { "s" }
+            );
+            Ok(())
+        }
+        Err(status) => bail!(refusal(&status)),
     }
 }
 
@@ -669,6 +749,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Serve(args) => serve(*args).await,
         Command::Token(args) => mint_token(args),
         Command::Publish(args) => publish(args).await,
+        Command::Disconnect(args) => disconnect(args).await,
         Command::Tail(args) => tail(args).await,
         Command::Schema(args) => schema(args),
         Command::Codegen(args) => codegen(args),

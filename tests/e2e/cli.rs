@@ -65,7 +65,7 @@ fn schema_lists_every_event_with_rules_and_examples() {
 
 #[test]
 fn every_command_has_help() {
-    for cmd in ["serve", "token", "publish", "tail", "schema"] {
+    for cmd in ["serve", "token", "publish", "disconnect", "tail", "schema"] {
         let (ok, text, _) = run(&[cmd, "--help"]);
         assert!(ok && text.contains("Usage"), "{cmd}");
     }
@@ -177,6 +177,79 @@ async fn token_publish_and_tail_round_trip() {
     let (ok, _, err) = publish_cli("scan.nope", "{}");
     assert!(!ok && err.contains("unknown event"), "{err}");
     tail.kill().await.ok();
+    bridge.stop().await;
+}
+
+// The CLI runs as a blocking child process: keep a worker free for the
+// bridge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_closes_a_channels_streams_and_explains_refusals() {
+    let bridge = Bridge::start(&[]).await;
+    let ch = channel("cli-revoke");
+    let mut sse = bridge
+        .subscribe(&[&ch], &subscriber_token(TENANT), None)
+        .await;
+    let (ok, admin, _) = run(&[
+        "token",
+        "--secret",
+        SECRET,
+        "--publisher",
+        "--scope",
+        "streams:admin",
+        "--tenants",
+        TENANT,
+    ]);
+    assert!(ok);
+    let (ok, out, err) = run(&[
+        "disconnect",
+        "--target",
+        &bridge.grpc,
+        "--token",
+        admin.trim(),
+        "--channel",
+        &ch,
+        "--reason",
+        "moved to archive",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "order sent to 1 node");
+    let f = sse.next_event().await;
+    assert_eq!(f.event.as_deref(), Some("bridge.revoked"), "{f:?}");
+    assert_eq!(
+        f.data_json(),
+        serde_json::json!({"reason": "moved to archive"})
+    );
+
+    // A publisher token is not an admin token; the refusal says so.
+    let (ok, publisher, _) = run(&["token", "--secret", SECRET, "--publisher"]);
+    assert!(ok);
+    let (ok, _, err) = run(&[
+        "disconnect",
+        "--target",
+        &bridge.grpc,
+        "--token",
+        publisher.trim(),
+        "--tenant",
+        TENANT,
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("PermissionDenied") && err.contains("streams:admin"),
+        "{err}"
+    );
+    // Exactly one target.
+    let (ok, _, err) = run(&["disconnect", "--token", admin.trim()]);
+    assert!(!ok && err.contains("--tenant"), "{err}");
+    let (ok, _, err) = run(&[
+        "disconnect",
+        "--token",
+        admin.trim(),
+        "--tenant",
+        TENANT,
+        "--channel",
+        &ch,
+    ]);
+    assert!(!ok && err.contains("cannot be used with"), "{err}");
     bridge.stop().await;
 }
 
