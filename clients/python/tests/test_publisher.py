@@ -9,6 +9,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from conftest import token
 from sse_bridge_client import PublishError, PublishResult, Publisher, events
 
 
@@ -124,3 +125,23 @@ def test_generated_stubs_match_proto(tmp_path):
     current = {p.relative_to(committed): p.read_bytes() for p in committed.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
     stale = sorted(str(p) for p in fresh.keys() | current.keys() if fresh.get(p) != current.get(p))
     assert not stale, f"generated stubs are stale; run clients/python/generate.sh: {stale}"
+
+
+def test_disconnect_closes_a_channels_streams(bridge):
+    channel = f"scans:{bridge.tenant}:scan-9"
+    sse = Sse(bridge, [channel])
+    admin = token("--publisher", "--scope", "streams:admin", "--tenants", bridge.tenant)
+    with Publisher(bridge.target, admin) as pub:
+        assert pub.disconnect(channel=channel, reason="scan archived") == 1
+        with pytest.raises(ValueError):
+            pub.disconnect(tenant=bridge.tenant, channel=channel)
+    frame = sse.next_event()
+    assert frame["event"] == "bridge.revoked"
+    assert json.loads(frame["data"]) == {"reason": "scan archived"}
+    assert "id" not in frame
+    sse.close()
+    with Publisher(bridge.target, bridge.publisher_token) as pub:
+        with pytest.raises(PublishError) as refused:
+            pub.disconnect(tenant=bridge.tenant)
+    assert refused.value.code == grpc.StatusCode.PERMISSION_DENIED
+    assert "streams:admin" in refused.value.message

@@ -41,8 +41,13 @@ class PublishError(Exception):
     violations: Sequence[FieldViolation] = field(default_factory=list)
 
     def __str__(self) -> str:
+        # The bridge's message already names each violation; list only
+        # those it left out.
         lines = [f"{self.code.name}: {self.message}"]
-        lines += [f"  {v.field}: {v.description}" for v in self.violations]
+        for v in self.violations:
+            line = f"{v.field}: {v.description}"
+            if line not in self.message:
+                lines.append(f"  {line}")
         return "\n".join(lines)
 
     @property
@@ -171,3 +176,42 @@ class Publisher:
                     yield PublishResult(response.id, response.duplicate)
         except grpc.RpcError as error:
             raise PublishError.from_rpc_error(error) from None
+
+    def disconnect(
+        self,
+        *,
+        tenant: Optional[str] = None,
+        subject: Optional[str] = None,
+        subject_tenant: str = "",
+        channel: Optional[ChannelLike] = None,
+        reason: str = "",
+    ) -> int:
+        """Closes streams on every node; returns how many nodes the order reached.
+
+        Give exactly one of `tenant` (every stream of the tenant), `subject`
+        (every stream opened with a token of that `sub`; in `subject_tenant`
+        only, or in every tenant) or `channel` (every stream that includes it).
+        The token needs scope `streams:admin` with `tenants` covering the
+        target. Closed streams get `bridge.revoked` with `reason`; tokens of the
+        target issued before the order are refused afterwards. Raises
+        `PublishError` when the bridge refuses.
+        """
+        given = [x is not None for x in (tenant, subject, channel)]
+        if sum(given) != 1:
+            raise ValueError("give exactly one of tenant, subject or channel")
+        request = publisher_pb2.DisconnectRequest(reason=reason)
+        if tenant is not None:
+            request.tenant_id = tenant
+        elif subject is not None:
+            request.subject.CopyFrom(
+                publisher_pb2.SubjectTarget(subject=subject, tenant_id=subject_tenant)
+            )
+        else:
+            request.channel.CopyFrom(to_channel(channel))
+        try:
+            response = self._stub.Disconnect(
+                request, metadata=self._metadata, timeout=self._timeout
+            )
+        except grpc.RpcError as error:
+            raise PublishError.from_rpc_error(error) from None
+        return response.nodes
