@@ -78,7 +78,7 @@ local function channel(p)
       msg[#msg + 1] = id .. '\n' .. ev .. '\n' .. data
     end
   end
-  if id == nil then return out, p + 3 + n * 3 end
+  if id == nil then return out end
   local through = nil
   local over = redis.call('XLEN', KEYS[h]) - max_len
   if over > 0 then
@@ -110,13 +110,21 @@ local function channel(p)
   -- `history_lost`, and then it goes.
   redis.call('PEXPIRE', KEYS[h], age * 2)
   redis.call('SPUBLISH', ARGV[p], table.concat(msg, '\n'))
-  return out, p + 3 + n * 3
+  return out
 end
+-- A channel whose step fails (say its key holds another type) fails alone:
+-- its entry is the error, and the other channels of the batch go on.
 local all, p = {}, 4
 while p <= #ARGV do
-  local out
-  out, p = channel(p)
-  all[#all + 1] = out
+  local ok, out = pcall(channel, p)
+  if ok then
+    all[#all + 1] = out
+  elseif type(out) == 'table' and out.err then
+    all[#all + 1] = out
+  else
+    all[#all + 1] = {err = tostring(out)}
+  end
+  p = p + 3 + tonumber(ARGV[p + 2]) * 3
 end
 return all
 "#;
@@ -776,6 +784,9 @@ impl Bus for ValkeyBus {
     }
 
     async fn publish_batch(&self, events: Vec<Outgoing>) -> Vec<Result<Published, BusError>> {
+        if events.is_empty() {
+            return Vec::new();
+        }
         let groups = by_channel(&events);
         let mut replies: Vec<Result<Value, BusError>> =
             match self.run_groups(&events, &groups).await {

@@ -348,3 +348,43 @@ fn serve_refuses_a_valkey_cluster_node() {
         "{err}"
     );
 }
+
+/// One channel of a batch whose step fails in Valkey (its history key holds
+/// another type) fails alone: the batch's other channels are published and
+/// delivered, and its own items are refused as retryable.
+#[tokio::test]
+async fn a_failing_channel_fails_alone_in_a_batch() {
+    let backend = Backend::valkey();
+    let bridge = Bridge::on(&backend, &[]).await;
+    let (good, bad) = (channel("fine"), channel("broken"));
+    backend
+        .cmd(&["SET", &format!("sseb:{{{bad}}}:h"), "not a stream"])
+        .await;
+    let mut sse = bridge
+        .subscribe(&[&good], &subscriber_token(TENANT), None)
+        .await;
+    let mut p = bridge.publisher().await;
+    let requests: Vec<_> = (0..40u32)
+        .map(|i| {
+            let resource = if i % 2 == 0 { "fine" } else { "broken" };
+            client::request(pb_channel(TENANT, resource), progress(i, 99), "")
+        })
+        .collect();
+    let got = publish_all(&mut p, requests).await;
+    assert_eq!(got.len(), 40);
+    let mut ids = Vec::new();
+    for (i, r) in got.iter().enumerate() {
+        if i % 2 == 0 {
+            assert!(r.error.is_none(), "{i}: {r:?}");
+            ids.push(r.id.clone());
+        } else {
+            let e = r.error.as_ref().expect("the broken channel's item fails");
+            assert_eq!(e.code, Code::Unavailable as i32, "{i}: {r:?}");
+            assert!(e.message.contains("WRONGTYPE"), "{}", e.message);
+        }
+    }
+    for id in ids {
+        assert_eq!(sse.next_event().await.id, Some(id));
+    }
+    bridge.stop().await;
+}
