@@ -26,13 +26,11 @@ cache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n";
 fn frame(seq: usize, payload: usize) -> Vec<u8> {
     let stamp = now_us().to_string();
     let pad = payload.saturating_sub(stamp.len() + 1);
-    let body = format!(
-        "id: {}-0\nevent: message.delta\ndata: {{\"content\":\"{stamp} {}\"}}\n\n",
-        1_700_000_000_000u64 + seq as u64,
-        "x".repeat(pad)
-    );
+    let id = format!("{}-0", 1_700_000_000_000u64 + seq as u64);
+    let data = format!(r#"{{"content":"{stamp} {}"}}"#, "x".repeat(pad));
+    let body = crate::wire::frame(Some(&id), "message.delta", data.as_bytes());
     let mut chunk = format!("{:08x}\r\n", body.len()).into_bytes();
-    chunk.extend_from_slice(body.as_bytes());
+    chunk.extend_from_slice(&body);
     chunk.extend_from_slice(b"\r\n");
     chunk
 }

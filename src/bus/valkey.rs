@@ -19,11 +19,12 @@
 //! `SPUBLISH` the channel's events as one message. Each channel's step is
 //! atomic on its own keys, which share a hash tag; a run that spans
 //! channels spans hash slots, which a standalone server (the only kind this
-//! bus connects to) allows — on Cluster the runs would be split by slot. Each node holds two RESP3 connections, one for
-//! commands and one for subscriptions: it subscribes a channel while it has
-//! local listeners, is resubscribed by the
-//! client library after a reconnect, and then refills from the stream what
-//! it missed while the subscription was down.
+//! bus connects to) allows — on Cluster the runs would be split by slot.
+//!
+//! Each node holds two RESP3 connections, one for commands and one for
+//! subscriptions: it subscribes a channel while it has local listeners, is
+//! resubscribed by the client library after a reconnect, and then refills
+//! from the stream what it missed while the subscription was down.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -62,7 +63,8 @@ local min_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - age
 -- of its history key (its oldest-entry hint follows), ARGV[p + 2] how many
 -- events, then per event its type, data and idempotency key index (0: none).
 local function channel(p)
-  local h, o = tonumber(ARGV[p + 1]), tonumber(ARGV[p + 1]) + 1
+  local h = tonumber(ARGV[p + 1])
+  local o = h + 1
   local n = tonumber(ARGV[p + 2])
   local out, msg, id = {}, {}, nil
   for i = 0, n - 1 do
@@ -117,13 +119,8 @@ end
 local all, p = {}, 4
 while p <= #ARGV do
   local ok, out = pcall(channel, p)
-  if ok then
-    all[#all + 1] = out
-  elseif type(out) == 'table' and out.err then
-    all[#all + 1] = out
-  else
-    all[#all + 1] = {err = tostring(out)}
-  end
+  if not ok and not (type(out) == 'table' and out.err) then out = {err = tostring(out)} end
+  all[#all + 1] = out
   p = p + 3 + tonumber(ARGV[p + 2]) * 3
 end
 return all
@@ -696,20 +693,22 @@ impl ValkeyBus {
     /// most of Valkey's work per event.
     fn publish_command(&self, events: &[Outgoing], groups: &[Vec<usize>]) -> redis::Cmd {
         // Keys first (Valkey needs their count up front): per channel its
-        // history and hint keys, then its events' idempotency keys.
+        // history and hint keys, then its events' idempotency keys, each
+        // event remembering its key's index (0: none).
         let mut keys: Vec<String> = Vec::with_capacity(groups.len() * 2);
         let mut bases = Vec::with_capacity(groups.len());
+        let mut key_of = vec![0usize; events.len()];
         for group in groups {
             let channel = &events[group[0]].channel;
             bases.push(keys.len() + 1);
             keys.push(history_key(channel));
             keys.push(oldest_key(channel));
-            keys.extend(
-                group
-                    .iter()
-                    .filter_map(|&i| events[i].idempotency_key.as_deref())
-                    .map(|k| idempotency_key(channel, k)),
-            );
+            for &i in group {
+                if let Some(k) = events[i].idempotency_key.as_deref() {
+                    keys.push(idempotency_key(channel, k));
+                    key_of[i] = keys.len();
+                }
+            }
         }
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(self.publish.get_hash())
@@ -721,16 +720,11 @@ impl ValkeyBus {
         for (group, base) in groups.iter().zip(bases) {
             let channel = &events[group[0]].channel;
             cmd.arg(shard_channel(channel)).arg(base).arg(group.len());
-            let mut next_key = base + 2;
             for &i in group {
                 let e = &events[i];
-                cmd.arg(e.event.as_bytes()).arg(e.data.as_ref());
-                if e.idempotency_key.is_some() {
-                    cmd.arg(next_key);
-                    next_key += 1;
-                } else {
-                    cmd.arg(0);
-                }
+                cmd.arg(e.event.as_bytes())
+                    .arg(e.data.as_ref())
+                    .arg(key_of[i]);
             }
         }
         cmd
