@@ -388,3 +388,43 @@ async fn a_failing_channel_fails_alone_in_a_batch() {
     }
     bridge.stop().await;
 }
+
+/// The node remembers when it last refreshed a channel's idle expiry and
+/// skips refreshing on most publishes; a history key that vanished (expired
+/// or deleted) must still get its expiry back on the publish that recreates
+/// it, or it would never expire.
+#[tokio::test]
+async fn a_recreated_history_key_gets_its_expiry_back() {
+    let backend = Backend::valkey();
+    let bridge = Bridge::on(&backend, &["--history-ttl-secs", "60"]).await;
+    let key = format!("sseb:{{{}}}:h", channel("ttl"));
+    let pttl = || async {
+        match backend.cmd(&["PTTL", &key]).await {
+            Value::Int(ms) => ms,
+            other => panic!("PTTL replied {other:?}"),
+        }
+    };
+    let mut p = bridge.publisher().await;
+    publish(&mut p, "ttl", progress(1, 9)).await;
+    let first = pttl().await;
+    assert!(
+        first > 60_000 && first <= 120_000,
+        "twice the age: {first} ms"
+    );
+    // Refreshed just now, so the next publish is not told to refresh; the
+    // key is gone, and the publish that makes it again must set it anyway.
+    backend.cmd(&["DEL", &key]).await;
+    publish(&mut p, "ttl", progress(2, 9)).await;
+    let again = pttl().await;
+    assert!(
+        again > 60_000 && again <= 120_000,
+        "recreated key: {again} ms"
+    );
+    // An existing key keeps the expiry it has until a refresh is due
+    // (every eighth of the age), so most publishes skip the refresh.
+    backend.cmd(&["PEXPIRE", &key, "100000"]).await;
+    publish(&mut p, "ttl", progress(3, 9)).await;
+    let kept = pttl().await;
+    assert!(kept <= 100_000, "not refreshed yet: {kept} ms");
+    bridge.stop().await;
+}

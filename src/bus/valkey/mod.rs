@@ -9,14 +9,14 @@
 //!   idle for twice the age bound;
 //! - `sseb:{c}:k:<key>` — an idempotency key's first id, expiring with its
 //!   window;
-//! - `sseb:{c}:o` — a lower bound of the oldest entry's time, so a publish
-//!   reads the stream's head only when an age trim may be due;
 //! - `sseb:{c}` — the shard channel events are published on, as records
 //!   `<id>\n<event>\n<json>` joined by `\n` (one message per batch).
 //!
 //! Publishing is one Lua script run per batch: per channel, for each event
 //! check its key, `XADD` and remember the key; then trim once and
-//! `SPUBLISH` the channel's events as one message. Each channel's step is
+//! `SPUBLISH` the channel's events as one message. What the step would
+//! otherwise ask Valkey on every publish (is an age trim due, is the idle
+//! expiry due a refresh) the node remembers and passes in ([`hints`]). Each channel's step is
 //! atomic on its own keys, which share a hash tag; a run that spans
 //! channels spans hash slots, which a standalone server (the only kind this
 //! bus connects to) allows — on Cluster the runs would be split by slot.
@@ -26,9 +26,11 @@
 //! resubscribed by the client library after a reconnect, and then refills
 //! from the stream what it missed while the subscription was down.
 
+mod hints;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -40,6 +42,7 @@ use super::{Bus, BusError, Entry, Gap, GapReason, Outgoing, Published, Replay, R
 use crate::channel::Channel;
 use crate::cursor::StreamId;
 use crate::revocation::Revocation;
+use hints::{Hints, StepHint};
 
 /// Trimming records the newest dropped id as the stream's
 /// `max-deleted-entry-id` (`XSETID … MAXDELETEDID`), which `XADD MAXLEN`
@@ -60,15 +63,18 @@ local max_len, age, window = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local t = redis.call('TIME')
 local min_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - age
 -- One channel's events: ARGV[p] its shard channel, ARGV[p + 1] the index
--- of its history key (its oldest-entry hint follows), ARGV[p + 2] how many
--- events, then per event its type, data and idempotency key index (0: none).
+-- of its history key, ARGV[p + 2] how many events, ARGV[p + 3] the node's
+-- lower bound of the oldest entry's ms (0: unknown), ARGV[p + 4] '1' when
+-- the idle expiry is due a refresh, then per event its type, data and
+-- idempotency key index (0: none). Returns the bound, then the ids.
 local function channel(p)
   local h = tonumber(ARGV[p + 1])
-  local o = h + 1
   local n = tonumber(ARGV[p + 2])
+  local bound = tonumber(ARGV[p + 3])
+  local refresh = ARGV[p + 4] == '1'
   local out, msg, id = {}, {}, nil
   for i = 0, n - 1 do
-    local ev, data, k = ARGV[p + 3 + i * 3], ARGV[p + 4 + i * 3], tonumber(ARGV[p + 5 + i * 3])
+    local ev, data, k = ARGV[p + 5 + i * 3], ARGV[p + 6 + i * 3], tonumber(ARGV[p + 7 + i * 3])
     local first = false
     if k > 0 then first = redis.call('GET', KEYS[k]) end
     if first then
@@ -80,26 +86,26 @@ local function channel(p)
       msg[#msg + 1] = id .. '\n' .. ev .. '\n' .. data
     end
   end
-  if id == nil then return table.concat(out, ' ') end
+  if id == nil then return string.format('%d', bound) .. ' ' .. table.concat(out, ' ') end
+  local len = redis.call('XLEN', KEYS[h])
   local through = nil
-  local over = redis.call('XLEN', KEYS[h]) - max_len
+  local over = len - max_len
   if over > 0 then
     local old = redis.call('XRANGE', KEYS[h], '-', '+', 'COUNT', over)
     through = old[#old][1]
   end
-  -- KEYS[o] holds a lower bound of the oldest entry's ms, so most publishes
-  -- skip reading the stream's head; only once it falls behind the horizon
-  -- is the head read, and only when the head has aged out is the newest
-  -- aged entry looked up (XREVRANGE from the horizon is far dearer).
-  local hint = redis.call('GET', KEYS[o])
-  if min_ms > 0 and (not hint or tonumber(hint) < min_ms) then
+  -- With the bound, most publishes skip reading the stream's head; only
+  -- once it falls behind the horizon is the head read, and only when the
+  -- head has aged out is the newest aged entry looked up (XREVRANGE from
+  -- the horizon is far dearer).
+  if min_ms > 0 and bound < min_ms then
     local oldest = redis.call('XRANGE', KEYS[h], '-', '+', 'COUNT', 1)
     if #oldest > 0 and tonumber((parse(oldest[1][1]))) < min_ms then
       local aged = redis.call('XREVRANGE', KEYS[h], '(' .. string.format('%d', min_ms) .. '-0', '-', 'COUNT', 1)
       if #aged > 0 and (through == nil or lt(through, aged[1][1])) then through = aged[1][1] end
-      redis.call('SET', KEYS[o], string.format('%d', min_ms), 'PX', age * 2)
+      bound = min_ms
     elseif #oldest > 0 then
-      redis.call('SET', KEYS[o], (parse(oldest[1][1])), 'PX', age * 2)
+      bound = tonumber((parse(oldest[1][1])))
     end
   end
   if through then
@@ -109,13 +115,14 @@ local function channel(p)
   end
   -- Twice the age bound: an idle channel's stream lingers long enough that
   -- a client coming back soon is told `history_trimmed` rather than
-  -- `history_lost`, and then it goes.
-  redis.call('PEXPIRE', KEYS[h], age * 2)
+  -- `history_lost`, and then it goes. A stream this step created (it holds
+  -- only what the step added) gets its expiry whatever the node remembers.
+  if refresh or len == #msg then redis.call('PEXPIRE', KEYS[h], age * 2) end
   redis.call('SPUBLISH', ARGV[p], table.concat(msg, '\n'))
-  return table.concat(out, ' ')
+  return string.format('%d', bound) .. ' ' .. table.concat(out, ' ')
 end
--- The reply is one string, a line per channel: its events' ids, a
--- duplicate's (the first publish's id) marked `=`. One string rather than
+-- The reply is one string, a line per channel: the channel's bound, then
+-- its events' ids, a duplicate's (the first publish's id) marked `=`. One string rather than
 -- nested arrays: converting a table reply cost Valkey ~2.8 us per event,
 -- more than the XADD. A channel whose step fails (say its key holds another
 -- type) fails alone: its line is `!` and the error, and the other channels
@@ -128,7 +135,7 @@ while p <= #ARGV do
     out = '!' .. string.gsub(tostring(out), '\n', ' ')
   end
   all[#all + 1] = out
-  p = p + 3 + tonumber(ARGV[p + 2]) * 3
+  p = p + 5 + tonumber(ARGV[p + 2]) * 3
 end
 return table.concat(all, '\n')
 "#;
@@ -207,11 +214,6 @@ fn history_key(channel: &Channel) -> String {
     format!("sseb:{{{channel}}}:h")
 }
 
-/// A lower bound of the ms of the history's oldest entry.
-fn oldest_key(channel: &Channel) -> String {
-    format!("sseb:{{{channel}}}:o")
-}
-
 fn idempotency_key(channel: &Channel, key: &str) -> String {
     format!("sseb:{{{channel}}}:k:{key}")
 }
@@ -271,6 +273,7 @@ pub struct ValkeyBus {
     /// Subscriptions; their messages arrive as pushes on the pump.
     subs: ConnectionManager,
     retention: Retention,
+    hints: Hints,
     timeout: Duration,
     shared: Arc<Shared>,
     /// Serialises subscribe/unsubscribe so Valkey's state follows the
@@ -478,6 +481,7 @@ impl ValkeyBus {
         Ok(ValkeyBus {
             conn,
             subs,
+            hints: Hints::new(retention.max_age),
             retention,
             timeout: config.timeout,
             shared,
@@ -651,8 +655,17 @@ async fn refill(
     }
 }
 
-/// The publish script's reply: one outcome list per group, in group order.
-fn parse_reply(v: &Value, groups: &[Vec<usize>]) -> Vec<Result<Vec<Published>, BusError>> {
+/// One channel's step, as the publish script reports it.
+#[derive(Debug)]
+struct StepOutcome {
+    /// The channel's lower bound of its oldest entry's ms, for [`Hints`].
+    oldest_ms: u64,
+    /// One per event, in the channel's order.
+    published: Vec<Published>,
+}
+
+/// The publish script's reply: one outcome per group, in group order.
+fn parse_reply(v: &Value, groups: &[Vec<usize>]) -> Vec<Result<StepOutcome, BusError>> {
     let every = |e: BusError| groups.iter().map(|_| Err(e.clone())).collect();
     let text = match v {
         Value::BulkString(b) => b.as_slice(),
@@ -679,9 +692,10 @@ fn parse_reply(v: &Value, groups: &[Vec<usize>]) -> Vec<Result<Vec<Published>, B
         .collect()
 }
 
-/// One channel's line of the reply: its events' ids, space separated, a
-/// duplicate's marked `=`; or `!` and the error its step failed with.
-fn parse_line(line: &[u8], events: usize) -> Result<Vec<Published>, BusError> {
+/// One channel's line of the reply: its oldest-entry bound, then its
+/// events' ids, space separated, a duplicate's marked `=`; or `!` and the
+/// error its step failed with.
+fn parse_line(line: &[u8], events: usize) -> Result<StepOutcome, BusError> {
     let bad = || {
         unavailable(format_args!(
             "unexpected publish reply {:?} for {events} events",
@@ -692,8 +706,9 @@ fn parse_line(line: &[u8], events: usize) -> Result<Vec<Published>, BusError> {
     if let Some(error) = text.strip_prefix('!') {
         return Err(unavailable(format_args!("publish: {error}")));
     }
-    let out = text
-        .split(' ')
+    let mut tokens = text.split(' ');
+    let oldest_ms = tokens.next().and_then(|t| t.parse().ok()).ok_or_else(bad)?;
+    let published = tokens
         .map(|t| {
             let (duplicate, id) = match t.strip_prefix('=') {
                 Some(id) => (true, id),
@@ -706,10 +721,13 @@ fn parse_line(line: &[u8], events: usize) -> Result<Vec<Published>, BusError> {
         })
         .collect::<Option<Vec<_>>>()
         .ok_or_else(bad)?;
-    if out.len() != events {
+    if published.len() != events {
         return Err(bad());
     }
-    Ok(out)
+    Ok(StepOutcome {
+        oldest_ms,
+        published,
+    })
 }
 
 fn is_noscript(v: &Value) -> bool {
@@ -740,10 +758,15 @@ impl ValkeyBus {
     /// rather than one per channel: with events spread over many channels,
     /// the per-call cost (dispatch, script set-up, reply, and `TIME`) was
     /// most of Valkey's work per event.
-    fn publish_command(&self, events: &[Outgoing], groups: &[Vec<usize>]) -> redis::Cmd {
+    fn publish_command(
+        &self,
+        events: &[Outgoing],
+        groups: &[Vec<usize>],
+        steps: &[StepHint],
+    ) -> redis::Cmd {
         // Keys first (Valkey needs their count up front): per channel its
-        // history and hint keys, then its events' idempotency keys, each
-        // event remembering its key's index (0: none).
+        // history key, then its events' idempotency keys, each event
+        // remembering its key's index (0: none).
         let mut keys: Vec<String> = Vec::with_capacity(groups.len() * 2);
         let mut bases = Vec::with_capacity(groups.len());
         let mut key_of = vec![0usize; events.len()];
@@ -751,7 +774,6 @@ impl ValkeyBus {
             let channel = &events[group[0]].channel;
             bases.push(keys.len() + 1);
             keys.push(history_key(channel));
-            keys.push(oldest_key(channel));
             for &i in group {
                 if let Some(k) = events[i].idempotency_key.as_deref() {
                     keys.push(idempotency_key(channel, k));
@@ -766,9 +788,13 @@ impl ValkeyBus {
             .arg(self.retention.max_len.max(1))
             .arg(self.retention.max_age.as_millis().max(1) as u64)
             .arg(self.retention.idempotency_window.as_millis().max(1) as u64);
-        for (group, base) in groups.iter().zip(bases) {
+        for ((group, base), step) in groups.iter().zip(bases).zip(steps) {
             let channel = &events[group[0]].channel;
-            cmd.arg(shard_channel(channel)).arg(base).arg(group.len());
+            cmd.arg(shard_channel(channel))
+                .arg(base)
+                .arg(group.len())
+                .arg(step.oldest_ms)
+                .arg(u8::from(step.refresh_expiry));
             for &i in group {
                 let e = &events[i];
                 cmd.arg(e.event.as_bytes())
@@ -797,12 +823,13 @@ impl ValkeyBus {
         &self,
         events: &[Outgoing],
         groups: &[Vec<usize>],
+        steps: &[StepHint],
     ) -> Result<Value, BusError> {
         // In a pipeline that keeps errors as replies, so a lost script
         // (`NOSCRIPT`) can be told from other failures.
         let mut pipe = redis::pipe();
         pipe.ignore_errors()
-            .add_command(self.publish_command(events, groups));
+            .add_command(self.publish_command(events, groups, steps));
         let mut conn = self.conn.clone();
         let mut replies: Vec<Value> = self.bounded("publish", pipe.query_async(&mut conn)).await?;
         replies
@@ -825,7 +852,10 @@ impl Bus for ValkeyBus {
             return Vec::new();
         }
         let groups = by_channel(&events);
-        let reply = match self.run_groups(&events, &groups).await {
+        let now = Instant::now();
+        let channels = || groups.iter().map(|g| &events[g[0]].channel);
+        let steps = self.hints.steps(channels(), now);
+        let reply = match self.run_groups(&events, &groups, &steps).await {
             Ok(v) => v,
             Err(e) => return events.iter().map(|_| Err(e.clone())).collect(),
         };
@@ -847,10 +877,16 @@ impl Bus for ValkeyBus {
         } else {
             parse_reply(&reply, &groups)
         };
+        for ((channel, step), outcome) in channels().zip(&steps).zip(&outcomes) {
+            if let Ok(o) = outcome {
+                let refreshed = step.refresh_expiry.then_some(now);
+                self.hints.record(channel, o.oldest_ms, refreshed);
+            }
+        }
         let mut out: Vec<Option<Result<Published, BusError>>> =
             events.iter().map(|_| None).collect();
         for (group, outcome) in groups.iter().zip(outcomes) {
-            match outcome {
+            match outcome.map(|o| o.published) {
                 Ok(published) => {
                     for (&i, p) in group.iter().zip(published) {
                         out[i] = Some(Ok(p));
@@ -1022,12 +1058,7 @@ mod tests {
     fn keys_of_a_channel_share_one_hash_tag() {
         let c = Channel::parse("scans:0b6e1a52-3a8e-4a47-9d0e-2c4f5d6e7f80:r").unwrap();
         let tag = format!("{{{c}}}");
-        for k in [
-            history_key(&c),
-            oldest_key(&c),
-            idempotency_key(&c, "k"),
-            shard_channel(&c),
-        ] {
+        for k in [history_key(&c), idempotency_key(&c, "k"), shard_channel(&c)] {
             assert!(k.contains(&tag), "{k}");
             assert_eq!(k.matches('{').count(), 1);
         }
@@ -1037,14 +1068,19 @@ mod tests {
     fn publish_reply_has_a_line_per_channel() {
         let groups = vec![vec![0, 2], vec![1], vec![3]];
         let reply =
-            Value::BulkString(b"5-0 =4-1\n5-1\n!WRONGTYPE Operation against a key".to_vec());
+            Value::BulkString(b"17 5-0 =4-1\n0 5-1\n!WRONGTYPE Operation against a key".to_vec());
         let out = parse_reply(&reply, &groups);
         let first = out[0].as_ref().unwrap();
+        assert_eq!(first.oldest_ms, 17);
+        let first = &first.published;
         assert_eq!(first[0].id, StreamId::new(5, 0));
         assert!(!first[0].duplicate);
         assert_eq!(first[1].id, StreamId::new(4, 1));
         assert!(first[1].duplicate);
-        assert_eq!(out[1].as_ref().unwrap()[0].id, StreamId::new(5, 1));
+        assert_eq!(
+            out[1].as_ref().unwrap().published[0].id,
+            StreamId::new(5, 1)
+        );
         match &out[2] {
             Err(BusError::Unavailable(m)) => assert!(m.contains("WRONGTYPE"), "{m}"),
             other => panic!("{other:?}"),
@@ -1052,11 +1088,13 @@ mod tests {
         // A reply that does not match the batch fails every channel, never
         // pairs outcomes with the wrong events.
         for bad in [
-            &b"5-0 5-1\n5-2"[..],
-            b"5-0 5-1\n5-2\n5-3\n5-4",
-            b"5-0\n5-1\n5-2",
-            b"5-0 x\n5-1\n5-2",
-            b"5-0 5-1 5-2\n5-3\n5-4",
+            &b"1 5-0 5-1\n1 5-2"[..],
+            b"1 5-0 5-1\n1 5-2\n1 5-3\n1 5-4",
+            b"1 5-0\n1 5-1\n1 5-2",
+            b"1 5-0 x\n1 5-1\n1 5-2",
+            b"1 5-0 5-1 5-2\n1 5-3\n1 5-4",
+            // No bound.
+            b"5-0 5-1\n5-2\n5-3",
         ] {
             let out = parse_reply(&Value::BulkString(bad.to_vec()), &groups);
             assert!(out.iter().any(|o| o.is_err()), "{bad:?}");
