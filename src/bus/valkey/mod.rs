@@ -878,9 +878,13 @@ impl Bus for ValkeyBus {
             parse_reply(&reply, &groups)
         };
         for ((channel, step), outcome) in channels().zip(&steps).zip(&outcomes) {
-            if let Ok(o) = outcome {
-                let refreshed = step.refresh_expiry.then_some(now);
-                self.hints.record(channel, o.oldest_ms, refreshed);
+            // Most steps change neither: no need to take the lock again.
+            match outcome {
+                Ok(o) if o.oldest_ms != step.oldest_ms || step.refresh_expiry => {
+                    let refreshed = step.refresh_expiry.then_some(now);
+                    self.hints.record(channel, o.oldest_ms, refreshed);
+                }
+                _ => {}
             }
         }
         let mut out: Vec<Option<Result<Published, BusError>>> =
