@@ -340,7 +340,24 @@ async fn open_streams(
     while opened < n {
         match tokio::time::timeout(Duration::from_secs(60), rx.recv()).await {
             Ok(Some(())) => opened += 1,
-            _ => bail!("only {opened} of {n} streams opened"),
+            _ => {
+                // Say why: a refused stream's answer, or the socket error.
+                let mut why = String::from("the rest timed out");
+                for task in tasks.into_iter().filter(|t| t.is_finished()) {
+                    match task.await {
+                        Ok(Err(e)) => {
+                            why = format!("first failure: {e:#}");
+                            break;
+                        }
+                        Err(e) => {
+                            why = format!("a reader failed: {e}");
+                            break;
+                        }
+                        Ok(Ok(())) => {}
+                    }
+                }
+                bail!("only {opened} of {n} streams opened; {why}")
+            }
         }
     }
     Ok(Streams {

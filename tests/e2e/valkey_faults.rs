@@ -428,3 +428,26 @@ async fn a_recreated_history_key_gets_its_expiry_back() {
     assert!(kept <= 100_000, "not refreshed yet: {kept} ms");
     bridge.stop().await;
 }
+
+/// A refresh that falls due on a publish of only duplicates is done too:
+/// the node counts it as done, so skipping it would let the key expire
+/// early after the publishes that follow.
+#[tokio::test]
+async fn a_duplicate_publish_still_refreshes_a_due_expiry() {
+    let backend = Backend::valkey();
+    // Age 8 s: expiry 16 s, refreshed every second.
+    let bridge = Bridge::on(&backend, &["--history-ttl-secs", "8"]).await;
+    let key = format!("sseb:{{{}}}:h", channel("dup-ttl"));
+    let mut p = bridge.publisher().await;
+    let req = || client::request(pb_channel(TENANT, "dup-ttl"), progress(1, 9), "once");
+    let first = p.publish(req()).await.expect("publish").into_inner();
+    backend.cmd(&["PEXPIRE", &key, "10000"]).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let again = p.publish(req()).await.expect("publish").into_inner();
+    assert_eq!(again.id, first.id, "a duplicate");
+    match backend.cmd(&["PTTL", &key]).await {
+        Value::Int(ms) => assert!(ms > 10_000, "refreshed to twice the age: {ms} ms"),
+        other => panic!("PTTL replied {other:?}"),
+    }
+    bridge.stop().await;
+}

@@ -86,7 +86,12 @@ local function channel(p)
       msg[#msg + 1] = id .. '\n' .. ev .. '\n' .. data
     end
   end
-  if id == nil then return string.format('%d', bound) .. ' ' .. table.concat(out, ' ') end
+  if id == nil then
+    -- Only duplicates: nothing to trim or send, but a refresh that was due
+    -- is done, since the node now counts it as done.
+    if refresh then redis.call('PEXPIRE', KEYS[h], age * 2) end
+    return string.format('%d', bound) .. ' ' .. table.concat(out, ' ')
+  end
   local len = redis.call('XLEN', KEYS[h])
   local through = nil
   local over = len - max_len
