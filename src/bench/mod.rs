@@ -90,6 +90,20 @@ struct Target {
     child: Option<tokio::process::Child>,
 }
 
+impl Target {
+    /// A spawned bridge that is exiting (say it could not reach Valkey)
+    /// explains a failure better than the sockets it reset on its way out.
+    async fn explain(&mut self, e: anyhow::Error) -> anyhow::Error {
+        if let Some(child) = self.child.as_mut() {
+            let exited = tokio::time::timeout(Duration::from_secs(1), child.wait()).await;
+            if let Ok(Ok(status)) = exited {
+                return anyhow::anyhow!("the spawned bridge exited ({status}); its error is above");
+            }
+        }
+        e
+    }
+}
+
 fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -473,7 +487,10 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         token::publisher_claims("bench", crate::auth::PUBLISH_SCOPE, &["*".to_owned()]),
         3600,
     )?;
-    let mut publisher = client::connect(&target.grpc, &pub_token).await?;
+    let mut publisher = match client::connect(&target.grpc, &pub_token).await {
+        Ok(p) => p,
+        Err(e) => return Err(target.explain(e.into()).await),
+    };
     let rss_before = target.pid.and_then(rss_kib);
     let bus = if args.valkey_url.is_some() {
         "valkey"
@@ -496,7 +513,11 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             let ch = client::channel("bench", &tenant, "fanout");
             let latency = args.scenario == Scenario::Latency;
             let streams =
-                open_streams(&target, &[name], |_| 0, args.subscribers, &tenant, true).await?;
+                open_streams(&target, &[name], |_| 0, args.subscribers, &tenant, true).await;
+            let streams = match streams {
+                Ok(s) => s,
+                Err(e) => return Err(target.explain(e).await),
+            };
             let expected = (args.subscribers * args.events) as u64;
             let started = Instant::now();
             let start_us = now_us();
@@ -546,7 +567,11 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                 .map(|i| format!("bench:{tenant}:c{i}"))
                 .collect();
             let streams =
-                open_streams(&target, &names, |i| i, args.subscribers, &tenant, true).await?;
+                open_streams(&target, &names, |i| i, args.subscribers, &tenant, true).await;
+            let streams = match streams {
+                Ok(s) => s,
+                Err(e) => return Err(target.explain(e).await),
+            };
             let expected = (args.subscribers * args.events) as u64;
             let start_us = now_us();
             let (payload, subs, events) = (args.payload, args.subscribers, args.events);
@@ -570,7 +595,11 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                 .map(|i| format!("bench:{tenant}:idle{}", i % 100))
                 .collect();
             let streams =
-                open_streams(&target, &names, |i| i, args.subscribers, &tenant, false).await?;
+                open_streams(&target, &names, |i| i, args.subscribers, &tenant, false).await;
+            let streams = match streams {
+                Ok(s) => s,
+                Err(e) => return Err(target.explain(e).await),
+            };
             tokio::time::sleep(Duration::from_secs(2)).await;
             let rss_after = target.pid.and_then(rss_kib);
             if let (Some(before), Some(after)) = (rss_before, rss_after) {

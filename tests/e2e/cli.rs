@@ -363,3 +363,29 @@ fn bench_bus_runs_on_valkey() {
         "{report}"
     );
 }
+
+/// A spawned bridge that cannot start (no Valkey there) is named as the
+/// cause, not the streams it reset on its way out.
+#[test]
+fn bench_names_a_spawned_bridge_that_exited() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let args = [
+        "bench",
+        "channels",
+        "--spawn",
+        "--subscribers",
+        "10",
+        "--events",
+        "1",
+        "--valkey-url",
+        &url,
+    ];
+    let (ok, _, err) = run(&args);
+    assert!(!ok);
+    assert!(err.contains("cannot connect to Valkey"), "{err}");
+    assert!(err.contains("the spawned bridge exited"), "{err}");
+}
