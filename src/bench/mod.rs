@@ -93,14 +93,18 @@ struct Target {
 impl Target {
     /// A spawned bridge that is exiting (say it could not reach Valkey)
     /// explains a failure better than the sockets it reset on its way out.
-    async fn explain(&mut self, e: anyhow::Error) -> anyhow::Error {
+    async fn explain<T>(&mut self, r: Result<T>) -> Result<T> {
+        let e = match r {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
         if let Some(child) = self.child.as_mut() {
             let exited = tokio::time::timeout(Duration::from_secs(1), child.wait()).await;
             if let Ok(Ok(status)) = exited {
-                return anyhow::anyhow!("the spawned bridge exited ({status}); its error is above");
+                bail!("the spawned bridge exited ({status}); its error is above");
             }
         }
-        e
+        Err(e)
     }
 }
 
@@ -487,10 +491,8 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         token::publisher_claims("bench", crate::auth::PUBLISH_SCOPE, &["*".to_owned()]),
         3600,
     )?;
-    let mut publisher = match client::connect(&target.grpc, &pub_token).await {
-        Ok(p) => p,
-        Err(e) => return Err(target.explain(e.into()).await),
-    };
+    let connected = client::connect(&target.grpc, &pub_token).await;
+    let mut publisher = target.explain(connected.map_err(Into::into)).await?;
     let rss_before = target.pid.and_then(rss_kib);
     let bus = if args.valkey_url.is_some() {
         "valkey"
@@ -514,10 +516,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             let latency = args.scenario == Scenario::Latency;
             let streams =
                 open_streams(&target, &[name], |_| 0, args.subscribers, &tenant, true).await;
-            let streams = match streams {
-                Ok(s) => s,
-                Err(e) => return Err(target.explain(e).await),
-            };
+            let streams = target.explain(streams).await?;
             let expected = (args.subscribers * args.events) as u64;
             let started = Instant::now();
             let start_us = now_us();
@@ -568,10 +567,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                 .collect();
             let streams =
                 open_streams(&target, &names, |i| i, args.subscribers, &tenant, true).await;
-            let streams = match streams {
-                Ok(s) => s,
-                Err(e) => return Err(target.explain(e).await),
-            };
+            let streams = target.explain(streams).await?;
             let expected = (args.subscribers * args.events) as u64;
             let start_us = now_us();
             let (payload, subs, events) = (args.payload, args.subscribers, args.events);
@@ -596,10 +592,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                 .collect();
             let streams =
                 open_streams(&target, &names, |i| i, args.subscribers, &tenant, false).await;
-            let streams = match streams {
-                Ok(s) => s,
-                Err(e) => return Err(target.explain(e).await),
-            };
+            let streams = target.explain(streams).await?;
             tokio::time::sleep(Duration::from_secs(2)).await;
             let rss_after = target.pid.and_then(rss_kib);
             if let (Some(before), Some(after)) = (rss_before, rss_after) {
