@@ -12,6 +12,19 @@ use tonic_health::pb::health_client::HealthClient;
 
 use crate::harness::*;
 
+/// The history stream key of a test channel.
+fn history_key(resource: &str) -> String {
+    format!("sseb:{{{}}}:h", channel(resource))
+}
+
+/// A key's remaining time to live in ms (-1: none, -2: no key).
+async fn pttl(backend: &Backend, key: &str) -> i64 {
+    match backend.cmd(&["PTTL", key]).await {
+        Value::Int(ms) => ms,
+        other => panic!("PTTL replied {other:?}"),
+    }
+}
+
 /// Publishes until the bus takes it (after a restart the node reconnects
 /// by itself); every refusal must be UNAVAILABLE.
 async fn publish_when_back(p: &mut client::Client, resource: &str, checked: u32) -> String {
@@ -356,9 +369,9 @@ fn serve_refuses_a_valkey_cluster_node() {
 async fn a_failing_channel_fails_alone_in_a_batch() {
     let backend = Backend::valkey();
     let bridge = Bridge::on(&backend, &[]).await;
-    let (good, bad) = (channel("fine"), channel("broken"));
+    let good = channel("fine");
     backend
-        .cmd(&["SET", &format!("sseb:{{{bad}}}:h"), "not a stream"])
+        .cmd(&["SET", &history_key("broken"), "not a stream"])
         .await;
     let mut sse = bridge
         .subscribe(&[&good], &subscriber_token(TENANT), None)
@@ -397,16 +410,10 @@ async fn a_failing_channel_fails_alone_in_a_batch() {
 async fn a_recreated_history_key_gets_its_expiry_back() {
     let backend = Backend::valkey();
     let bridge = Bridge::on(&backend, &["--history-ttl-secs", "60"]).await;
-    let key = format!("sseb:{{{}}}:h", channel("ttl"));
-    let pttl = || async {
-        match backend.cmd(&["PTTL", &key]).await {
-            Value::Int(ms) => ms,
-            other => panic!("PTTL replied {other:?}"),
-        }
-    };
+    let key = history_key("ttl");
     let mut p = bridge.publisher().await;
     publish(&mut p, "ttl", progress(1, 9)).await;
-    let first = pttl().await;
+    let first = pttl(&backend, &key).await;
     assert!(
         first > 60_000 && first <= 120_000,
         "twice the age: {first} ms"
@@ -415,7 +422,7 @@ async fn a_recreated_history_key_gets_its_expiry_back() {
     // key is gone, and the publish that makes it again must set it anyway.
     backend.cmd(&["DEL", &key]).await;
     publish(&mut p, "ttl", progress(2, 9)).await;
-    let again = pttl().await;
+    let again = pttl(&backend, &key).await;
     assert!(
         again > 60_000 && again <= 120_000,
         "recreated key: {again} ms"
@@ -424,7 +431,7 @@ async fn a_recreated_history_key_gets_its_expiry_back() {
     // (every eighth of the age), so most publishes skip the refresh.
     backend.cmd(&["PEXPIRE", &key, "100000"]).await;
     publish(&mut p, "ttl", progress(3, 9)).await;
-    let kept = pttl().await;
+    let kept = pttl(&backend, &key).await;
     assert!(kept <= 100_000, "not refreshed yet: {kept} ms");
     bridge.stop().await;
 }
@@ -437,7 +444,7 @@ async fn a_duplicate_publish_still_refreshes_a_due_expiry() {
     let backend = Backend::valkey();
     // Age 8 s: expiry 16 s, refreshed every second.
     let bridge = Bridge::on(&backend, &["--history-ttl-secs", "8"]).await;
-    let key = format!("sseb:{{{}}}:h", channel("dup-ttl"));
+    let key = history_key("dup-ttl");
     let mut p = bridge.publisher().await;
     let req = || client::request(pb_channel(TENANT, "dup-ttl"), progress(1, 9), "once");
     let first = p.publish(req()).await.expect("publish").into_inner();
@@ -445,9 +452,7 @@ async fn a_duplicate_publish_still_refreshes_a_due_expiry() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let again = p.publish(req()).await.expect("publish").into_inner();
     assert_eq!(again.id, first.id, "a duplicate");
-    match backend.cmd(&["PTTL", &key]).await {
-        Value::Int(ms) => assert!(ms > 10_000, "refreshed to twice the age: {ms} ms"),
-        other => panic!("PTTL replied {other:?}"),
-    }
+    let ms = pttl(&backend, &key).await;
+    assert!(ms > 10_000, "refreshed to twice the age: {ms} ms");
     bridge.stop().await;
 }

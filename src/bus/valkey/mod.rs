@@ -61,6 +61,10 @@ local function lt(a, b)
   return am < bm or (am == bm and as < bs)
 end
 local max_len, age, window = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+-- One channel's reply line: its bound, then its outcomes.
+local function line(bound, out)
+  return string.format('%d', bound) .. ' ' .. table.concat(out, ' ')
+end
 local t = redis.call('TIME')
 local min_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - age
 -- One channel's events: ARGV[p] its shard channel, ARGV[p + 1] the index
@@ -91,7 +95,7 @@ local function channel(p)
     -- Only duplicates: nothing to trim or send, but a refresh that was due
     -- is done, since the node now counts it as done.
     if refresh then redis.call('PEXPIRE', KEYS[h], age * 2) end
-    return string.format('%d', bound) .. ' ' .. table.concat(out, ' ')
+    return line(bound, out)
   end
   local len = redis.call('XLEN', KEYS[h])
   local through = nil
@@ -125,7 +129,7 @@ local function channel(p)
   -- only what the step added) gets its expiry whatever the node remembers.
   if refresh or len == #msg then redis.call('PEXPIRE', KEYS[h], age * 2) end
   redis.call('SPUBLISH', ARGV[p], table.concat(msg, '\n'))
-  return string.format('%d', bound) .. ' ' .. table.concat(out, ' ')
+  return line(bound, out)
 end
 -- The reply is one string, a line per channel: the channel's bound, then
 -- its events' ids, a duplicate's (the first publish's id) marked `=`. One
