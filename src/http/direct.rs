@@ -19,8 +19,8 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Version};
 use bytes::Bytes;
+use futures::StreamExt;
 use futures::stream::BoxStream;
-use futures::{FutureExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tower::ServiceExt;
 
@@ -251,50 +251,92 @@ where
     // Anything the client sends now is not ours to answer; a read of 0 or
     // an error means it went away.
     let mut probe = [0u8; 32];
+    // Set when the frames were last polled with this task's waker, returned
+    // `Pending`, and nothing can have taken that registration since: the
+    // next wait need not poll them before sleeping (one poll of the whole
+    // stream per write fewer).
+    let mut armed = false;
     loop {
-        let first = tokio::select! {
-            biased;
-            frame = frames.next() => frame,
-            read = io.read(&mut probe) => match read {
-                Ok(0) | Err(_) => return,
-                Ok(_) => continue,
-            },
-        };
+        let first = std::future::poll_fn(|cx| {
+            if !std::mem::take(&mut armed) {
+                if let Poll::Ready(frame) = frames.poll_next_unpin(cx) {
+                    return Poll::Ready(Some(frame));
+                }
+            }
+            loop {
+                let mut buf = ReadBuf::new(&mut probe);
+                match Pin::new(&mut io).poll_read(cx, &mut buf) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(())) if !buf.filled().is_empty() => continue,
+                    Poll::Ready(_) => return Poll::Ready(None),
+                }
+            }
+        })
+        .await;
+        let Some(first) = first else { return };
         let Some(Ok(first)) = first else {
             let _ = io.write_all(b"0\r\n\r\n").await;
             let _ = io.shutdown().await;
             return;
         };
         // Everything already waiting goes out with it: one chunk, one write.
-        // The chunk size is written last, zero-padded into its slot.
+        // The chunk size is written last, zero-padded into its slot. Polled
+        // with the task's own waker, so the last (pending) poll also arms
+        // the wait for the next frame.
         let mut batch = Vec::with_capacity(first.len() + 16);
         batch.extend_from_slice(b"00000000\r\n");
         batch.extend_from_slice(&first);
         drop(first);
         let mut ended = false;
         while batch.len() < MAX_WRITE {
-            match frames.next().now_or_never() {
-                Some(Some(Ok(more))) => batch.extend_from_slice(&more),
-                Some(None) => {
+            match std::future::poll_fn(|cx| Poll::Ready(frames.poll_next_unpin(cx))).await {
+                Poll::Ready(Some(Ok(more))) => batch.extend_from_slice(&more),
+                Poll::Ready(None) => {
                     ended = true;
                     break;
                 }
-                None => break,
+                Poll::Pending => {
+                    armed = true;
+                    break;
+                }
             }
         }
-        let size = format!("{:08x}", batch.len() - 10);
-        batch[..8].copy_from_slice(size.as_bytes());
+        let size = batch.len() - 10;
+        put_chunk_size(&mut batch[..8], size);
         batch.extend_from_slice(b"\r\n");
         if ended {
             batch.extend_from_slice(b"0\r\n\r\n");
         }
-        if io.write_all(&batch).await.is_err() {
-            return;
+        // A write that has to wait may be woken by a new frame, which takes
+        // the frames' registration: then they must be polled again.
+        let mut written = 0;
+        while written < batch.len() {
+            let wrote = std::future::poll_fn(|cx| {
+                let r = Pin::new(&mut io).poll_write(cx, &batch[written..]);
+                if r.is_pending() {
+                    armed = false;
+                }
+                r
+            })
+            .await;
+            match wrote {
+                Ok(0) | Err(_) => return,
+                Ok(n) => written += n,
+            }
         }
         if ended {
             let _ = io.shutdown().await;
             return;
         }
+    }
+}
+
+/// Writes `size` as the fixed-width hex a chunk-size slot holds (leading
+/// zeros are allowed there), with no allocation per write.
+fn put_chunk_size(slot: &mut [u8], mut size: usize) {
+    for b in slot.iter_mut().rev() {
+        *b = b"0123456789abcdef"[size & 0xf];
+        size >>= 4;
     }
 }
 
@@ -358,5 +400,23 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Rewind<IO> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::put_chunk_size;
+
+    #[test]
+    fn chunk_sizes_fill_their_slot_in_hex() {
+        for (size, hex) in [
+            (0, "00000000"),
+            (0x1a2, "000001a2"),
+            (0xffff_ffff, "ffffffff"),
+        ] {
+            let mut slot = *b"xxxxxxxx";
+            put_chunk_size(&mut slot, size);
+            assert_eq!(&slot, hex.as_bytes());
+        }
     }
 }
