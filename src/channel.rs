@@ -30,13 +30,27 @@ pub enum ChannelError {
 }
 
 /// A channel: where events are published and what browsers subscribe to.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Channel {
     /// The canonical string form; ordering and hashing use it.
     name: Arc<str>,
     tenant: Uuid,
     prefix_len: usize,
 }
+
+// By name alone: the name determines the other fields, so equal channels
+// still hash alike, and the UUID is not hashed a second time.
+impl std::hash::Hash for Channel {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+    }
+}
+
+/// A map keyed by channel, as the publish and delivery paths keep them:
+/// looked up once or more per event, so hashed with foldhash rather than
+/// SipHash (keys are parsed, bounded names from authenticated callers, and
+/// the hasher is seeded per process).
+pub type ChannelMap<V> = std::collections::HashMap<Channel, V, foldhash::fast::RandomState>;
 
 fn valid_prefix(s: &str) -> bool {
     let b = s.as_bytes();

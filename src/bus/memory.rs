@@ -11,7 +11,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 
 use super::{Bus, BusError, Entry, Gap, GapReason, Outgoing, Published, Replay, Retention, Sink};
-use crate::channel::Channel;
+use crate::channel::{Channel, ChannelMap};
 use crate::cursor::StreamId;
 use crate::revocation::Revocation;
 
@@ -70,7 +70,7 @@ const SWEEP_EVERY: u32 = 4096;
 /// The embedded, single-node bus.
 pub struct MemoryBus {
     retention: Retention,
-    channels: Mutex<HashMap<Channel, ChannelState>>,
+    channels: Mutex<ChannelMap<ChannelState>>,
     sink: Arc<dyn Sink>,
     publishes: std::sync::atomic::AtomicU32,
 }
@@ -79,7 +79,7 @@ impl MemoryBus {
     pub fn new(retention: Retention, sink: Arc<dyn Sink>) -> MemoryBus {
         MemoryBus {
             retention,
-            channels: Mutex::new(HashMap::new()),
+            channels: Mutex::new(ChannelMap::default()),
             sink,
             publishes: std::sync::atomic::AtomicU32::new(0),
         }
@@ -89,14 +89,14 @@ impl MemoryBus {
     /// channels rather than every channel ever used. A later resume with a
     /// cursor of a forgotten channel gets `bridge.reset` (unknown position),
     /// never a silent gap.
-    fn sweep(channels: &mut HashMap<Channel, ChannelState>, retention: &Retention, now: Instant) {
+    fn sweep(channels: &mut ChannelMap<ChannelState>, retention: &Retention, now: Instant) {
         channels.retain(|_, state| {
             state.trim(retention, now);
             !state.entries.is_empty() || !state.keys.is_empty()
         });
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<Channel, ChannelState>> {
+    fn lock(&self) -> MutexGuard<'_, ChannelMap<ChannelState>> {
         // A panic while holding the lock cannot leave a channel half-updated
         // in a way later readers would misread, so keep serving.
         self.channels.lock().unwrap_or_else(|p| p.into_inner())

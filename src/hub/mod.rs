@@ -6,13 +6,13 @@
 
 mod subscription;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{OnceCell, broadcast};
 
 use crate::bus::{Bus, BusError, Entry, Gap, Sink};
-use crate::channel::Channel;
+use crate::channel::{Channel, ChannelMap};
 use crate::cursor::StreamId;
 use crate::revocation::Revocation;
 use crate::streams::Streams;
@@ -156,7 +156,7 @@ struct Slot {
 
 /// The channel → slot table; the bus's sink on this node.
 pub struct Fanout {
-    slots: Mutex<HashMap<Channel, Slot>>,
+    slots: Mutex<ChannelMap<Slot>>,
     capacity: usize,
     recent_frames: usize,
     /// The node's open streams, which revocation orders close.
@@ -169,14 +169,14 @@ impl Fanout {
     /// most 4 MiB per channel) or else from history.
     pub fn new(capacity: usize, streams: Arc<Streams>) -> Arc<Fanout> {
         Arc::new(Fanout {
-            slots: Mutex::new(HashMap::new()),
+            slots: Mutex::new(ChannelMap::default()),
             capacity: capacity.max(1),
             recent_frames: capacity.max(1) * 16,
             streams,
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<Channel, Slot>> {
+    fn lock(&self) -> MutexGuard<'_, ChannelMap<Slot>> {
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -11,11 +11,10 @@
 //! and by any step that creates the stream, so a stream expires after
 //! between `2 × age - refresh_every` and `2 × age` without a publish.
 
-use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::channel::Channel;
+use crate::channel::{Channel, ChannelMap};
 
 /// Past this many channels the memory starts again: forgetting costs one
 /// head read and one expiry refresh per channel, nothing more.
@@ -38,7 +37,7 @@ pub(super) struct StepHint {
 
 pub(super) struct Hints {
     refresh_every: Duration,
-    by_channel: Mutex<HashMap<Channel, Hint>>,
+    by_channel: Mutex<ChannelMap<Hint>>,
 }
 
 impl Hints {
@@ -47,11 +46,11 @@ impl Hints {
     pub fn new(max_age: Duration) -> Hints {
         Hints {
             refresh_every: max_age / 8,
-            by_channel: Mutex::new(HashMap::new()),
+            by_channel: Mutex::new(ChannelMap::default()),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<Channel, Hint>> {
+    fn lock(&self) -> MutexGuard<'_, ChannelMap<Hint>> {
         self.by_channel.lock().unwrap_or_else(|p| p.into_inner())
     }
 

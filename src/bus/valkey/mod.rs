@@ -220,16 +220,44 @@ pub enum ConnectError {
 /// on a cluster it reaches every node).
 const CONTROL: &str = "sseb:control";
 
-fn history_key(channel: &Channel) -> String {
-    format!("sseb:{{{channel}}}:h")
+/// A channel's Valkey names. A publish writes them straight into the
+/// command's buffer (one string allocation fewer per name and event).
+#[derive(Clone, Copy)]
+enum Name<'a> {
+    History(&'a Channel),
+    Idempotency(&'a Channel, &'a str),
+    Shard(&'a Channel),
 }
 
+impl std::fmt::Display for Name<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Name::History(c) => write!(f, "sseb:{{{c}}}:h"),
+            Name::Idempotency(c, key) => write!(f, "sseb:{{{c}}}:k:{key}"),
+            Name::Shard(c) => write!(f, "sseb:{{{c}}}"),
+        }
+    }
+}
+
+impl redis::ToRedisArgs for Name<'_> {
+    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
+        use std::io::Write;
+        // Writing into the command's own buffer cannot fail.
+        let _ = write!(out.writer_for_next_arg(), "{self}");
+    }
+}
+
+fn history_key(channel: &Channel) -> String {
+    Name::History(channel).to_string()
+}
+
+#[cfg(test)]
 fn idempotency_key(channel: &Channel, key: &str) -> String {
-    format!("sseb:{{{channel}}}:k:{key}")
+    Name::Idempotency(channel, key).to_string()
 }
 
 fn shard_channel(channel: &Channel) -> String {
-    format!("sseb:{{{channel}}}")
+    Name::Shard(channel).to_string()
 }
 
 fn unavailable(e: impl std::fmt::Display) -> BusError {
@@ -251,11 +279,11 @@ struct Watch {
 struct Shared {
     sink: Arc<dyn Sink>,
     /// Keyed by shard channel name.
-    watches: Mutex<HashMap<String, Watch>>,
+    watches: Mutex<HashMap<String, Watch, foldhash::fast::RandomState>>,
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Watch>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Watch, foldhash::fast::RandomState>> {
         self.watches.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -355,15 +383,25 @@ fn parse_entry(v: &Value) -> Option<Entry> {
     })
 }
 
+/// A pushed value's bytes, taken over rather than copied.
+fn into_bytes(v: Value) -> Option<Bytes> {
+    match v {
+        Value::BulkString(b) => Some(b.into()),
+        Value::SimpleString(s) => Some(s.into()),
+        _ => None,
+    }
+}
+
 /// Parses a pub/sub payload: one or more `<id>\n<event>\n<json>` records
-/// joined by `\n` (JSON and event names hold no raw line break).
-fn parse_messages(payload: &[u8]) -> Option<Vec<Entry>> {
-    let mut parts = payload.split(|b| *b == b'\n');
+/// joined by `\n` (JSON and event names hold no raw line break). Each
+/// entry's data is a slice of the payload, not a copy.
+fn parse_messages(payload: &Bytes) -> Option<Vec<Entry>> {
     let mut entries = Vec::new();
+    let mut parts = payload.split(|b| *b == b'\n');
     while let Some(id) = parts.next() {
         let id = std::str::from_utf8(id).ok()?.parse().ok()?;
         let event = std::str::from_utf8(parts.next()?).ok()?.into();
-        let data = Bytes::copy_from_slice(parts.next()?);
+        let data = payload.slice_ref(parts.next()?);
         entries.push(Entry { id, event, data });
     }
     (!entries.is_empty()).then_some(entries)
@@ -478,7 +516,7 @@ impl ValkeyBus {
         .await?;
         let shared = Arc::new(Shared {
             sink,
-            watches: Mutex::new(HashMap::new()),
+            watches: Mutex::new(HashMap::default()),
         });
         let read_after = Script::new(READ_AFTER);
         let pump = tokio::spawn(pump(
@@ -559,17 +597,16 @@ async fn pump(
     while let Some(push) = rx.recv().await {
         match push.kind {
             PushKind::SMessage | PushKind::Message => {
-                let (Some(name), Some(payload)) = (
-                    push.data.first().and_then(as_bytes),
-                    push.data.get(1).and_then(as_bytes),
-                ) else {
+                let mut data = push.data.into_iter();
+                let (Some(name), Some(payload)) = (data.next(), data.next().and_then(into_bytes))
+                else {
                     continue;
                 };
-                let Ok(name) = std::str::from_utf8(name) else {
+                let Some(name) = as_bytes(&name).and_then(|n| std::str::from_utf8(n).ok()) else {
                     continue;
                 };
                 if name == CONTROL {
-                    match Revocation::decode(payload) {
+                    match Revocation::decode(&payload) {
                         Ok(order) => shared.sink.revoke(&order),
                         Err(e) => {
                             tracing::warn!(error = %e, "ignoring a malformed revocation order")
@@ -577,7 +614,7 @@ async fn pump(
                     }
                     continue;
                 }
-                match parse_messages(payload) {
+                match parse_messages(&payload) {
                     Some(entries) => {
                         for entry in entries {
                             shared.deliver(name, entry);
@@ -748,7 +785,7 @@ fn is_noscript(v: &Value) -> bool {
 /// in order of first appearance.
 fn by_channel(events: &[Outgoing]) -> Vec<Vec<usize>> {
     let mut groups: Vec<Vec<usize>> = Vec::new();
-    let mut index: HashMap<&Channel, usize> = HashMap::new();
+    let mut index: HashMap<&Channel, usize, foldhash::fast::RandomState> = HashMap::default();
     for (i, e) in events.iter().enumerate() {
         match index.get(&e.channel) {
             Some(&g) => groups[g].push(i),
@@ -777,16 +814,16 @@ impl ValkeyBus {
         // Keys first (Valkey needs their count up front): per channel its
         // history key, then its events' idempotency keys, each event
         // remembering its key's index (0: none).
-        let mut keys: Vec<String> = Vec::with_capacity(groups.len() * 2);
+        let mut keys: Vec<Name> = Vec::with_capacity(groups.len() * 2);
         let mut bases = Vec::with_capacity(groups.len());
         let mut key_of = vec![0usize; events.len()];
         for group in groups {
             let channel = &events[group[0]].channel;
             bases.push(keys.len() + 1);
-            keys.push(history_key(channel));
+            keys.push(Name::History(channel));
             for &i in group {
                 if let Some(k) = events[i].idempotency_key.as_deref() {
-                    keys.push(idempotency_key(channel, k));
+                    keys.push(Name::Idempotency(channel, k));
                     key_of[i] = keys.len();
                 }
             }
@@ -800,7 +837,7 @@ impl ValkeyBus {
             .arg(self.retention.idempotency_window.as_millis().max(1) as u64);
         for ((group, base), step) in groups.iter().zip(bases).zip(steps) {
             let channel = &events[group[0]].channel;
-            cmd.arg(shard_channel(channel))
+            cmd.arg(Name::Shard(channel))
                 .arg(base)
                 .arg(group.len())
                 .arg(step.oldest_ms)
@@ -1050,12 +1087,15 @@ mod tests {
 
     #[test]
     fn messages_carry_one_or_more_records() {
-        let one = parse_messages(b"17-3\nscan.progress\n{\"a\":\"x\\ny\"}").unwrap();
+        let one = parse_messages(&Bytes::from_static(
+            b"17-3\nscan.progress\n{\"a\":\"x\\ny\"}",
+        ))
+        .unwrap();
         assert_eq!(one.len(), 1);
         assert_eq!(one[0].id, StreamId::new(17, 3));
         assert_eq!(&*one[0].event, "scan.progress");
         assert_eq!(&one[0].data[..], b"{\"a\":\"x\\ny\"}");
-        let two = parse_messages(b"1-0\na.b\n{}\n1-1\nc.d\n[]").unwrap();
+        let two = parse_messages(&Bytes::from_static(b"1-0\na.b\n{}\n1-1\nc.d\n[]")).unwrap();
         assert_eq!(two.iter().map(|e| e.id.seq).collect::<Vec<_>>(), [0, 1]);
         assert_eq!(&*two[1].event, "c.d");
         for bad in [
@@ -1064,7 +1104,10 @@ mod tests {
             b"1-0\na.b\n{}\n1-1\nc.d",
             b"",
         ] {
-            assert!(parse_messages(bad).is_none(), "{bad:?}");
+            assert!(
+                parse_messages(&Bytes::from_static(bad)).is_none(),
+                "{bad:?}"
+            );
         }
     }
 
