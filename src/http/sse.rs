@@ -193,24 +193,31 @@ fn stream(
         let delivered = metrics::counter!(m::EVENTS_DELIVERED);
         yield Ok(Bytes::from(format!("retry: {retry_ms}\n\n")));
         let single = sub.channels().len() == 1;
-        let expiry = tokio::time::sleep_until(instant_of(exp));
-        tokio::pin!(expiry);
+        let expires = instant_of(exp);
         let down = async move {
             // An error means the server is gone: treat it as shutdown too.
             let _ = shutdown.wait_for(|down| *down).await;
         };
         tokio::pin!(down);
-        // A timer reset after each comment, kept inline in the stream (an
+        // One timer for both the token's expiry and the next keep-alive
+        // comment, whichever is first: a stream is polled at least once per
+        // event, and each timer polled costs. Kept inline in the stream (an
         // `Interval` would box one more allocation per stream).
-        let keepalive = tokio::time::sleep(keepalive_every);
-        tokio::pin!(keepalive);
+        let next_comment = |now: Instant| (now + keepalive_every).min(expires);
+        let timer = tokio::time::sleep_until(next_comment(Instant::now()));
+        tokio::pin!(timer);
         let mut end = StreamEnd { span: span.clone(), why: "client_left", sent: 0 };
         end.why = loop {
             tokio::select! {
                 biased;
-                _ = &mut expiry => {
-                    yield Ok(frame(None, "bridge.expired", r#"{"reason":"token_expired"}"#));
-                    break "token_expired";
+                _ = &mut timer => {
+                    let now = Instant::now();
+                    if now >= expires {
+                        yield Ok(frame(None, "bridge.expired", r#"{"reason":"token_expired"}"#));
+                        break "token_expired";
+                    }
+                    timer.as_mut().reset(next_comment(now));
+                    yield Ok(Bytes::from_static(b": keepalive\n\n"));
                 }
                 reason = ticket.revoked() => {
                     // No `id:`: the stream is over for this token; the
@@ -253,10 +260,6 @@ fn stream(
                     }
                     None => break "subscription_ended",
                 },
-                _ = &mut keepalive => {
-                    keepalive.as_mut().reset(Instant::now() + keepalive_every);
-                    yield Ok(Bytes::from_static(b": keepalive\n\n"));
-                }
             }
         };
     }

@@ -11,6 +11,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use futures::StreamExt;
+use tokio::sync::broadcast;
 use tokio_stream::StreamMap;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
@@ -33,11 +34,35 @@ pub enum Item {
     },
 }
 
+/// Live deliveries: one channel's receiver itself (most streams, and the
+/// cheaper to poll on every event), or several channels' merged.
+enum Live {
+    One(broadcast::Receiver<Delivery>),
+    Many(StreamMap<usize, BroadcastStream<Delivery>>),
+}
+
+impl Live {
+    /// The next delivery and the index of its channel; `None` once the
+    /// hub closed every channel.
+    async fn next(&mut self) -> Option<(usize, Result<Delivery, BroadcastStreamRecvError>)> {
+        match self {
+            Live::One(rx) => match rx.recv().await {
+                Ok(delivery) => Some((0, Ok(delivery))),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    Some((0, Err(BroadcastStreamRecvError::Lagged(missed))))
+                }
+                Err(broadcast::error::RecvError::Closed) => None,
+            },
+            Live::Many(merged) => merged.next().await,
+        }
+    }
+}
+
 pub struct Subscription {
     hub: Hub,
     channels: Vec<Channel>,
     positions: Vec<StreamId>,
-    live: StreamMap<usize, BroadcastStream<Delivery>>,
+    live: Live,
     pending: VecDeque<Item>,
     _listeners: Vec<Listener>,
 }
@@ -57,12 +82,22 @@ impl Subscription {
             assert_eq!(r.len(), channels.len(), "one resume position per channel");
         }
         let mut listeners = Vec::with_capacity(channels.len());
-        let mut live = StreamMap::with_capacity(channels.len());
-        for (i, channel) in channels.iter().enumerate() {
+        let mut receivers = Vec::with_capacity(channels.len());
+        for channel in &channels {
             let (listener, rx) = hub.listen(channel).await?;
-            live.insert(i, BroadcastStream::new(rx));
+            receivers.push(rx);
             listeners.push(listener);
         }
+        let live = match <[_; 1]>::try_from(receivers) {
+            Ok([rx]) => Live::One(rx),
+            Err(receivers) => Live::Many(
+                receivers
+                    .into_iter()
+                    .map(BroadcastStream::new)
+                    .enumerate()
+                    .collect(),
+            ),
+        };
         let mut sub = Subscription {
             hub: hub.clone(),
             channels,
