@@ -158,7 +158,7 @@ impl PublishService {
         let key = Some(request.idempotency_key).filter(|k| !k.is_empty());
         Ok(Outgoing {
             channel,
-            event: prepared.name.into(),
+            event: prepared.name,
             data: prepared.json.into(),
             idempotency_key: key,
         })

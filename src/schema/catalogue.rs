@@ -62,8 +62,9 @@ pub fn check_event_name(name: &str, allow_reserved: bool) -> Result<(), NameErro
 /// One event type of the catalogue.
 #[derive(Debug, Clone)]
 pub struct EventType {
-    /// The SSE `event:` name, `<resource>.<verb>`.
-    pub name: String,
+    /// The SSE `event:` name, `<resource>.<verb>`; shared, since every
+    /// publish of the type carries it.
+    pub name: std::sync::Arc<str>,
     /// The payload message.
     pub message: MessageDescriptor,
     /// The envelope field that carries it.
@@ -164,7 +165,7 @@ impl Catalogue {
             by_name.insert(name.clone(), events.len());
             by_field.insert(field.number(), events.len());
             events.push(EventType {
-                name,
+                name: name.into(),
                 message,
                 field,
                 rules,

@@ -43,7 +43,7 @@ fn describe(v: &[Violation]) -> String {
 /// An event that passed the schema: its SSE name and JSON body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Prepared {
-    pub name: String,
+    pub name: std::sync::Arc<str>,
     pub json: String,
 }
 
@@ -176,7 +176,7 @@ impl Schema {
                     })
                     .collect();
                 json!({
-                    "name": e.name,
+                    "name": &*e.name,
                     "message": e.message.full_name(),
                     "envelope_field": e.field.name(),
                     "fields": fields,
