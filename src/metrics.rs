@@ -56,8 +56,32 @@ pub fn handle() -> Option<PrometheusHandle> {
                 .ok()?
                 .install_recorder()
                 .ok()
+                .inspect(start_upkeep)
         })
         .clone()
+}
+
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Folds histogram samples into their buckets every few seconds. The
+/// recorder keeps every sample recorded until then (a scrape also folds
+/// them), so a bridge that nobody scrapes would otherwise grow by a few
+/// bytes per publish for as long as it runs. A thread rather than a task:
+/// the recorder is the process's, and outlives any one runtime.
+fn start_upkeep(handle: &PrometheusHandle) {
+    let handle = handle.clone();
+    let started = std::thread::Builder::new()
+        .name("metrics-upkeep".to_owned())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_EVERY);
+                handle.run_upkeep();
+            }
+        });
+    if let Err(e) = started {
+        tracing::warn!(error = %e, "no metrics upkeep thread; histograms fold only when scraped");
+    }
 }
 
 /// Decrements a gauge when dropped: ties a gauge to a value's lifetime.
