@@ -251,11 +251,17 @@ async fn reader(
     drop(opened);
     let mut local = Vec::new();
     let mut first = true;
+    // Made once, not per read: a fresh `wait_for` registers with (and on
+    // drop leaves) the watch's waiter list, a lock each way, per event.
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    tokio::pin!(stopped);
     loop {
         if !first {
             let n = tokio::select! {
                 n = socket.read(&mut chunk) => n?,
-                _ = stop.wait_for(|s| *s) => break,
+                _ = &mut stopped => break,
             };
             if n == 0 {
                 break;
