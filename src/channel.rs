@@ -11,6 +11,8 @@ use uuid::Uuid;
 
 const MAX_PREFIX: usize = 63;
 const MAX_RESOURCE: usize = 128;
+/// Longest name: prefix, `:`, a hyphenated UUID, `:`, resource.
+const MAX_NAME: usize = MAX_PREFIX + 1 + 36 + 1 + MAX_RESOURCE;
 
 /// Why a channel name was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -88,7 +90,18 @@ impl Channel {
         if !valid_resource(resource) {
             return Err(ChannelError::Resource);
         }
-        let name = format!("{prefix}:{}:{resource}", tenant.hyphenated());
+        // Assembled on the stack and allocated once, straight into the
+        // shared name: every publish parses its channel, and `format!` plus
+        // the copy into an `Arc` were most of this function's cost.
+        let mut buf = [0u8; MAX_NAME];
+        let mut len = 0;
+        let mut uuid = Uuid::encode_buffer();
+        let tenant_text = tenant.hyphenated().encode_lower(&mut uuid);
+        for part in [prefix, ":", tenant_text, ":", resource] {
+            buf[len..len + part.len()].copy_from_slice(part.as_bytes());
+            len += part.len();
+        }
+        let name = std::str::from_utf8(&buf[..len]).map_err(|_| ChannelError::Resource)?;
         Ok(Channel {
             name: name.into(),
             tenant,
