@@ -13,6 +13,16 @@ pub fn put_id(buf: &mut Vec<u8>, id: &str) {
     put_field(buf, b"id", id.as_bytes());
 }
 
+/// Appends the `id:` line of a stream id, written in place (its digits
+/// and hyphen need no cleaning).
+pub fn put_stream_id(buf: &mut Vec<u8>, id: crate::cursor::StreamId) {
+    use std::io::Write;
+    buf.extend_from_slice(b"id: ");
+    // Writing into a Vec cannot fail.
+    let _ = write!(buf, "{id}");
+    buf.push(b'\n');
+}
+
 /// Appends an `event:` line.
 pub fn put_event(buf: &mut Vec<u8>, event: &str) {
     put_field(buf, b"event", event.as_bytes());
@@ -69,6 +79,13 @@ fn put_field(buf: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stream_ids_are_written_as_their_id_line() {
+        let mut buf = Vec::new();
+        put_stream_id(&mut buf, crate::cursor::StreamId::new(u64::MAX, 3));
+        assert_eq!(buf, b"id: 18446744073709551615-3\n");
+    }
 
     #[test]
     fn fields_cannot_break_their_line_and_data_lines_are_split() {

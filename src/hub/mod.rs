@@ -32,9 +32,9 @@ pub struct Frame {
 
 impl Frame {
     pub fn encode(entry: &Entry) -> Frame {
-        let id = entry.id.to_string();
-        let mut buf = Vec::with_capacity(id.len() + entry.event.len() + entry.data.len() + 24);
-        wire::put_id(&mut buf, &id);
+        // 41 bytes: the longest `<ms>-<seq>`, two u64s and a hyphen.
+        let mut buf = Vec::with_capacity(41 + entry.event.len() + entry.data.len() + 24);
+        wire::put_stream_id(&mut buf, entry.id);
         let body_at = buf.len();
         wire::put_event(&mut buf, &entry.event);
         wire::put_data_and_end(&mut buf, &entry.data);
