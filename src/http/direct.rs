@@ -254,7 +254,10 @@ where
     // Set when the frames were last polled with this task's waker, returned
     // `Pending`, and nothing can have taken that registration since: the
     // next wait need not poll them before sleeping (one poll of the whole
-    // stream per write fewer).
+    // stream per write fewer). Only for a stream that is keeping up (its
+    // write carried one frame): one with a backlog looks again right after
+    // its write, since more frames have most likely come meanwhile, and
+    // they go out together without a trip through the scheduler.
     let mut armed = false;
     loop {
         let first = std::future::poll_fn(|cx| {
@@ -288,15 +291,19 @@ where
         batch.extend_from_slice(&first);
         drop(first);
         let mut ended = false;
+        let mut backlog = false;
         while batch.len() < MAX_WRITE {
             match std::future::poll_fn(|cx| Poll::Ready(frames.poll_next_unpin(cx))).await {
-                Poll::Ready(Some(Ok(more))) => batch.extend_from_slice(&more),
+                Poll::Ready(Some(Ok(more))) => {
+                    batch.extend_from_slice(&more);
+                    backlog = true;
+                }
                 Poll::Ready(None) => {
                     ended = true;
                     break;
                 }
                 Poll::Pending => {
-                    armed = true;
+                    armed = !backlog;
                     break;
                 }
             }
