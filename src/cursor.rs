@@ -39,18 +39,36 @@ pub enum CursorError {
     Channels,
 }
 
+impl StreamId {
+    /// Parses `<ms>-<seq>` from bytes (ids in Valkey replies and pushes
+    /// are parsed once or twice per event, with no text validation first).
+    pub fn parse_bytes(b: &[u8]) -> Result<StreamId, CursorError> {
+        let dash = b
+            .iter()
+            .position(|&c| c == b'-')
+            .ok_or(CursorError::StreamId)?;
+        let digits = |p: &[u8]| {
+            if p.is_empty() || p.len() > 20 {
+                return Err(CursorError::StreamId);
+            }
+            p.iter().try_fold(0u64, |n, &c| {
+                let d = c.wrapping_sub(b'0');
+                if d > 9 {
+                    return Err(CursorError::StreamId);
+                }
+                n.checked_mul(10)
+                    .and_then(|n| n.checked_add(u64::from(d)))
+                    .ok_or(CursorError::StreamId)
+            })
+        };
+        Ok(StreamId::new(digits(&b[..dash])?, digits(&b[dash + 1..])?))
+    }
+}
+
 impl FromStr for StreamId {
     type Err = CursorError;
     fn from_str(s: &str) -> Result<StreamId, CursorError> {
-        let (ms, seq) = s.split_once('-').ok_or(CursorError::StreamId)?;
-        let digits = |p: &str| {
-            if p.is_empty() || p.len() > 20 || !p.bytes().all(|b| b.is_ascii_digit()) {
-                Err(CursorError::StreamId)
-            } else {
-                p.parse::<u64>().map_err(|_| CursorError::StreamId)
-            }
-        };
-        Ok(StreamId::new(digits(ms)?, digits(seq)?))
+        StreamId::parse_bytes(s.as_bytes())
     }
 }
 
@@ -158,6 +176,8 @@ mod tests {
         let b: StreamId = "1732844000000-12".parse().unwrap();
         assert!(a < b);
         assert_eq!(b.to_string(), "1732844000000-12");
+        let max: StreamId = "18446744073709551615-18446744073709551615".parse().unwrap();
+        assert_eq!(max, StreamId::new(u64::MAX, u64::MAX));
         for bad in [
             "",
             "1",
@@ -167,6 +187,7 @@ mod tests {
             "1-1-1",
             "+1-1",
             "99999999999999999999999-0",
+            "18446744073709551616-0",
         ] {
             assert_eq!(bad.parse::<StreamId>(), Err(CursorError::StreamId), "{bad}");
         }

@@ -33,10 +33,7 @@ pub fn put_event(buf: &mut Vec<u8>, event: &str) {
 pub fn put_data_and_end(buf: &mut Vec<u8>, data: &[u8]) {
     let mut rest = data;
     loop {
-        let end = rest
-            .iter()
-            .position(|&b| b == b'\n' || b == b'\r')
-            .unwrap_or(rest.len());
+        let end = memchr::memchr2(b'\n', b'\r', rest).unwrap_or(rest.len());
         buf.extend_from_slice(b"data: ");
         buf.extend_from_slice(&rest[..end]);
         buf.push(b'\n');

@@ -397,9 +397,15 @@ fn into_bytes(v: Value) -> Option<Bytes> {
 /// entry's data is a slice of the payload, not a copy.
 fn parse_messages(payload: &Bytes) -> Option<Vec<Entry>> {
     let mut entries = Vec::new();
-    let mut parts = payload.split(|b| *b == b'\n');
+    let mut parts = memchr::memchr_iter(b'\n', payload)
+        .chain([payload.len()])
+        .scan(0, |start, end| {
+            let part = &payload[*start..end];
+            *start = end + 1;
+            Some(part)
+        });
     while let Some(id) = parts.next() {
-        let id = std::str::from_utf8(id).ok()?.parse().ok()?;
+        let id = StreamId::parse_bytes(id).ok()?;
         let event = std::str::from_utf8(parts.next()?).ok()?.into();
         let data = payload.slice_ref(parts.next()?);
         entries.push(Entry { id, event, data });
@@ -749,20 +755,27 @@ fn parse_line(line: &[u8], events: usize) -> Result<StepOutcome, BusError> {
             String::from_utf8_lossy(line)
         ))
     };
-    let text = std::str::from_utf8(line).map_err(|_| bad())?;
-    if let Some(error) = text.strip_prefix('!') {
-        return Err(unavailable(format_args!("publish: {error}")));
+    if let Some(error) = line.strip_prefix(b"!") {
+        return Err(unavailable(format_args!(
+            "publish: {}",
+            String::from_utf8_lossy(error)
+        )));
     }
-    let mut tokens = text.split(' ');
-    let oldest_ms = tokens.next().and_then(|t| t.parse().ok()).ok_or_else(bad)?;
+    // Parsed as bytes: ids and the bound are ASCII digits, checked digit by
+    // digit, so the line needs no UTF-8 validation first.
+    let mut tokens = line.split(|b| *b == b' ');
+    let oldest_ms = tokens
+        .next()
+        .and_then(|t| std::str::from_utf8(t).ok()?.parse().ok())
+        .ok_or_else(bad)?;
     let published = tokens
         .map(|t| {
-            let (duplicate, id) = match t.strip_prefix('=') {
+            let (duplicate, id) = match t.strip_prefix(b"=") {
                 Some(id) => (true, id),
                 None => (false, t),
             };
             Some(Published {
-                id: id.parse().ok()?,
+                id: StreamId::parse_bytes(id).ok()?,
                 duplicate,
             })
         })
