@@ -251,6 +251,8 @@ async fn reader(
     drop(opened);
     let mut local = Vec::new();
     let mut first = true;
+    let frame_end = memchr::memmem::Finder::new(b"\n\n");
+    let mark = memchr::memmem::Finder::new(MARK);
     // Made once, not per read: a fresh `wait_for` registers with (and on
     // drop leaves) the watch's waiter list, a lock each way, per event.
     let stopped = async move {
@@ -270,10 +272,13 @@ async fn reader(
         }
         first = false;
         let mut start = 0;
-        while let Some(pos) = buf[start..].windows(2).position(|w| w == b"\n\n") {
+        // memchr's searchers rather than `windows(..).position`: a naive scan
+        // compares the marker at every byte of every frame, and the load
+        // generator's cost per event is part of every figure.
+        while let Some(pos) = frame_end.find(&buf[start..]) {
             let frame = &buf[start..start + pos];
             start += pos + 2;
-            let Some(at) = frame.windows(MARK.len()).position(|w| w == MARK) else {
+            let Some(at) = mark.find(frame) else {
                 continue;
             };
             let now = now_us();
