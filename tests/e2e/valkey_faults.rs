@@ -456,3 +456,39 @@ async fn a_duplicate_publish_still_refreshes_a_due_expiry() {
     assert!(ms > 10_000, "refreshed to twice the age: {ms} ms");
     bridge.stop().await;
 }
+
+/// How many `XRANGE` calls Valkey has run (scripts' calls included).
+async fn xrange_calls(backend: &Backend) -> u64 {
+    let info = match backend.cmd(&["INFO", "commandstats"]).await {
+        Value::BulkString(b) => String::from_utf8(b).expect("INFO is text"),
+        Value::VerbatimString { text, .. } => text,
+        other => panic!("INFO replied {other:?}"),
+    };
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_xrange:calls="))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A publish that creates a channel's stream knows the stream's oldest entry
+/// (its own first), so it reads no head to decide on an age trim: a
+/// short-lived channel never reads one.
+#[tokio::test]
+async fn a_new_channel_s_first_publish_reads_no_head() {
+    let backend = Backend::valkey();
+    let bridge = Bridge::on(&backend, &[]).await;
+    let mut p = bridge.publisher().await;
+    for resource in ["fresh-a", "fresh-b", "fresh-c", "fresh-a"] {
+        p.publish(client::request(
+            pb_channel(TENANT, resource),
+            progress(1, 9),
+            "",
+        ))
+        .await
+        .expect("publish");
+    }
+    assert_eq!(xrange_calls(&backend).await, 0, "no head was read");
+    let len = backend.cmd(&["XLEN", &history_key("fresh-a")]).await;
+    assert_eq!(len, Value::Int(2));
+    bridge.stop().await;
+}

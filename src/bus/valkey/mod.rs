@@ -77,7 +77,7 @@ local function channel(p)
   local n = tonumber(ARGV[p + 2])
   local bound = tonumber(ARGV[p + 3])
   local refresh = ARGV[p + 4] == '1'
-  local out, msg, id = {}, {}, nil
+  local out, msg, id, first_id = {}, {}, nil, nil
   for i = 0, n - 1 do
     local ev, data, k = ARGV[p + 5 + i * 3], ARGV[p + 6 + i * 3], tonumber(ARGV[p + 7 + i * 3])
     local first = false
@@ -86,6 +86,7 @@ local function channel(p)
       out[#out + 1] = '=' .. first
     else
       id = redis.call('XADD', KEYS[h], '*', 'e', ev, 'd', data)
+      first_id = first_id or id
       if k > 0 then redis.call('SET', KEYS[k], id, 'PX', window) end
       out[#out + 1] = id
       msg[#msg + 1] = id .. '\n' .. ev .. '\n' .. data
@@ -107,7 +108,13 @@ local function channel(p)
   -- With the bound, most publishes skip reading the stream's head; only
   -- once it falls behind the horizon is the head read, and only when the
   -- head has aged out is the newest aged entry looked up (XREVRANGE from
-  -- the horizon is far dearer).
+  -- the horizon is far dearer). A step that created the stream (it holds
+  -- only this step's entries, none trimmed) knows its head without reading
+  -- it: short-lived channels then never read one.
+  if min_ms > 0 and bound < min_ms and len == #msg and through == nil then
+    local first_ms = tonumber((parse(first_id)))
+    if first_ms >= min_ms then bound = first_ms end
+  end
   if min_ms > 0 and bound < min_ms then
     local oldest = redis.call('XRANGE', KEYS[h], '-', '+', 'COUNT', 1)
     if #oldest > 0 and tonumber((parse(oldest[1][1]))) < min_ms then
