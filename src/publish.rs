@@ -74,15 +74,42 @@ impl From<SchemaError> for PublishError {
     }
 }
 
-fn record(outcome: &Result<Published, BusError>, started: std::time::Instant) {
-    use crate::metrics as m;
-    match outcome {
-        Ok(p) => {
-            let kind = if p.duplicate { "duplicate" } else { "new" };
-            metrics::counter!(m::EVENTS_PUBLISHED, "kind" => kind).increment(1);
-            metrics::histogram!(m::PUBLISH_SECONDS).record(started.elapsed().as_secs_f64());
+/// The publish path's metric handles, looked up once: each `counter!` call
+/// otherwise finds its series in the recorder's registry again, per event.
+/// Made with the service, which the server builds after installing the
+/// recorder.
+#[derive(Clone)]
+struct Recorded {
+    new: metrics::Counter,
+    duplicate: metrics::Counter,
+    seconds: metrics::Histogram,
+    bus_errors: metrics::Counter,
+}
+
+impl Recorded {
+    fn new() -> Recorded {
+        use crate::metrics as m;
+        Recorded {
+            new: metrics::counter!(m::EVENTS_PUBLISHED, "kind" => "new"),
+            duplicate: metrics::counter!(m::EVENTS_PUBLISHED, "kind" => "duplicate"),
+            seconds: metrics::histogram!(m::PUBLISH_SECONDS),
+            bus_errors: metrics::counter!(m::BUS_ERRORS),
         }
-        Err(_) => metrics::counter!(m::BUS_ERRORS).increment(1),
+    }
+
+    fn outcome(&self, outcome: &Result<Published, BusError>, started: std::time::Instant) {
+        match outcome {
+            Ok(p) => {
+                let kind = if p.duplicate {
+                    &self.duplicate
+                } else {
+                    &self.new
+                };
+                kind.increment(1);
+                self.seconds.record(started.elapsed().as_secs_f64());
+            }
+            Err(_) => self.bus_errors.increment(1),
+        }
     }
 }
 
@@ -93,6 +120,7 @@ pub struct PublishService {
     bus: Arc<dyn Bus>,
     max_payload_bytes: usize,
     limiter: Option<Arc<RateLimiter>>,
+    recorded: Recorded,
 }
 
 impl PublishService {
@@ -102,6 +130,7 @@ impl PublishService {
             bus,
             max_payload_bytes,
             limiter: None,
+            recorded: Recorded::new(),
         }
     }
 
@@ -178,7 +207,7 @@ impl PublishService {
         );
         let started = std::time::Instant::now();
         let published = self.bus.publish(outgoing).instrument(span.clone()).await;
-        record(&published, started);
+        self.recorded.outcome(&published, started);
         match &published {
             Ok(p) => {
                 tracing::debug!(parent: &span, id = %p.id, duplicate = p.duplicate, "published")
@@ -215,7 +244,7 @@ impl PublishService {
         let started = std::time::Instant::now();
         let outcomes_of_batch = self.bus.publish_batch(batch).instrument(span).await;
         for p in &outcomes_of_batch {
-            record(p, started);
+            self.recorded.outcome(p, started);
         }
         let mut published = outcomes_of_batch.into_iter();
         outcomes
