@@ -479,13 +479,7 @@ async fn a_new_channel_s_first_publish_reads_no_head() {
     let bridge = Bridge::on(&backend, &[]).await;
     let mut p = bridge.publisher().await;
     for resource in ["fresh-a", "fresh-b", "fresh-c", "fresh-a"] {
-        p.publish(client::request(
-            pb_channel(TENANT, resource),
-            progress(1, 9),
-            "",
-        ))
-        .await
-        .expect("publish");
+        publish(&mut p, resource, progress(1, 9)).await;
     }
     assert_eq!(xrange_calls(&backend).await, 0, "no head was read");
     let len = backend.cmd(&["XLEN", &history_key("fresh-a")]).await;

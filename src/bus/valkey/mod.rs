@@ -283,14 +283,17 @@ struct Watch {
     stale: bool,
 }
 
+/// The node's watches, keyed by shard channel name (looked up per pushed
+/// message, hence foldhash).
+type Watches = HashMap<String, Watch, foldhash::fast::RandomState>;
+
 struct Shared {
     sink: Arc<dyn Sink>,
-    /// Keyed by shard channel name.
-    watches: Mutex<HashMap<String, Watch, foldhash::fast::RandomState>>,
+    watches: Mutex<Watches>,
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Watch, foldhash::fast::RandomState>> {
+    fn lock(&self) -> MutexGuard<'_, Watches> {
         self.watches.lock().unwrap_or_else(|p| p.into_inner())
     }
 
