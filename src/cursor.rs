@@ -72,9 +72,24 @@ impl FromStr for StreamId {
     }
 }
 
+impl StreamId {
+    /// Appends `<ms>-<seq>` to `out`. Ids are written once or more per
+    /// event (SSE `id:` lines, publish replies), and the `fmt` machinery
+    /// cost several times the digits themselves.
+    pub fn write_to(self, out: &mut Vec<u8>) {
+        let mut digits = itoa::Buffer::new();
+        out.extend_from_slice(digits.format(self.ms).as_bytes());
+        out.push(b'-');
+        out.extend_from_slice(digits.format(self.seq).as_bytes());
+    }
+}
+
 impl fmt::Display for StreamId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.ms, self.seq)
+        let mut digits = itoa::Buffer::new();
+        f.write_str(digits.format(self.ms))?;
+        f.write_str("-")?;
+        f.write_str(digits.format(self.seq))
     }
 }
 

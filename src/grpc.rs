@@ -13,8 +13,8 @@ use crate::auth::{self, AuthError, PublisherAuth, Tenants};
 use crate::bus::Bus;
 use crate::channel::{Channel, parse_tenant};
 use crate::metrics as m;
+use crate::proto::server::publisher_server::{Publisher, PublisherServer};
 use crate::proto::ssebridge::v1 as pb;
-use crate::proto::ssebridge::v1::publisher_server::{Publisher, PublisherServer};
 use crate::publish::{PublishError, PublishService};
 use crate::revocation::{Revocation, Target, check_reason, check_subject};
 
@@ -210,7 +210,7 @@ type ResponseStream = Pin<Box<dyn Stream<Item = Result<pb::PublishResponse, Stat
 impl Publisher for PublisherApi {
     async fn publish(
         &self,
-        request: Request<pb::PublishRequest>,
+        request: Request<crate::proto::server::PublishRequest>,
     ) -> Result<Response<pb::PublishResponse>, Status> {
         let publisher = self
             .authenticate(bearer_token(&request), auth::PUBLISH_SCOPE)
@@ -257,7 +257,7 @@ impl Publisher for PublisherApi {
 
     async fn publish_stream(
         &self,
-        request: Request<Streaming<pb::PublishRequest>>,
+        request: Request<Streaming<crate::proto::server::PublishRequest>>,
     ) -> Result<Response<Self::PublishStreamStream>, Status> {
         let publisher = self
             .authenticate(bearer_token(&request), auth::PUBLISH_SCOPE)

@@ -4,13 +4,12 @@
 
 use std::sync::Arc;
 
-use prost::Message;
 use tracing::Instrument;
 
 use crate::auth;
 use crate::bus::{Bus, BusError, Outgoing, Published};
 use crate::channel::{Channel, ChannelError};
-use crate::proto::ssebridge::v1 as pb;
+use crate::proto::server::PublishRequest;
 use crate::rate::{Rate, RateLimiter};
 use crate::schema::{Schema, SchemaError, Violation};
 
@@ -146,7 +145,7 @@ impl PublishService {
     pub fn prepare(
         &self,
         publisher: &auth::Publisher,
-        request: pb::PublishRequest,
+        request: PublishRequest,
     ) -> Result<Outgoing, PublishError> {
         if let Some(limiter) = &self.limiter {
             // First: a flood is refused before it costs any validation.
@@ -170,7 +169,7 @@ impl PublishService {
         let event = request
             .event
             .ok_or_else(|| PublishError::invalid("event", "is required".to_owned()))?;
-        let size = event.encoded_len();
+        let size = event.len();
         if size > self.max_payload_bytes {
             return Err(PublishError::TooLarge {
                 size,
@@ -183,7 +182,7 @@ impl PublishService {
                 format!("must be at most {MAX_IDEMPOTENCY_KEY} bytes"),
             ));
         }
-        let prepared = self.schema.prepare(&event)?;
+        let prepared = self.schema.prepare_encoded(&event)?;
         let key = Some(request.idempotency_key).filter(|k| !k.is_empty());
         Ok(Outgoing {
             channel,
@@ -196,7 +195,7 @@ impl PublishService {
     pub async fn publish(
         &self,
         publisher: &auth::Publisher,
-        request: pb::PublishRequest,
+        request: PublishRequest,
     ) -> Result<Published, PublishError> {
         let outgoing = self.prepare(publisher, request)?;
         let span = tracing::debug_span!(
@@ -222,7 +221,7 @@ impl PublishService {
     pub async fn publish_many(
         &self,
         publisher: &auth::Publisher,
-        requests: Vec<pb::PublishRequest>,
+        requests: Vec<PublishRequest>,
     ) -> Vec<Result<Published, PublishError>> {
         let mut outcomes: Vec<Option<Result<Published, PublishError>>> =
             Vec::with_capacity(requests.len());

@@ -134,7 +134,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     }
     let api = PublisherApi::new(service, settings.publisher_auth.clone(), bus.clone());
     let (health, health_service) = tonic_health::server::health_reporter();
-    type Served = crate::proto::ssebridge::v1::publisher_server::PublisherServer<PublisherApi>;
+    type Served = crate::proto::server::publisher_server::PublisherServer<PublisherApi>;
     health.set_serving::<Served>().await;
     // gRPC health follows the bus, like /readyz: publishing needs it.
     let mut health_down = shutdown_rx.clone();

@@ -16,10 +16,8 @@ pub fn put_id(buf: &mut Vec<u8>, id: &str) {
 /// Appends the `id:` line of a stream id, written in place (its digits
 /// and hyphen need no cleaning).
 pub fn put_stream_id(buf: &mut Vec<u8>, id: crate::cursor::StreamId) {
-    use std::io::Write;
     buf.extend_from_slice(b"id: ");
-    // Writing into a Vec cannot fail.
-    let _ = write!(buf, "{id}");
+    id.write_to(buf);
     buf.push(b'\n');
 }
 

@@ -71,6 +71,9 @@ pub struct EventType {
     pub field: FieldDescriptor,
     /// Its compiled field rules.
     pub rules: MessageRules,
+    /// Where its rules' violations are reported (`event.<field>`), made
+    /// once rather than per publish.
+    pub path: String,
 }
 
 /// Every event of the envelope, by envelope field number and by name.
@@ -166,6 +169,7 @@ impl Catalogue {
             by_field.insert(field.number(), events.len());
             events.push(EventType {
                 name: name.into(),
+                path: format!("event.{}", field.name()),
                 message,
                 field,
                 rules,

@@ -103,9 +103,7 @@ impl Schema {
             return Err(SchemaError::EmptyPayload);
         };
         let mut violations = Vec::new();
-        event
-            .rules
-            .check(payload, &format!("event.{}", field.name()), &mut violations);
+        event.rules.check(payload, &event.path, &mut violations);
         if !violations.is_empty() {
             return Err(SchemaError::Rules(violations));
         }

@@ -79,6 +79,16 @@ async fn schema_and_field_rule_violations() {
     .await;
     assert_eq!(empty.code(), Code::InvalidArgument);
     assert_eq!(violations(&empty), vec!["event.payload".to_owned()]);
+    // The server reads the event as bytes: an absent one stays apart from
+    // an empty one.
+    let absent = pb::PublishRequest {
+        channel: Some(ch()),
+        event: None,
+        idempotency_key: String::new(),
+    };
+    let absent = status_of(&bridge, &token, absent).await;
+    assert_eq!(absent.code(), Code::InvalidArgument);
+    assert_eq!(violations(&absent), vec!["event".to_owned()]);
 
     let cases = [
         (progress(11, 10), vec!["event.scan_progress.checked"]),

@@ -236,21 +236,33 @@ enum Name<'a> {
     Shard(&'a Channel),
 }
 
+impl<'a> Name<'a> {
+    /// The name's pieces, in order: written straight into a command's buffer
+    /// (two names go into every publish, and `write!` cost more than the
+    /// copying) or into a `String`.
+    fn parts(&self) -> [&'a str; 4] {
+        match *self {
+            Name::History(c) => ["sseb:{", c.as_str(), "}:h", ""],
+            Name::Idempotency(c, key) => ["sseb:{", c.as_str(), "}:k:", key],
+            Name::Shard(c) => ["sseb:{", c.as_str(), "}", ""],
+        }
+    }
+}
+
 impl std::fmt::Display for Name<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Name::History(c) => write!(f, "sseb:{{{c}}}:h"),
-            Name::Idempotency(c, key) => write!(f, "sseb:{{{c}}}:k:{key}"),
-            Name::Shard(c) => write!(f, "sseb:{{{c}}}"),
-        }
+        self.parts().iter().try_for_each(|part| f.write_str(part))
     }
 }
 
 impl redis::ToRedisArgs for Name<'_> {
     fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
         use std::io::Write;
-        // Writing into the command's own buffer cannot fail.
-        let _ = write!(out.writer_for_next_arg(), "{self}");
+        let mut arg = out.writer_for_next_arg();
+        for part in self.parts() {
+            // Writing into the command's own buffer cannot fail.
+            let _ = arg.write_all(part.as_bytes());
+        }
     }
 }
 
@@ -1141,6 +1153,18 @@ mod tests {
         for k in [history_key(&c), idempotency_key(&c, "k"), shard_channel(&c)] {
             assert!(k.contains(&tag), "{k}");
             assert_eq!(k.matches('{').count(), 1);
+        }
+        assert_eq!(history_key(&c), format!("sseb:{tag}:h"));
+        assert_eq!(idempotency_key(&c, "k"), format!("sseb:{tag}:k:k"));
+        assert_eq!(shard_channel(&c), format!("sseb:{tag}"));
+        // What goes into commands is the same bytes.
+        for name in [
+            Name::History(&c),
+            Name::Idempotency(&c, "k"),
+            Name::Shard(&c),
+        ] {
+            let args = redis::ToRedisArgs::to_redis_args(&name);
+            assert_eq!(args, vec![name.to_string().into_bytes()]);
         }
     }
 
