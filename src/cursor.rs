@@ -84,6 +84,17 @@ impl StreamId {
     }
 }
 
+impl StreamId {
+    /// `<ms>-<seq>` as a new string, allocated once at its final size (a
+    /// publish reply carries one per event; `to_string` grows it twice).
+    pub fn to_text(self) -> String {
+        let mut out = Vec::with_capacity(41);
+        self.write_to(&mut out);
+        // Only ASCII digits and `-` were written.
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
 impl fmt::Display for StreamId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut digits = itoa::Buffer::new();
@@ -193,6 +204,14 @@ mod tests {
         assert_eq!(b.to_string(), "1732844000000-12");
         let max: StreamId = "18446744073709551615-18446744073709551615".parse().unwrap();
         assert_eq!(max, StreamId::new(u64::MAX, u64::MAX));
+        // Every way of printing an id agrees, up to the longest.
+        for id in [StreamId::ZERO, b, max] {
+            let mut bytes = Vec::new();
+            id.write_to(&mut bytes);
+            assert_eq!(bytes, id.to_string().into_bytes());
+            assert_eq!(id.to_text(), id.to_string());
+        }
+        assert_eq!(max.to_text().len(), 41);
         for bad in [
             "",
             "1",

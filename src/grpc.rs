@@ -198,7 +198,7 @@ fn responses(
 
 fn accepted(p: crate::bus::Published) -> pb::PublishResponse {
     pb::PublishResponse {
-        id: p.id.to_string(),
+        id: p.id.to_text(),
         duplicate: p.duplicate,
         error: None,
     }

@@ -61,35 +61,46 @@ local function lt(a, b)
   return am < bm or (am == bm and as < bs)
 end
 local max_len, age, window = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
--- One channel's reply line: its bound, then its outcomes.
-local function line(bound, out)
-  return string.format('%d', bound) .. ' ' .. table.concat(out, ' ')
-end
 local t = redis.call('TIME')
 local min_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - age
--- One channel's events: ARGV[p] its shard channel, ARGV[p + 1] the index
--- of its history key, ARGV[p + 2] how many events, ARGV[p + 3] the node's
--- lower bound of the oldest entry's ms (0: unknown), ARGV[p + 4] '1' when
--- the idle expiry is due a refresh, then per event its type, data and
--- idempotency key index (0: none). Returns the bound, then the ids.
-local function channel(p)
-  local h = tonumber(ARGV[p + 1])
-  local n = tonumber(ARGV[p + 2])
-  local bound = tonumber(ARGV[p + 3])
-  local refresh = ARGV[p + 4] == '1'
+local min_text = string.format('%d', min_ms)
+-- Whether a bound passed as text (decimal ms, no leading zeros) is older
+-- than the horizon. Compared as text: Lua turns a string into a number with
+-- strtod, and that was a large part of the script's cost per event.
+local function older(bound)
+  return #bound < #min_text or (#bound == #min_text and bound < min_text)
+end
+-- One channel's reply line: its bound, then its outcomes.
+local function line(bound, out)
+  if type(bound) == 'number' then bound = string.format('%d', bound) end
+  return bound .. ' ' .. table.concat(out, ' ')
+end
+-- One channel's events. ARGV[p] is its mode: 'r' when the idle expiry is
+-- due a refresh, else '-', then a character per event, '1' when the event
+-- has an idempotency key (the next key after the history key KEYS[h]) and
+-- '0' when not. ARGV[p + 1] is the node's lower bound of the oldest entry's
+-- ms (0: unknown); then per event its record `<event>\n<json>`. Returns the
+-- bound, then the ids.
+local function channel(p, h)
+  local mode, bound = ARGV[p], ARGV[p + 1]
+  local refresh = string.byte(mode, 1) == 114
+  local key = h
   local out, msg, id, first_id = {}, {}, nil, nil
-  for i = 0, n - 1 do
-    local ev, data, k = ARGV[p + 5 + i * 3], ARGV[p + 6 + i * 3], tonumber(ARGV[p + 7 + i * 3])
-    local first = false
-    if k > 0 then first = redis.call('GET', KEYS[k]) end
+  for i = 1, #mode - 1 do
+    local record, k, first = ARGV[p + 1 + i], nil, false
+    if string.byte(mode, i + 1) == 49 then
+      key = key + 1
+      k = KEYS[key]
+      first = redis.call('GET', k)
+    end
     if first then
       out[#out + 1] = '=' .. first
     else
-      id = redis.call('XADD', KEYS[h], '*', 'e', ev, 'd', data)
+      id = redis.call('XADD', KEYS[h], '*', 'm', record)
       first_id = first_id or id
-      if k > 0 then redis.call('SET', KEYS[k], id, 'PX', window) end
+      if k then redis.call('SET', k, id, 'PX', window) end
       out[#out + 1] = id
-      msg[#msg + 1] = id .. '\n' .. ev .. '\n' .. data
+      msg[#msg + 1] = id .. '\n' .. record
     end
   end
   if id == nil then
@@ -111,14 +122,15 @@ local function channel(p)
   -- the horizon is far dearer). A step that created the stream (it holds
   -- only this step's entries, none trimmed) knows its head without reading
   -- it: short-lived channels then never read one.
-  if min_ms > 0 and bound < min_ms and len == #msg and through == nil then
+  local stale = min_ms > 0 and older(bound)
+  if stale and len == #msg and through == nil then
     local first_ms = tonumber((parse(first_id)))
-    if first_ms >= min_ms then bound = first_ms end
+    if first_ms >= min_ms then bound, stale = first_ms, false end
   end
-  if min_ms > 0 and bound < min_ms then
+  if stale then
     local oldest = redis.call('XRANGE', KEYS[h], '-', '+', 'COUNT', 1)
     if #oldest > 0 and tonumber((parse(oldest[1][1]))) < min_ms then
-      local aged = redis.call('XREVRANGE', KEYS[h], '(' .. string.format('%d', min_ms) .. '-0', '-', 'COUNT', 1)
+      local aged = redis.call('XREVRANGE', KEYS[h], '(' .. min_text .. '-0', '-', 'COUNT', 1)
       if #aged > 0 and (through == nil or lt(through, aged[1][1])) then through = aged[1][1] end
       bound = min_ms
     elseif #oldest > 0 then
@@ -135,7 +147,8 @@ local function channel(p)
   -- `history_lost`, and then it goes. A stream this step created (it holds
   -- only what the step added) gets its expiry whatever the node remembers.
   if refresh or len == #msg then redis.call('PEXPIRE', KEYS[h], age * 2) end
-  redis.call('SPUBLISH', ARGV[p], table.concat(msg, '\n'))
+  -- The shard channel is the history key without its `:h`.
+  redis.call('SPUBLISH', string.sub(KEYS[h], 1, -3), table.concat(msg, '\n'))
   return line(bound, out)
 end
 -- The reply is one string, a line per channel: the channel's bound, then
@@ -143,16 +156,20 @@ end
 -- string rather than nested arrays: three values per event fewer for Valkey
 -- to build and for the client to parse. A channel whose step fails (say its
 -- key holds another type) fails alone: its line is `!` and the error, and
--- the other channels of the batch go on.
-local all, p = {}, 4
+-- the other channels of the batch go on. Each channel's keys follow the
+-- previous channel's: its history key, then its events' idempotency keys.
+local all, p, h = {}, 4, 1
 while p <= #ARGV do
-  local ok, out = pcall(channel, p)
+  local mode = ARGV[p]
+  local ok, out = pcall(channel, p, h)
   if not ok then
     if type(out) == 'table' then out = out.err or '?' end
     out = '!' .. string.gsub(tostring(out), '\n', ' ')
   end
   all[#all + 1] = out
-  p = p + 5 + tonumber(ARGV[p + 2]) * 3
+  local _, keys = string.gsub(mode, '1', '')
+  h = h + 1 + keys
+  p = p + 1 + #mode
 end
 return table.concat(all, '\n')
 "#;
@@ -266,6 +283,23 @@ impl redis::ToRedisArgs for Name<'_> {
     }
 }
 
+/// An event as the publish script takes it and the history stream keeps it
+/// (field `m`): `<event>\n<json>`, written straight into the command.
+/// Neither part holds a raw line break (event names are `resource.verb`;
+/// the JSON is compact), so the first one splits them.
+struct Record<'a>(&'a Outgoing);
+
+impl redis::ToRedisArgs for Record<'_> {
+    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
+        use std::io::Write;
+        let mut arg = out.writer_for_next_arg();
+        // Writing into the command's own buffer cannot fail.
+        let _ = arg.write_all(self.0.event.as_bytes());
+        let _ = arg.write_all(b"\n");
+        let _ = arg.write_all(&self.0.data);
+    }
+}
+
 fn history_key(channel: &Channel) -> String {
     Name::History(channel).to_string()
 }
@@ -369,39 +403,38 @@ fn as_bytes(v: &Value) -> Option<&[u8]> {
     }
 }
 
-/// Parses one `XRANGE` entry: `[id, [field, value, ...]]`.
+/// Parses one `XRANGE` entry: `[id, [field, value, ...]]`, its fields as a
+/// flat array (RESP2) or a map (RESP3). An entry holds its record in `m`;
+/// entries written before records were one field hold `e` (event) and `d`
+/// (JSON), and are still read.
 fn parse_entry(v: &Value) -> Option<Entry> {
     let Value::Array(parts) = v else { return None };
     let id = parse_id(parts.first()?)?;
-    let (mut event, mut data) = (None, None);
-    match parts.get(1)? {
-        Value::Array(fields) => {
-            for pair in fields.chunks(2) {
-                match (
-                    pair.first().and_then(as_bytes),
-                    pair.get(1).and_then(as_bytes),
-                ) {
-                    (Some(b"e"), Some(v)) => event = Some(std::str::from_utf8(v).ok()?.into()),
-                    (Some(b"d"), Some(v)) => data = Some(Bytes::copy_from_slice(v)),
-                    _ => {}
-                }
-            }
-        }
-        Value::Map(fields) => {
-            for (k, v) in fields {
-                match (as_bytes(k), as_bytes(v)) {
-                    (Some(b"e"), Some(v)) => event = Some(std::str::from_utf8(v).ok()?.into()),
-                    (Some(b"d"), Some(v)) => data = Some(Bytes::copy_from_slice(v)),
-                    _ => {}
-                }
-            }
-        }
+    let pairs: Vec<(&Value, &Value)> = match parts.get(1)? {
+        Value::Array(fields) => fields
+            .chunks(2)
+            .filter_map(|pair| Some((pair.first()?, pair.get(1)?)))
+            .collect(),
+        Value::Map(fields) => fields.iter().map(|(k, v)| (k, v)).collect(),
         _ => return None,
+    };
+    let (mut event, mut data) = (None, None);
+    for (k, v) in pairs {
+        match (as_bytes(k)?, as_bytes(v)?) {
+            (b"m", record) => {
+                let split = memchr::memchr(b'\n', record)?;
+                event = Some(&record[..split]);
+                data = Some(&record[split + 1..]);
+            }
+            (b"e", v) => event = Some(v),
+            (b"d", v) => data = Some(v),
+            _ => {}
+        }
     }
     Some(Entry {
         id,
-        event: event?,
-        data: data?,
+        event: std::str::from_utf8(event?).ok()?.into(),
+        data: Bytes::copy_from_slice(data?),
     })
 }
 
@@ -850,16 +883,12 @@ impl ValkeyBus {
         // history key, then its events' idempotency keys, each event
         // remembering its key's index (0: none).
         let mut keys: Vec<Name> = Vec::with_capacity(groups.len() * 2);
-        let mut bases = Vec::with_capacity(groups.len());
-        let mut key_of = vec![0usize; events.len()];
         for group in groups {
             let channel = &events[group[0]].channel;
-            bases.push(keys.len() + 1);
             keys.push(Name::History(channel));
             for &i in group {
                 if let Some(k) = events[i].idempotency_key.as_deref() {
                     keys.push(Name::Idempotency(channel, k));
-                    key_of[i] = keys.len();
                 }
             }
         }
@@ -870,18 +899,23 @@ impl ValkeyBus {
             .arg(self.retention.max_len.max(1))
             .arg(self.retention.max_age.as_millis().max(1) as u64)
             .arg(self.retention.idempotency_window.as_millis().max(1) as u64);
-        for ((group, base), step) in groups.iter().zip(bases).zip(steps) {
-            let channel = &events[group[0]].channel;
-            cmd.arg(Name::Shard(channel))
-                .arg(base)
-                .arg(group.len())
-                .arg(step.oldest_ms)
-                .arg(u8::from(step.refresh_expiry));
+        // Per channel two arguments and then one per event (the script's
+        // comments give the layout): every argument is a string Valkey
+        // makes and Lua interns, so the fewer, the cheaper each event.
+        let mut mode = Vec::new();
+        for (group, step) in groups.iter().zip(steps) {
+            mode.clear();
+            mode.push(if step.refresh_expiry { b'r' } else { b'-' });
+            mode.extend(group.iter().map(|&i| {
+                if events[i].idempotency_key.is_some() {
+                    b'1'
+                } else {
+                    b'0'
+                }
+            }));
+            cmd.arg(&mode[..]).arg(step.oldest_ms);
             for &i in group {
-                let e = &events[i];
-                cmd.arg(e.event.as_bytes())
-                    .arg(e.data.as_ref())
-                    .arg(key_of[i]);
+                cmd.arg(Record(&events[i]));
             }
         }
         cmd
@@ -1144,6 +1178,29 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn history_entries_are_read_in_both_layouts() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let entry = |fields| Value::Array(vec![bulk("5-1"), fields]);
+        let record = entry(Value::Array(vec![
+            bulk("m"),
+            bulk("scan.progress\n{\"a\":1}"),
+        ]));
+        let earlier = entry(Value::Map(vec![
+            (bulk("e"), bulk("scan.progress")),
+            (bulk("d"), bulk("{\"a\":1}")),
+        ]));
+        for v in [record, earlier] {
+            let e = parse_entry(&v).unwrap();
+            assert_eq!(e.id, StreamId::new(5, 1));
+            assert_eq!(&*e.event, "scan.progress");
+            assert_eq!(&e.data[..], b"{\"a\":1}");
+        }
+        // A record without its separator is refused, not misread.
+        let broken = entry(Value::Array(vec![bulk("m"), bulk("scan.progress")]));
+        assert!(parse_entry(&broken).is_none());
     }
 
     #[test]
