@@ -35,11 +35,41 @@ pub mod server {
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct PublishRequest {
         #[prost(message, optional, tag = "1")]
-        pub channel: Option<super::ssebridge::v1::Channel>,
+        pub channel: Option<Channel>,
         #[prost(bytes = "bytes", optional, tag = "2")]
         pub event: Option<Bytes>,
         #[prost(string, tag = "3")]
         pub idempotency_key: String,
+    }
+
+    /// `ssebridge.v1.Channel` as the server reads it: its parts are slices
+    /// of the request rather than three new strings per publish, and are
+    /// checked as text where they are parsed.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Channel {
+        #[prost(bytes = "bytes", tag = "1")]
+        pub prefix: Bytes,
+        #[prost(bytes = "bytes", tag = "2")]
+        pub tenant_id: Bytes,
+        #[prost(bytes = "bytes", tag = "3")]
+        pub resource_id: Bytes,
+    }
+
+    impl Channel {
+        /// Parses the channel. A part that is not UTF-8 (which a generated
+        /// decoder would refuse as a broken message) fails as that part,
+        /// in the order [`crate::channel::Channel::from_parts`] checks them.
+        pub fn parse(&self) -> Result<crate::channel::Channel, crate::channel::ChannelError> {
+            // Not UTF-8: a stand-in that no part's pattern accepts.
+            fn text(b: &Bytes) -> &str {
+                std::str::from_utf8(b).unwrap_or("\u{fffd}")
+            }
+            crate::channel::Channel::from_parts(
+                text(&self.prefix),
+                text(&self.tenant_id),
+                text(&self.resource_id),
+            )
+        }
     }
 
     include!(concat!(env!("OUT_DIR"), "/server/ssebridge.v1.rs"));
@@ -75,11 +105,47 @@ pub mod server {
             };
             let sent = client_request(Some(event.clone()));
             let read = super::PublishRequest::decode(sent.encode_to_vec().as_slice()).unwrap();
-            assert_eq!(read.channel, sent.channel);
+            let channel = read.channel.as_ref().unwrap().parse().unwrap();
+            assert_eq!(
+                channel.as_str(),
+                "scans:0b6e1a52-3a8e-4a47-9d0e-2c4f5d6e7f80:r1"
+            );
             assert_eq!(read.idempotency_key, "k-1");
             assert_eq!(read.event.as_deref(), Some(&event.encode_to_vec()[..]));
             // And back: the same bytes on the wire.
             assert_eq!(read.encode_to_vec(), sent.encode_to_vec());
+        }
+
+        #[test]
+        fn a_part_that_is_not_utf8_fails_as_that_part() {
+            use crate::channel::ChannelError;
+            let ok = |s: &str| bytes::Bytes::copy_from_slice(s.as_bytes());
+            let bad = bytes::Bytes::from_static(b"\xff");
+            let channel = |prefix, tenant_id, resource_id| super::Channel {
+                prefix,
+                tenant_id,
+                resource_id,
+            };
+            let tenant = || ok("0b6e1a52-3a8e-4a47-9d0e-2c4f5d6e7f80");
+            let cases = [
+                (
+                    channel(bad.clone(), tenant(), ok("r")),
+                    ChannelError::Prefix,
+                ),
+                (
+                    channel(ok("scans"), bad.clone(), ok("r")),
+                    ChannelError::Tenant,
+                ),
+                (
+                    channel(ok("scans"), tenant(), bad.clone()),
+                    ChannelError::Resource,
+                ),
+                // The first broken part is reported, as for text.
+                (channel(ok("Scans"), tenant(), bad), ChannelError::Prefix),
+            ];
+            for (c, want) in cases {
+                assert_eq!(c.parse(), Err(want));
+            }
         }
 
         #[test]

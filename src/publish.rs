@@ -8,7 +8,7 @@ use tracing::Instrument;
 
 use crate::auth;
 use crate::bus::{Bus, BusError, Outgoing, Published};
-use crate::channel::{Channel, ChannelError};
+use crate::channel::ChannelError;
 use crate::proto::server::PublishRequest;
 use crate::rate::{Rate, RateLimiter};
 use crate::schema::{Schema, SchemaError, Violation};
@@ -160,9 +160,9 @@ impl PublishService {
             .channel
             .as_ref()
             .ok_or_else(|| PublishError::invalid("channel", "is required".to_owned()))?;
-        let channel =
-            Channel::from_parts(&channel.prefix, &channel.tenant_id, &channel.resource_id)
-                .map_err(|e| PublishError::invalid(channel_field(&e), e.to_string()))?;
+        let channel = channel
+            .parse()
+            .map_err(|e| PublishError::invalid(channel_field(&e), e.to_string()))?;
         if !publisher.tenants.allows(channel.tenant()) {
             return Err(PublishError::Tenant(channel.tenant()));
         }

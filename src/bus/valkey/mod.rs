@@ -447,10 +447,33 @@ fn into_bytes(v: Value) -> Option<Bytes> {
     }
 }
 
+/// Event names as the pump has seen them, shared: every delivered event
+/// carries its name, and a new `Arc<str>` per event was an allocation and a
+/// copy. Names come from the catalogue, so there are few; a bus that
+/// carried ever new ones would only make the map start over.
+#[derive(Default)]
+struct EventNames(HashMap<Box<[u8]>, Arc<str>, foldhash::fast::RandomState>);
+
+impl EventNames {
+    const MAX: usize = 1024;
+
+    fn get(&mut self, name: &[u8]) -> Option<Arc<str>> {
+        if let Some(known) = self.0.get(name) {
+            return Some(known.clone());
+        }
+        let text: Arc<str> = std::str::from_utf8(name).ok()?.into();
+        if self.0.len() >= Self::MAX {
+            self.0.clear();
+        }
+        self.0.insert(name.into(), text.clone());
+        Some(text)
+    }
+}
+
 /// Parses a pub/sub payload: one or more `<id>\n<event>\n<json>` records
 /// joined by `\n` (JSON and event names hold no raw line break). Each
 /// entry's data is a slice of the payload, not a copy.
-fn parse_messages(payload: &Bytes) -> Option<Vec<Entry>> {
+fn parse_messages(payload: &Bytes, names: &mut EventNames) -> Option<Vec<Entry>> {
     let mut entries = Vec::new();
     let mut parts = memchr::memchr_iter(b'\n', payload)
         .chain([payload.len()])
@@ -461,7 +484,7 @@ fn parse_messages(payload: &Bytes) -> Option<Vec<Entry>> {
         });
     while let Some(id) = parts.next() {
         let id = StreamId::parse_bytes(id).ok()?;
-        let event = std::str::from_utf8(parts.next()?).ok()?.into();
+        let event = names.get(parts.next()?)?;
         let data = payload.slice_ref(parts.next()?);
         entries.push(Entry { id, event, data });
     }
@@ -655,6 +678,7 @@ async fn pump(
     read_after: Script,
     max_len: usize,
 ) {
+    let mut names = EventNames::default();
     while let Some(push) = rx.recv().await {
         match push.kind {
             PushKind::SMessage | PushKind::Message => {
@@ -675,7 +699,7 @@ async fn pump(
                     }
                     continue;
                 }
-                match parse_messages(&payload) {
+                match parse_messages(&payload, &mut names) {
                     Some(entries) => {
                         for entry in entries {
                             shared.deliver(name, entry);
@@ -768,12 +792,13 @@ async fn refill(
 struct StepOutcome {
     /// The channel's lower bound of its oldest entry's ms, for [`Hints`].
     oldest_ms: u64,
-    /// One per event, in the channel's order.
-    published: Vec<Published>,
+    /// One per event, in the channel's order (inline: a channel has few
+    /// events in a batch, mostly one).
+    published: Group<Published>,
 }
 
 /// The publish script's reply: one outcome per group, in group order.
-fn parse_reply(v: &Value, groups: &[Vec<usize>]) -> Vec<Result<StepOutcome, BusError>> {
+fn parse_reply(v: &Value, groups: &[Group<usize>]) -> Vec<Result<StepOutcome, BusError>> {
     let every = |e: BusError| groups.iter().map(|_| Err(e.clone())).collect();
     let text = match v {
         Value::BulkString(b) => b.as_slice(),
@@ -834,7 +859,7 @@ fn parse_line(line: &[u8], events: usize) -> Result<StepOutcome, BusError> {
                 duplicate,
             })
         })
-        .collect::<Option<Vec<_>>>()
+        .collect::<Option<Group<_>>>()
         .ok_or_else(bad)?;
     if published.len() != events {
         return Err(bad());
@@ -851,15 +876,19 @@ fn is_noscript(v: &Value) -> bool {
 
 /// A batch's events by channel, each channel's in publish order; channels
 /// in order of first appearance.
-fn by_channel(events: &[Outgoing]) -> Vec<Vec<usize>> {
-    let mut groups: Vec<Vec<usize>> = Vec::new();
+/// A channel's share of a batch: a handful of items at most, kept inline
+/// (two heap allocations per channel of every batch otherwise).
+type Group<T> = smallvec::SmallVec<[T; 4]>;
+
+fn by_channel(events: &[Outgoing]) -> Vec<Group<usize>> {
+    let mut groups: Vec<Group<usize>> = Vec::new();
     let mut index: HashMap<&Channel, usize, foldhash::fast::RandomState> = HashMap::default();
     for (i, e) in events.iter().enumerate() {
         match index.get(&e.channel) {
             Some(&g) => groups[g].push(i),
             None => {
                 index.insert(&e.channel, groups.len());
-                groups.push(vec![i]);
+                groups.push(smallvec::smallvec![i]);
             }
         }
     }
@@ -876,7 +905,7 @@ impl ValkeyBus {
     fn publish_command(
         &self,
         events: &[Outgoing],
-        groups: &[Vec<usize>],
+        groups: &[Group<usize>],
         steps: &[StepHint],
     ) -> redis::Cmd {
         // Keys first (Valkey needs their count up front): per channel its
@@ -938,7 +967,7 @@ impl ValkeyBus {
     async fn run_groups(
         &self,
         events: &[Outgoing],
-        groups: &[Vec<usize>],
+        groups: &[Group<usize>],
         steps: &[StepHint],
     ) -> Result<Value, BusError> {
         // In a pipeline that keeps errors as replies, so a lost script
@@ -1156,17 +1185,31 @@ mod tests {
 
     #[test]
     fn messages_carry_one_or_more_records() {
-        let one = parse_messages(&Bytes::from_static(
-            b"17-3\nscan.progress\n{\"a\":\"x\\ny\"}",
-        ))
+        let mut names = EventNames::default();
+        let one = parse_messages(
+            &Bytes::from_static(b"17-3\nscan.progress\n{\"a\":\"x\\ny\"}"),
+            &mut names,
+        )
         .unwrap();
         assert_eq!(one.len(), 1);
         assert_eq!(one[0].id, StreamId::new(17, 3));
         assert_eq!(&*one[0].event, "scan.progress");
         assert_eq!(&one[0].data[..], b"{\"a\":\"x\\ny\"}");
-        let two = parse_messages(&Bytes::from_static(b"1-0\na.b\n{}\n1-1\nc.d\n[]")).unwrap();
+        let two = parse_messages(
+            &Bytes::from_static(b"1-0\na.b\n{}\n1-1\nc.d\n[]"),
+            &mut names,
+        )
+        .unwrap();
         assert_eq!(two.iter().map(|e| e.id.seq).collect::<Vec<_>>(), [0, 1]);
         assert_eq!(&*two[1].event, "c.d");
+        // A name seen before is the same shared string; the map stays bounded.
+        let again = parse_messages(&Bytes::from_static(b"2-0\nscan.progress\n{}"), &mut names);
+        assert!(Arc::ptr_eq(&again.unwrap()[0].event, &one[0].event));
+        for i in 0..=EventNames::MAX {
+            names.get(format!("n.{i}").as_bytes());
+        }
+        assert!(names.0.len() <= EventNames::MAX);
+        assert!(names.get(b"\xff").is_none());
         for bad in [
             &b"nope"[..],
             b"1-1\nonly-two",
@@ -1174,7 +1217,7 @@ mod tests {
             b"",
         ] {
             assert!(
-                parse_messages(&Bytes::from_static(bad)).is_none(),
+                parse_messages(&Bytes::from_static(bad), &mut names).is_none(),
                 "{bad:?}"
             );
         }
@@ -1227,7 +1270,11 @@ mod tests {
 
     #[test]
     fn publish_reply_has_a_line_per_channel() {
-        let groups = vec![vec![0, 2], vec![1], vec![3]];
+        let groups: Vec<Group<usize>> = vec![
+            smallvec::smallvec![0, 2],
+            smallvec::smallvec![1],
+            smallvec::smallvec![3],
+        ];
         let reply =
             Value::BulkString(b"17 5-0 =4-1\n0 5-1\n!WRONGTYPE Operation against a key".to_vec());
         let out = parse_reply(&reply, &groups);
