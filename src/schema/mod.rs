@@ -2,6 +2,7 @@
 //! descriptor set, field-rule validation, and canonical proto3 JSON.
 
 pub mod catalogue;
+mod envelope;
 pub mod rules;
 pub mod typescript;
 
@@ -90,26 +91,29 @@ impl Schema {
 
     /// Like [`Schema::prepare`], for an already encoded envelope.
     pub fn prepare_encoded(&self, bytes: &[u8]) -> Result<Prepared, SchemaError> {
-        let envelope = DynamicMessage::decode(self.catalogue.envelope.clone(), bytes)
+        let found = envelope::payload(bytes, |n| self.catalogue.by_field(n).is_some())
             .map_err(|e| SchemaError::Decode(e.to_string()))?;
-        let Some((field, value)) = envelope.fields().next() else {
+        let Some(found) = found else {
             return Err(SchemaError::EmptyPayload);
         };
         let event = self
             .catalogue
-            .by_field(field.number())
+            .by_field(found.field)
             .ok_or(SchemaError::EmptyPayload)?;
-        let Value::Message(payload) = value else {
-            return Err(SchemaError::EmptyPayload);
-        };
+        let mut payload = DynamicMessage::new(event.message.clone());
+        for part in found.parts {
+            payload
+                .merge(part)
+                .map_err(|e| SchemaError::Decode(e.to_string()))?;
+        }
         let mut violations = Vec::new();
-        event.rules.check(payload, &event.path, &mut violations);
+        event.rules.check(&payload, &event.path, &mut violations);
         if !violations.is_empty() {
             return Err(SchemaError::Rules(violations));
         }
         Ok(Prepared {
             name: event.name.clone(),
-            json: self.to_json(payload),
+            json: self.to_json(&payload),
         })
     }
 
@@ -228,4 +232,71 @@ pub fn example(message: &MessageDescriptor) -> serde_json::Value {
         );
     }
     serde_json::Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `prepare_encoded` did before it read the envelope itself:
+    /// decode it whole, take its one set field.
+    fn by_dynamic_envelope(schema: &Schema, bytes: &[u8]) -> Option<(String, String)> {
+        let envelope = DynamicMessage::decode(schema.catalogue.envelope.clone(), bytes).ok()?;
+        let (field, value) = envelope.fields().next()?;
+        let event = schema.catalogue.by_field(field.number())?;
+        let Value::Message(payload) = value else {
+            return None;
+        };
+        Some((event.name.to_string(), schema.to_json(payload)))
+    }
+
+    #[test]
+    fn reading_the_envelope_agrees_with_decoding_it() {
+        let schema = Schema::embedded();
+        let scan = "0b6e1a52-3a8e-4a47-9d0e-2c4f5d6e7f80";
+        let events = [
+            (
+                "scan.progress",
+                serde_json::json!({"scan_id": scan, "checked": 3, "total": 9}),
+            ),
+            (
+                "scan.end",
+                serde_json::json!({"scan_id": scan, "findings": 2, "duration_ms": "18446744073709551615"}),
+            ),
+            (
+                "message.delta",
+                serde_json::json!({"content": "line one\nline \"two\""}),
+            ),
+        ];
+        let encoded: Vec<Vec<u8>> = events
+            .iter()
+            .map(|(name, json)| {
+                schema
+                    .event_from_json(name, &json.to_string())
+                    .unwrap()
+                    .encode_to_vec()
+            })
+            .collect();
+        for bytes in &encoded {
+            let prepared = schema.prepare_encoded(bytes).unwrap();
+            let want = by_dynamic_envelope(schema, bytes).unwrap();
+            assert_eq!((prepared.name.to_string(), prepared.json), want);
+        }
+        // Concatenated envelopes merge: two of the same event merge their
+        // fields, a different later one replaces it.
+        for bytes in [
+            [encoded[0].clone(), encoded[0].clone()].concat(),
+            [encoded[0].clone(), encoded[2].clone()].concat(),
+            [encoded[2].clone(), encoded[0].clone(), encoded[0].clone()].concat(),
+        ] {
+            let prepared = schema.prepare_encoded(&bytes).unwrap();
+            let want = by_dynamic_envelope(schema, &bytes).unwrap();
+            assert_eq!((prepared.name.to_string(), prepared.json), want);
+        }
+        assert_eq!(schema.prepare_encoded(&[]), Err(SchemaError::EmptyPayload));
+        assert!(matches!(
+            schema.prepare_encoded(&[0x0a, 0x05, 0x00]),
+            Err(SchemaError::Decode(_))
+        ));
+    }
 }
