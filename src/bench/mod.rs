@@ -142,7 +142,7 @@ async fn spawn_bridge(args: &BenchArgs) -> Result<Target> {
         cmd.args(["--valkey-url", url]);
     }
     cmd.env("RUST_LOG", "warn").kill_on_drop(true);
-    let child = cmd.spawn().context("spawn the bridge")?;
+    let mut child = cmd.spawn().context("spawn the bridge")?;
     let pid = child.id();
     let http = format!("http://127.0.0.1:{http_port}");
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -150,6 +150,11 @@ async fn spawn_bridge(args: &BenchArgs) -> Result<Target> {
         .await
         .is_err()
     {
+        // A bridge that could not start (say Valkey is not there) has said
+        // why on its stderr and exited: point there rather than wait.
+        if let Some(status) = child.try_wait()? {
+            bail!("the spawned bridge exited ({status}); its error is above");
+        }
         if Instant::now() > deadline {
             bail!("the spawned bridge did not start");
         }

@@ -22,12 +22,17 @@
 //! only kind this bus connects to) allows — on Cluster the runs would be
 //! split by slot.
 //!
-//! Each node holds two RESP3 connections, one for commands and one for
-//! subscriptions: it subscribes a channel while it has local listeners, is
-//! resubscribed by the client library after a reconnect, and then refills
-//! from the stream what it missed while the subscription was down.
+//! Each node holds two RESP3 connections: one for commands, through the
+//! `redis` client library, and one for subscriptions, of its own
+//! ([`subscriber`], read by [`resp`]; every delivered event passes through
+//! it, and the library's general parser was a fifth of the bridge's work
+//! per event). It subscribes a channel while it has local listeners, is
+//! subscribed again after a reconnect, and then refills from the stream
+//! what it missed while the subscription was down.
 
 mod hints;
+mod resp;
+mod subscriber;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -36,7 +41,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Script, Value};
+use redis::{IntoConnectionInfo, ProtocolVersion, Script, Value};
 use tokio::sync::mpsc;
 
 use super::{Bus, BusError, Entry, Gap, GapReason, Outgoing, Published, Replay, Retention, Sink};
@@ -44,6 +49,7 @@ use crate::channel::Channel;
 use crate::cursor::StreamId;
 use crate::revocation::Revocation;
 use hints::{Hints, StepHint};
+use subscriber::{Kind, Push, Subscriber};
 
 /// Trimming records the newest dropped id as the stream's
 /// `max-deleted-entry-id` (`XSETID … MAXDELETEDID`), which `XADD MAXLEN`
@@ -365,7 +371,7 @@ pub struct ValkeyBus {
     /// Commands: publishes and history reads.
     conn: ConnectionManager,
     /// Subscriptions; their messages arrive as pushes on the pump.
-    subs: ConnectionManager,
+    subs: Subscriber,
     retention: Retention,
     hints: Hints,
     timeout: Duration,
@@ -436,15 +442,6 @@ fn parse_entry(v: &Value) -> Option<Entry> {
         event: std::str::from_utf8(event?).ok()?.into(),
         data: Bytes::copy_from_slice(data?),
     })
-}
-
-/// A pushed value's bytes, taken over rather than copied.
-fn into_bytes(v: Value) -> Option<Bytes> {
-    match v {
-        Value::BulkString(b) => Some(b.into()),
-        Value::SimpleString(s) => Some(s.into()),
-        _ => None,
-    }
 }
 
 /// Event names as the pump has seen them, shared: every delivered event
@@ -534,14 +531,13 @@ impl ValkeyBus {
             .as_str()
             .into_connection_info()
             .map_err(|e| ConnectError::Url(e.to_string()))?;
-        // RESP3 carries pub/sub pushes on the same connection as commands.
+        let target = subscriber::Target::new(&info).map_err(ConnectError::Url)?;
         let settings = info
             .redis_settings()
             .clone()
             .set_protocol(ProtocolVersion::RESP3);
         let info = info.set_redis_settings(settings);
         let client = redis::Client::open(info).map_err(|e| ConnectError::Url(e.to_string()))?;
-        let (tx, rx) = mpsc::unbounded_channel::<PushInfo>();
         let manager_config = || {
             ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(config.timeout))
@@ -549,16 +545,8 @@ impl ValkeyBus {
                 .set_min_delay(Duration::from_millis(50))
                 .set_max_delay(Duration::from_secs(2))
         };
-        let subs = at_start(
-            config,
-            ConnectionManager::new_with_config(
-                client.clone(),
-                manager_config()
-                    .set_push_sender(tx)
-                    .set_automatic_resubscription(),
-            ),
-        )
-        .await?;
+        let (tx, rx) = mpsc::unbounded_channel::<Push>();
+        let subs = at_start(config, Subscriber::connect(target, tx)).await?;
         // Commands go on a connection of their own: Valkey holds subscribed
         // clients to the pub/sub output-buffer limit (32 MiB by default), and
         // the large history replies of many catching-up streams would get
@@ -590,14 +578,7 @@ impl ValkeyBus {
                 .query_async::<String>(&mut load),
         )
         .await?;
-        let mut control = subs.clone();
-        at_start(
-            config,
-            redis::cmd("SUBSCRIBE")
-                .arg(CONTROL)
-                .exec_async(&mut control),
-        )
-        .await?;
+        at_start(config, subs.subscribe(Kind::Plain, CONTROL)).await?;
         let shared = Arc::new(Shared {
             sink,
             watches: Mutex::new(HashMap::default()),
@@ -625,10 +606,10 @@ impl ValkeyBus {
         })
     }
 
-    async fn bounded<T>(
+    async fn bounded<T, E: std::fmt::Display>(
         &self,
         what: &str,
-        f: impl std::future::Future<Output = redis::RedisResult<T>>,
+        f: impl std::future::Future<Output = Result<T, E>>,
     ) -> Result<T, BusError> {
         match tokio::time::timeout(self.timeout, f).await {
             Ok(Ok(v)) => Ok(v),
@@ -642,9 +623,9 @@ impl ValkeyBus {
 }
 
 /// A start-up step, bounded by twice the command timeout.
-async fn at_start<T>(
+async fn at_start<T, E: std::fmt::Display>(
     config: &ValkeyConfig,
-    step: impl std::future::Future<Output = redis::RedisResult<T>>,
+    step: impl std::future::Future<Output = Result<T, E>>,
 ) -> Result<T, ConnectError> {
     let bound = config.timeout * 2;
     tokio::time::timeout(bound, step)
@@ -672,7 +653,7 @@ async fn read_history(
 /// Receives the node's pushes: delivers messages, and after a dropped
 /// subscription comes back, refills what was missed from history.
 async fn pump(
-    mut rx: mpsc::UnboundedReceiver<PushInfo>,
+    mut rx: mpsc::UnboundedReceiver<Push>,
     mut conn: ConnectionManager,
     shared: Arc<Shared>,
     read_after: Script,
@@ -680,14 +661,9 @@ async fn pump(
 ) {
     let mut names = EventNames::default();
     while let Some(push) = rx.recv().await {
-        match push.kind {
-            PushKind::SMessage | PushKind::Message => {
-                let mut data = push.data.into_iter();
-                let (Some(name), Some(payload)) = (data.next(), data.next().and_then(into_bytes))
-                else {
-                    continue;
-                };
-                let Some(name) = as_bytes(&name).and_then(|n| std::str::from_utf8(n).ok()) else {
+        match push {
+            Push::Message { channel, payload } => {
+                let Ok(name) = std::str::from_utf8(&channel) else {
                     continue;
                 };
                 if name == CONTROL {
@@ -708,18 +684,15 @@ async fn pump(
                     None => tracing::warn!(channel = name, "ignoring a malformed bus message"),
                 }
             }
-            PushKind::Disconnection => {
+            Push::Disconnected => {
                 tracing::warn!("lost the Valkey connection; subscriptions will be refilled");
                 metrics::counter!(crate::metrics::BUS_DISCONNECTS).increment(1);
                 for w in shared.lock().values_mut() {
                     w.stale = true;
                 }
             }
-            PushKind::SSubscribe | PushKind::Subscribe => {
-                let Some(name) = push.data.first().and_then(as_bytes) else {
-                    continue;
-                };
-                let Ok(name) = std::str::from_utf8(name) else {
+            Push::Subscribed { channel } => {
+                let Ok(name) = std::str::from_utf8(&channel) else {
                     continue;
                 };
                 let stale = {
@@ -745,7 +718,6 @@ async fn pump(
                     .await;
                 }
             }
-            _ => {}
         }
     }
 }
@@ -1098,12 +1070,8 @@ impl Bus for ValkeyBus {
         if !first {
             return self.head(channel).await;
         }
-        let mut subs = self.subs.clone();
         let subscribed = self
-            .bounded(
-                "subscribe",
-                redis::cmd("SSUBSCRIBE").arg(&name).exec_async(&mut subs),
-            )
+            .bounded("subscribe", self.subs.subscribe(Kind::Shard, &name))
             .await;
         let head = match subscribed {
             Ok(()) => self.head(channel).await,
@@ -1118,10 +1086,7 @@ impl Bus for ValkeyBus {
             }
             Err(e) => {
                 self.shared.lock().remove(&name);
-                let _ = redis::cmd("SUNSUBSCRIBE")
-                    .arg(&name)
-                    .exec_async(&mut subs)
-                    .await;
+                let _ = self.subs.unsubscribe(Kind::Shard, &name).await;
                 Err(e)
             }
         }
@@ -1145,12 +1110,8 @@ impl Bus for ValkeyBus {
             }
         };
         if last {
-            let mut subs = self.subs.clone();
-            self.bounded(
-                "unsubscribe",
-                redis::cmd("SUNSUBSCRIBE").arg(&name).exec_async(&mut subs),
-            )
-            .await?;
+            self.bounded("unsubscribe", self.subs.unsubscribe(Kind::Shard, &name))
+                .await?;
         }
         Ok(())
     }
@@ -1169,11 +1130,11 @@ impl Bus for ValkeyBus {
 
     async fn ready(&self) -> bool {
         // Both connections: publishing needs one, live delivery the other.
-        let (mut conn, mut subs) = (self.conn.clone(), self.subs.clone());
+        let mut conn = self.conn.clone();
         let ping = redis::cmd("PING");
         let (commands, subscriptions) = tokio::join!(
             self.bounded("ping", ping.query_async::<Value>(&mut conn)),
-            self.bounded("ping", ping.query_async::<Value>(&mut subs)),
+            self.bounded("ping", self.subs.ping()),
         );
         commands.is_ok() && subscriptions.is_ok()
     }
