@@ -389,3 +389,24 @@ fn bench_names_a_spawned_bridge_that_exited() {
     assert!(err.contains("cannot connect to Valkey"), "{err}");
     assert!(err.contains("the spawned bridge exited"), "{err}");
 }
+
+/// TLS to Valkey without certificate verification is refused at start,
+/// with what to change, rather than honoured on one connection and not the
+/// other.
+#[test]
+fn serve_refuses_an_insecure_rediss_url() {
+    let (ok, _, err) = run(&[
+        "serve",
+        "--jwt-secret",
+        "insecure-url-test",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--valkey-url",
+        "rediss://127.0.0.1:1/#insecure",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("bad Valkey URL"), "{err}");
+    assert!(err.contains("#insecure"), "{err}");
+}
