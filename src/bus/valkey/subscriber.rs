@@ -491,3 +491,91 @@ fn handle(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(input: &[u8]) -> Parsed {
+        let mut buf = BytesMut::from(input);
+        resp::parse(&mut buf).unwrap().unwrap()
+    }
+
+    fn held(channels: &[&str]) -> HashSet<(Kind, String)> {
+        channels
+            .iter()
+            .map(|c| (Kind::Shard, (*c).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn confirmations_answer_commands_in_order_and_messages_pass_through() {
+        let (tx, mut pushes) = mpsc::unbounded_channel();
+        let mut held = held(&["a", "b"]);
+        let (a_tx, mut a_rx) = oneshot::channel();
+        let (ping_tx, mut ping_rx) = oneshot::channel();
+        let mut pending = VecDeque::from([
+            Pending::Subscribe(Kind::Shard, "a".into(), Some(a_tx)),
+            Pending::Ping(ping_tx),
+        ]);
+        let message = b">3\r\n$8\r\nsmessage\r\n$1\r\nb\r\n$3\r\nxyz\r\n";
+        handle(parsed(message), &mut held, &mut pending, &tx).unwrap();
+        assert_eq!(pending.len(), 2, "a message answers nothing");
+        let confirm = b">3\r\n$10\r\nssubscribe\r\n$1\r\na\r\n:2\r\n";
+        handle(parsed(confirm), &mut held, &mut pending, &tx).unwrap();
+        assert_eq!(a_rx.try_recv().unwrap(), Ok(()));
+        handle(parsed(b"+PONG\r\n"), &mut held, &mut pending, &tx).unwrap();
+        assert_eq!(ping_rx.try_recv().unwrap(), Ok(()));
+        assert!(pending.is_empty());
+        match pushes.try_recv().unwrap() {
+            Push::Message { channel, payload } => {
+                assert_eq!((&channel[..], &payload[..]), (&b"b"[..], &b"xyz"[..]));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            pushes.try_recv().unwrap(),
+            Push::Subscribed { channel } if &channel[..] == b"a"
+        ));
+    }
+
+    #[test]
+    fn a_refused_subscribe_fails_and_is_not_held() {
+        let (tx, _pushes) = mpsc::unbounded_channel();
+        let mut held = held(&["a"]);
+        let (a_tx, mut a_rx) = oneshot::channel();
+        let mut pending = VecDeque::from([Pending::Subscribe(Kind::Shard, "a".into(), Some(a_tx))]);
+        let error = b"-NOPERM no permissions to access the 'a' channel\r\n";
+        handle(parsed(error), &mut held, &mut pending, &tx).unwrap();
+        let answer = a_rx.try_recv().unwrap();
+        assert!(answer.unwrap_err().starts_with("NOPERM"));
+        assert!(held.is_empty(), "not subscribed again after a reconnect");
+        // A reply nobody asked for means the two sides disagree: reconnect.
+        assert!(handle(parsed(b"+OK\r\n"), &mut held, &mut pending, &tx).is_err());
+    }
+
+    #[test]
+    fn resubscriptions_report_each_channel_again() {
+        let (tx, mut pushes) = mpsc::unbounded_channel();
+        let mut held = held(&["a"]);
+        let mut pending = VecDeque::from([Pending::Subscribe(Kind::Shard, "a".into(), None)]);
+        let confirm = b">3\r\n$10\r\nssubscribe\r\n$1\r\na\r\n:1\r\n";
+        handle(parsed(confirm), &mut held, &mut pending, &tx).unwrap();
+        assert!(pending.is_empty());
+        assert!(matches!(
+            pushes.try_recv().unwrap(),
+            Push::Subscribed { .. }
+        ));
+        // While disconnected: subscribing fails, letting go succeeds.
+        let (s_tx, mut s_rx) = oneshot::channel();
+        refuse(Request::Subscribe(Kind::Shard, "b".into(), s_tx), &mut held);
+        assert!(s_rx.try_recv().unwrap().is_err());
+        let (u_tx, mut u_rx) = oneshot::channel();
+        refuse(
+            Request::Unsubscribe(Kind::Shard, "a".into(), u_tx),
+            &mut held,
+        );
+        assert_eq!(u_rx.try_recv().unwrap(), Ok(()));
+        assert!(held.is_empty());
+    }
+}
