@@ -416,14 +416,17 @@ fn as_bytes(v: &Value) -> Option<&[u8]> {
 fn parse_entry(v: &Value) -> Option<Entry> {
     let Value::Array(parts) = v else { return None };
     let id = parse_id(parts.first()?)?;
-    let pairs: Vec<(&Value, &Value)> = match parts.get(1)? {
-        Value::Array(fields) => fields
-            .chunks(2)
-            .filter_map(|pair| Some((pair.first()?, pair.get(1)?)))
-            .collect(),
-        Value::Map(fields) => fields.iter().map(|(k, v)| (k, v)).collect(),
+    // One of the two shapes is empty; chained rather than collected, since a
+    // resume reads thousands of entries.
+    let (flat, map): (&[Value], &[(Value, Value)]) = match parts.get(1)? {
+        Value::Array(fields) => (fields, &[]),
+        Value::Map(fields) => (&[], fields),
         _ => return None,
     };
+    let pairs = flat
+        .chunks_exact(2)
+        .map(|pair| (&pair[0], &pair[1]))
+        .chain(map.iter().map(|(k, v)| (k, v)));
     let (mut event, mut data) = (None, None);
     for (k, v) in pairs {
         match (as_bytes(k)?, as_bytes(v)?) {
