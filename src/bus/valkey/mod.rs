@@ -473,8 +473,9 @@ impl EventNames {
 /// Parses a pub/sub payload: one or more `<id>\n<event>\n<json>` records
 /// joined by `\n` (JSON and event names hold no raw line break). Each
 /// entry's data is a slice of the payload, not a copy.
-fn parse_messages(payload: &Bytes, names: &mut EventNames) -> Option<Vec<Entry>> {
-    let mut entries = Vec::new();
+fn parse_messages(payload: &Bytes, names: &mut EventNames) -> Option<Group<Entry>> {
+    // Inline: most messages carry one event (one per channel per batch).
+    let mut entries = Group::new();
     let mut parts = memchr::memchr_iter(b'\n', payload)
         .chain([payload.len()])
         .scan(0, |start, end| {

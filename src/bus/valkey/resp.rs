@@ -124,7 +124,9 @@ fn frame_at(b: &[u8], pos: usize, depth: usize) -> Result<Option<(Frame, usize)>
             } else {
                 count
             };
-            let mut items = Vec::new();
+            // Sized up front (within reason: the count is the peer's word),
+            // so a pushed message's three parts take one allocation.
+            let mut items = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(16));
             let mut at = next;
             for _ in 0..count {
                 let Some((item, end)) = frame_at(b, at, depth + 1)? else {
