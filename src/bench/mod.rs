@@ -619,12 +619,13 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                 open_streams(&target, &names, |i| i, args.subscribers, &tenant, true).await;
             let streams = target.explain(streams).await?;
             let expected = (args.subscribers * args.events) as u64;
-            let start_us = now_us();
             let (payload, subs, events) = (args.payload, args.subscribers, args.events);
-            // Made once: the publisher shares the cores with the bridge.
+            // Made once, before the clock starts: the publisher shares the
+            // cores with the bridge.
             let channels: Vec<pb::Channel> = (0..subs)
                 .map(|i| client::channel("bench", &tenant, &format!("c{i}")))
                 .collect();
+            let start_us = now_us();
             let reqs = futures::stream::iter(
                 (0..events * subs).map(move |k| request(&channels[k % subs], payload)),
             );
