@@ -649,8 +649,12 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             if let (Some(before), Some(after)) = (rss_before, rss_after) {
                 report["server_rss_kib_before"] = json!(before);
                 report["server_rss_kib_after"] = json!(after);
-                report["server_bytes_per_stream"] =
-                    json!(((after.saturating_sub(before)) * 1024) / args.subscribers.max(1) as u64);
+                // No streams, no figure per stream (rather than all the
+                // growth charged to one that does not exist).
+                if args.subscribers > 0 {
+                    report["server_bytes_per_stream"] =
+                        json!(((after.saturating_sub(before)) * 1024) / args.subscribers as u64);
+                }
             }
             streams.finish().await;
         }
