@@ -82,9 +82,7 @@ impl StreamId {
         out.push(b'-');
         out.extend_from_slice(digits.format(self.seq).as_bytes());
     }
-}
 
-impl StreamId {
     /// `<ms>-<seq>` as a new string, allocated once at its final size (a
     /// publish reply carries one per event; `to_string` grows it twice).
     pub fn to_text(self) -> String {

@@ -535,7 +535,8 @@ impl ValkeyBus {
             .as_str()
             .into_connection_info()
             .map_err(|e| ConnectError::Url(e.to_string()))?;
-        let target = subscriber::Target::new(&info).map_err(ConnectError::Url)?;
+        let target =
+            subscriber::Target::new(&info).map_err(|e| ConnectError::Url(e.to_string()))?;
         let settings = info
             .redis_settings()
             .clone()

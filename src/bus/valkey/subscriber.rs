@@ -58,7 +58,46 @@ impl Kind {
     }
 }
 
-type Answer = oneshot::Sender<Result<(), String>>;
+/// Why the connection could not be opened, or was lost.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("rediss:// URLs with #insecure (no certificate verification) are not supported")]
+    Insecure,
+    #[error("TLS to Valkey needs the system's root certificates; none were found")]
+    NoRoots,
+    #[error("{host} is not a TLS server name: {reason}")]
+    ServerName { host: String, reason: String },
+    #[error("unsupported Valkey address {0}")]
+    Address(String),
+    #[error("HELLO: {0}")]
+    Hello(String),
+    #[error(transparent)]
+    Resp(#[from] resp::RespError),
+    #[error("Valkey closed the connection")]
+    Closed,
+    #[error("a reply that no command asked for")]
+    Unasked,
+}
+
+/// Why a subscribe, unsubscribe or ping did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// Valkey's error reply, as it gave it.
+    #[error("{0}")]
+    Refused(String),
+    #[error("unexpected reply to a subscribe")]
+    Unexpected,
+    #[error("the Valkey subscription connection is down")]
+    Down,
+    #[error("the Valkey subscription connection dropped")]
+    Dropped,
+    #[error("the subscription connection has stopped")]
+    Stopped,
+}
+
+type Answer = oneshot::Sender<Result<(), RequestError>>;
 
 enum Request {
     Subscribe(Kind, String, Answer),
@@ -87,14 +126,9 @@ impl Target {
     /// From the parsed `--valkey-url`. TLS verifies the server against the
     /// system's roots, as the command connection does; `#insecure` (no
     /// verification) is refused rather than silently honoured.
-    pub fn new(info: &ConnectionInfo) -> Result<Target, String> {
+    pub fn new(info: &ConnectionInfo) -> Result<Target, ConnError> {
         let tls = match info.addr() {
-            ConnectionAddr::TcpTls { insecure: true, .. } => {
-                return Err(
-                    "rediss:// URLs with #insecure (no certificate verification) are not supported"
-                        .into(),
-                );
-            }
+            ConnectionAddr::TcpTls { insecure: true, .. } => return Err(ConnError::Insecure),
             ConnectionAddr::TcpTls { .. } => {
                 let mut roots = rustls::RootCertStore::empty();
                 let found = rustls_native_certs::load_native_certs();
@@ -104,10 +138,7 @@ impl Target {
                     let _ = roots.add(cert);
                 }
                 if roots.is_empty() {
-                    return Err(
-                        "TLS to Valkey needs the system's root certificates; none were found"
-                            .into(),
-                    );
+                    return Err(ConnError::NoRoots);
                 }
                 let config = rustls::ClientConfig::builder()
                     .with_root_certificates(roots)
@@ -136,37 +167,34 @@ struct Conn {
 }
 
 impl Conn {
-    async fn open(target: &Target) -> Result<Conn, String> {
-        let io: Box<dyn Stream> = match &target.addr {
-            ConnectionAddr::Tcp(host, port) => {
-                let tcp = tokio::net::TcpStream::connect((host.as_str(), *port))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+    async fn open(target: &Target) -> Result<Conn, ConnError> {
+        let io: Box<dyn Stream> = match (&target.addr, &target.tls) {
+            (ConnectionAddr::Tcp(host, port), _) => {
+                let tcp = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
+                tcp.set_nodelay(true)?;
                 Box::new(tcp)
             }
-            ConnectionAddr::TcpTls { host, port, .. } => {
-                let tcp = tokio::net::TcpStream::connect((host.as_str(), *port))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-                let config = target.tls.clone().ok_or("TLS is not configured")?;
-                let name = rustls::pki_types::ServerName::try_from(host.clone())
-                    .map_err(|e| format!("{host} is not a TLS server name: {e}"))?;
-                let tls = tokio_rustls::TlsConnector::from(config)
+            // `Target::new` makes a TLS configuration for every TLS address.
+            (ConnectionAddr::TcpTls { host, port, .. }, Some(config)) => {
+                let tcp = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
+                tcp.set_nodelay(true)?;
+                let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| {
+                    ConnError::ServerName {
+                        host: host.clone(),
+                        reason: e.to_string(),
+                    }
+                })?;
+                let tls = tokio_rustls::TlsConnector::from(config.clone())
                     .connect(name, tcp)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    .await?;
                 Box::new(tls)
             }
-            ConnectionAddr::Unix(path) => Box::new(
-                tokio::net::UnixStream::connect(path)
-                    .await
-                    .map_err(|e| e.to_string())?,
-            ),
+            (ConnectionAddr::Unix(path), _) => {
+                Box::new(tokio::net::UnixStream::connect(path).await?)
+            }
             // The enum is non-exhaustive; a kind of address added later is
             // not one this connection knows how to reach.
-            other => return Err(format!("unsupported Valkey address {other:?}")),
+            (other, _) => return Err(ConnError::Address(format!("{other:?}"))),
         };
         let mut conn = Conn {
             io,
@@ -184,27 +212,23 @@ impl Conn {
         conn.flush().await?;
         let reply = conn.next().await?;
         if let Frame::Error(e) = &reply.frame {
-            return Err(format!(
-                "HELLO: {}",
-                String::from_utf8_lossy(&reply.slice(e))
+            return Err(ConnError::Hello(
+                String::from_utf8_lossy(&reply.slice(e)).into_owned(),
             ));
         }
         Ok(conn)
     }
 
-    async fn flush(&mut self) -> Result<(), String> {
+    async fn flush(&mut self) -> Result<(), ConnError> {
         if !self.write.is_empty() {
-            self.io
-                .write_all(&self.write)
-                .await
-                .map_err(|e| e.to_string())?;
+            self.io.write_all(&self.write).await?;
             self.write.clear();
         }
         Ok(())
     }
 
     /// The next frame: from what was read already, else from the socket.
-    async fn next(&mut self) -> Result<Parsed, String> {
+    async fn next(&mut self) -> Result<Parsed, ConnError> {
         loop {
             if let Some(parsed) = self.parsed()? {
                 return Ok(parsed);
@@ -213,16 +237,15 @@ impl Conn {
         }
     }
 
-    fn parsed(&mut self) -> Result<Option<Parsed>, String> {
-        resp::parse(&mut self.read).map_err(|e| e.to_string())
+    fn parsed(&mut self) -> Result<Option<Parsed>, ConnError> {
+        Ok(resp::parse(&mut self.read)?)
     }
 
-    async fn fill(&mut self) -> Result<(), String> {
+    async fn fill(&mut self) -> Result<(), ConnError> {
         self.read.reserve(16 * 1024);
-        match self.io.read_buf(&mut self.read).await {
-            Ok(0) => Err("Valkey closed the connection".into()),
-            Ok(_) => Ok(()),
-            Err(e) => Err(e.to_string()),
+        match self.io.read_buf(&mut self.read).await? {
+            0 => Err(ConnError::Closed),
+            _ => Ok(()),
         }
     }
 }
@@ -245,34 +268,33 @@ impl Subscriber {
     pub async fn connect(
         target: Target,
         pushes: mpsc::UnboundedSender<Push>,
-    ) -> Result<Subscriber, String> {
+    ) -> Result<Subscriber, ConnError> {
         let conn = Conn::open(&target).await?;
         let (requests, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(run(conn, target, rx, pushes));
         Ok(Subscriber { requests, task })
     }
 
-    async fn ask(&self, request: impl FnOnce(Answer) -> Request) -> Result<(), String> {
+    async fn ask(&self, request: impl FnOnce(Answer) -> Request) -> Result<(), RequestError> {
         let (tx, rx) = oneshot::channel();
         self.requests
             .send(request(tx))
-            .map_err(|_| "the subscription connection has stopped".to_owned())?;
-        rx.await
-            .map_err(|_| "the subscription connection has stopped".to_owned())?
+            .map_err(|_| RequestError::Stopped)?;
+        rx.await.map_err(|_| RequestError::Stopped)?
     }
 
     /// Subscribes and waits for Valkey's confirmation.
-    pub async fn subscribe(&self, kind: Kind, channel: &str) -> Result<(), String> {
+    pub async fn subscribe(&self, kind: Kind, channel: &str) -> Result<(), RequestError> {
         self.ask(|a| Request::Subscribe(kind, channel.to_owned(), a))
             .await
     }
 
-    pub async fn unsubscribe(&self, kind: Kind, channel: &str) -> Result<(), String> {
+    pub async fn unsubscribe(&self, kind: Kind, channel: &str) -> Result<(), RequestError> {
         self.ask(|a| Request::Unsubscribe(kind, channel.to_owned(), a))
             .await
     }
 
-    pub async fn ping(&self) -> Result<(), String> {
+    pub async fn ping(&self) -> Result<(), RequestError> {
         self.ask(Request::Ping).await
     }
 }
@@ -333,10 +355,9 @@ async fn run(
 }
 
 fn refuse(request: Request, held: &mut HashSet<(Kind, String)>) {
-    let down = || Err("the Valkey subscription connection is down".to_owned());
     match request {
         Request::Subscribe(_, _, answer) | Request::Ping(answer) => {
-            let _ = answer.send(down());
+            let _ = answer.send(Err(RequestError::Down));
         }
         Request::Unsubscribe(kind, channel, answer) => {
             held.remove(&(kind, channel));
@@ -352,7 +373,7 @@ async fn serve(
     requests: &mut mpsc::UnboundedReceiver<Request>,
     held: &mut HashSet<(Kind, String)>,
     pushes: &mpsc::UnboundedSender<Push>,
-) -> Result<(), String> {
+) -> Result<(), ConnError> {
     let mut pending: VecDeque<Pending> = VecDeque::new();
     for (kind, channel) in held.iter() {
         resp::command(&mut conn.write, &[kind.subscribe(), channel.as_bytes()]);
@@ -393,7 +414,7 @@ async fn serve(
             Pending::Ping(a) => Some(a),
         };
         if let Some(a) = answer {
-            let _ = a.send(Err("the Valkey subscription connection dropped".into()));
+            let _ = a.send(Err(RequestError::Dropped));
         }
     }
     outcome
@@ -429,11 +450,13 @@ fn handle(
     held: &mut HashSet<(Kind, String)>,
     pending: &mut VecDeque<Pending>,
     pushes: &mpsc::UnboundedSender<Push>,
-) -> Result<(), String> {
+) -> Result<(), ConnError> {
     let Frame::Push(items) = &parsed.frame else {
         // A reply: to a ping, or an error for the command at the front.
         let error = match &parsed.frame {
-            Frame::Error(e) => Some(String::from_utf8_lossy(&parsed.slice(e)).into_owned()),
+            Frame::Error(e) => Some(RequestError::Refused(
+                String::from_utf8_lossy(&parsed.slice(e)).into_owned(),
+            )),
             _ => None,
         };
         match pending.pop_front() {
@@ -441,7 +464,7 @@ fn handle(
                 let _ = a.send(error.map_or(Ok(()), Err));
             }
             Some(Pending::Subscribe(kind, channel, a)) => {
-                let e = error.unwrap_or_else(|| "unexpected reply to a subscribe".into());
+                let e = error.unwrap_or(RequestError::Unexpected);
                 held.remove(&(kind, channel));
                 if let Some(a) = a {
                     let _ = a.send(Err(e));
@@ -452,7 +475,7 @@ fn handle(
                     let _ = a.send(error.map_or(Ok(()), Err));
                 }
             }
-            None => return Err("a reply that no command asked for".into()),
+            None => return Err(ConnError::Unasked),
         }
         return Ok(());
     };
@@ -548,7 +571,7 @@ mod tests {
         let error = b"-NOPERM no permissions to access the 'a' channel\r\n";
         handle(parsed(error), &mut held, &mut pending, &tx).unwrap();
         let answer = a_rx.try_recv().unwrap();
-        assert!(answer.unwrap_err().starts_with("NOPERM"));
+        assert!(answer.unwrap_err().to_string().starts_with("NOPERM"));
         assert!(held.is_empty(), "not subscribed again after a reconnect");
         // A reply nobody asked for means the two sides disagree: reconnect.
         assert!(handle(parsed(b"+OK\r\n"), &mut held, &mut pending, &tx).is_err());
