@@ -16,7 +16,8 @@ use prost::encoding::{WireType, decode_key, decode_varint};
 #[derive(Debug, PartialEq, Eq)]
 pub struct Payload<'a> {
     pub field: u32,
-    pub parts: Vec<&'a [u8]>,
+    /// Inline: an event is one part unless a sender split it.
+    pub parts: smallvec::SmallVec<[&'a [u8]; 1]>,
 }
 
 /// Why the envelope's bytes are not an envelope.
@@ -56,7 +57,7 @@ pub fn payload(
                     _ => {
                         found = Some(Payload {
                             field,
-                            parts: vec![part],
+                            parts: smallvec::smallvec![part],
                         })
                     }
                 }
@@ -114,7 +115,7 @@ mod tests {
         };
         let bytes = event.encode_to_vec();
         let found = payload(&bytes, |_| true).unwrap().unwrap();
-        assert_eq!(found.parts, vec![&progress(3).encode_to_vec()[..]]);
+        assert_eq!(found.parts[..], [&progress(3).encode_to_vec()[..]]);
         assert_eq!(payload(&[], |_| true), Ok(None));
     }
 
@@ -128,7 +129,7 @@ mod tests {
         field(&mut bytes, 3, &b);
         let found = payload(&bytes, |_| true).unwrap().unwrap();
         assert_eq!(found.field, 3);
-        assert_eq!(found.parts, vec![&a[..], &b[..]]);
+        assert_eq!(found.parts[..], [&a[..], &b[..]]);
     }
 
     #[test]
@@ -142,7 +143,7 @@ mod tests {
         field(&mut bytes, 11, b"ignored");
         field(&mut bytes, 1, &a);
         let found = payload(&bytes, |n| n == 1).unwrap().unwrap();
-        assert_eq!((found.field, found.parts), (1, vec![&a[..]]));
+        assert_eq!((found.field, &found.parts[..]), (1, &[&a[..]][..]));
 
         // A member that is not a message, a length past the end, a cut key.
         let mut varint_member = Vec::new();
