@@ -457,17 +457,26 @@ async fn a_duplicate_publish_still_refreshes_a_due_expiry() {
     bridge.stop().await;
 }
 
-/// How many `XRANGE` calls Valkey has run (scripts' calls included).
-async fn xrange_calls(backend: &Backend) -> u64 {
+/// How many calls of `command` (lower case) Valkey has run, scripts'
+/// calls included.
+async fn calls(backend: &Backend, command: &str) -> u64 {
     let info = match backend.cmd(&["INFO", "commandstats"]).await {
         Value::BulkString(b) => String::from_utf8(b).expect("INFO is text"),
         Value::VerbatimString { text, .. } => text,
         other => panic!("INFO replied {other:?}"),
     };
+    let prefix = format!("cmdstat_{command}:calls=");
     info.lines()
-        .find_map(|l| l.strip_prefix("cmdstat_xrange:calls="))
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
         .and_then(|rest| rest.split(',').next()?.parse().ok())
         .unwrap_or(0)
+}
+
+async fn xlen(backend: &Backend, key: &str) -> i64 {
+    match backend.cmd(&["XLEN", key]).await {
+        Value::Int(n) => n,
+        other => panic!("XLEN replied {other:?}"),
+    }
 }
 
 /// A publish that creates a channel's stream knows the stream's oldest entry
@@ -481,8 +490,91 @@ async fn a_new_channel_s_first_publish_reads_no_head() {
     for resource in ["fresh-a", "fresh-b", "fresh-c", "fresh-a"] {
         publish(&mut p, resource, progress(1, 9)).await;
     }
-    assert_eq!(xrange_calls(&backend).await, 0, "no head was read");
+    assert_eq!(calls(&backend, "xrange").await, 0, "no head was read");
     let len = backend.cmd(&["XLEN", &history_key("fresh-a")]).await;
     assert_eq!(len, Value::Int(2));
     bridge.stop().await;
+}
+
+/// The node counts what it adds to a channel, so a publish far from the
+/// length bound does not ask Valkey for the stream's length; the publish
+/// that creates the stream knows it without asking.
+#[tokio::test]
+async fn publishes_short_of_the_length_bound_do_not_measure_it() {
+    let backend = Backend::valkey();
+    let bridge = Bridge::on(&backend, &["--history-len", "1000"]).await;
+    let mut p = bridge.publisher().await;
+    for i in 0..20 {
+        publish(&mut p, "short", progress(i, 20)).await;
+    }
+    assert_eq!(calls(&backend, "xlen").await, 0, "no length was measured");
+    assert_eq!(xlen(&backend, &history_key("short")).await, 20);
+    bridge.stop().await;
+}
+
+/// A node alone on a channel measures whenever its count says the stream
+/// may pass the bound: the stream holds exactly the last `--history-len`
+/// events after every publish.
+#[tokio::test]
+async fn one_node_keeps_exactly_the_history_length() {
+    let backend = Backend::valkey();
+    let bridge = Bridge::on(&backend, &["--history-len", "20"]).await;
+    let key = history_key("exact");
+    let mut p = bridge.publisher().await;
+    let mut ids = Vec::new();
+    for i in 1..=30 {
+        ids.push(publish(&mut p, "exact", progress(i, 30)).await);
+        assert_eq!(
+            xlen(&backend, &key).await,
+            i64::from(i.min(20)),
+            "after {i}"
+        );
+    }
+    let head = backend.cmd(&["XRANGE", &key, "-", "+", "COUNT", "1"]).await;
+    let Value::Array(head) = head else {
+        panic!("XRANGE replied {head:?}")
+    };
+    let Some(Value::Array(entry)) = head.first() else {
+        panic!("an empty stream")
+    };
+    assert_eq!(
+        entry.first(),
+        Some(&Value::BulkString(ids[10].clone().into_bytes()))
+    );
+    bridge.stop().await;
+}
+
+/// What other nodes add, a node does not count; each measures at least
+/// every eighth of the bound it adds, and every measure trims to the bound.
+/// The stream never holds fewer than the bound (what resume relies on),
+/// holds at most an eighth of it more per other node, and a cursor trimmed
+/// away on either node is reported as trimmed.
+#[tokio::test]
+async fn two_nodes_keep_at_least_the_history_length_and_little_more() {
+    let backend = Backend::valkey();
+    let flags = ["--history-len", "16"];
+    let a = Bridge::on(&backend, &flags).await;
+    let b = Bridge::on(&backend, &flags).await;
+    let key = history_key("shared");
+    let (mut pa, mut pb) = (a.publisher().await, b.publisher().await);
+    let mut first = None;
+    for i in 1..=48u32 {
+        let p = if (i / 3) % 2 == 0 { &mut pa } else { &mut pb };
+        let id = publish(p, "shared", progress(i, 48)).await;
+        first.get_or_insert(id);
+        let len = xlen(&backend, &key).await;
+        assert!(len >= i64::from(i.min(16)), "after {i}: {len} < the bound");
+        assert!(len <= 16 + 2, "after {i}: {len}, more than an eighth over");
+    }
+    let token = subscriber_token(TENANT);
+    for node in [&a, &b] {
+        let mut sse = node
+            .subscribe(&[&channel("shared")], &token, first.as_deref())
+            .await;
+        let reset = sse.next_event().await;
+        assert_eq!(reset.event.as_deref(), Some("bridge.reset"));
+        assert_eq!(reset.data_json()["reason"], "history_trimmed");
+    }
+    a.stop().await;
+    b.stop().await;
 }

@@ -4,7 +4,8 @@
 //! Layout, per channel `c` (the hash tag keeps all of them in one slot, so
 //! the same layout holds on Valkey Cluster):
 //!
-//! - `sseb:{c}:h` — the history stream, trimmed by length and age, with the
+//! - `sseb:{c}:h` — the history stream, trimmed by length (when a step
+//!   measures it, see [`hints`]) and age, with the
 //!   newest trimmed id kept as its `max-deleted-entry-id`, expiring when
 //!   idle for about twice the age bound;
 //! - `sseb:{c}:k:<key>` — an idempotency key's first id, expiring with its
@@ -16,7 +17,8 @@
 //! check its key, `XADD` and remember the key; then trim once and
 //! `SPUBLISH` the channel's events as one message. What the step would
 //! otherwise ask Valkey on every publish (is an age trim due, is the idle
-//! expiry due a refresh) the node remembers and passes in ([`hints`]).
+//! expiry due a refresh, may the length have reached its bound) the node
+//! remembers and passes in ([`hints`]).
 //! Each channel's step is atomic on its own keys, which share a hash tag; a
 //! run that spans channels spans hash slots, which a standalone server (the
 //! only kind this bus connects to) allows — on Cluster the runs would be
@@ -48,7 +50,7 @@ use super::{Bus, BusError, Entry, Gap, GapReason, Outgoing, Published, Replay, R
 use crate::channel::Channel;
 use crate::cursor::StreamId;
 use crate::revocation::Revocation;
-use hints::{Hints, StepHint};
+use hints::{Hints, Report, StepHint};
 use subscriber::{Kind, Push, Subscriber};
 
 /// Trimming records the newest dropped id as the stream's
@@ -76,22 +78,26 @@ local min_text = string.format('%d', min_ms)
 local function older(bound)
   return #bound < #min_text or (#bound == #min_text and bound < min_text)
 end
--- One channel's reply line: its bound, then its outcomes.
-local function line(bound, out)
+-- One channel's reply line: its bound (and `/<length>` when the step
+-- knows the stream's length), then its outcomes.
+local function line(bound, out, len)
   if type(bound) == 'number' then bound = string.format('%d', bound) end
+  if len then bound = bound .. '/' .. string.format('%d', len) end
   return bound .. ' ' .. table.concat(out, ' ')
 end
--- One channel's events. ARGV[p] is its mode: 'r' when the idle expiry is
--- due a refresh, else '-', then a character per event, '1' when the event
--- has an idempotency key (the next key after the history key KEYS[h]) and
--- '0' when not. ARGV[p + 1] is the node's lower bound of the oldest entry's
--- ms (0: unknown); then per event its record `<event>\n<json>`. Returns the
--- bound, then the ids.
+-- One channel's events. ARGV[p] is its mode: first what the step is asked
+-- to do besides appending — 'r' refresh the idle expiry, 'l' measure the
+-- length (and trim to the bound), 'b' both, '-' neither — then a character
+-- per event, '1' when the event has an idempotency key (the next key after
+-- the history key KEYS[h]) and '0' when not. ARGV[p + 1] is the node's
+-- lower bound of the oldest entry's ms (0: unknown); then per event its
+-- record `<event>\n<json>`. Returns the bound, then the ids.
 local function channel(p, h)
   local mode, bound = ARGV[p], ARGV[p + 1]
-  local refresh = string.byte(mode, 1) == 114
+  local ask = string.byte(mode, 1)
+  local refresh, measure = ask == 114 or ask == 98, ask == 108 or ask == 98
   local key = h
-  local out, msg, id, first_id = {}, {}, nil, nil
+  local out, msg, id, first_id, created = {}, {}, nil, nil, false
   for i = 1, #mode - 1 do
     local record, k, first = ARGV[p + 1 + i], nil, false
     if string.byte(mode, i + 1) == 49 then
@@ -102,7 +108,17 @@ local function channel(p, h)
     if first then
       out[#out + 1] = '=' .. first
     else
-      id = redis.call('XADD', KEYS[h], '*', 'm', record)
+      if id then
+        id = redis.call('XADD', KEYS[h], '*', 'm', record)
+      else
+        -- The step's first append tells whether it creates the stream
+        -- (which then holds just this step's entries) at no extra call.
+        id = redis.call('XADD', KEYS[h], 'NOMKSTREAM', '*', 'm', record)
+        if not id then
+          id = redis.call('XADD', KEYS[h], '*', 'm', record)
+          created = true
+        end
+      end
       first_id = first_id or id
       if k then redis.call('SET', k, id, 'PX', window) end
       out[#out + 1] = id
@@ -115,12 +131,20 @@ local function channel(p, h)
     if refresh then redis.call('PEXPIRE', KEYS[h], age * 2) end
     return line(bound, out)
   end
-  local len = redis.call('XLEN', KEYS[h])
+  -- The length is measured only when the node asks (its count of what was
+  -- added since the last measure may reach the bound) or is known anyway;
+  -- otherwise the stream is short of the bound and needs no trim.
+  local len = nil
+  if created then
+    len = #msg
+  elseif measure then
+    len = redis.call('XLEN', KEYS[h])
+  end
   local through = nil
-  local over = len - max_len
-  if over > 0 then
-    local old = redis.call('XRANGE', KEYS[h], '-', '+', 'COUNT', over)
+  if len and len > max_len then
+    local old = redis.call('XRANGE', KEYS[h], '-', '+', 'COUNT', len - max_len)
     through = old[#old][1]
+    len = max_len
   end
   -- With the bound, most publishes skip reading the stream's head; only
   -- once it falls behind the horizon is the head read, and only when the
@@ -129,7 +153,7 @@ local function channel(p, h)
   -- only this step's entries, none trimmed) knows its head without reading
   -- it: short-lived channels then never read one.
   local stale = min_ms > 0 and older(bound)
-  if stale and len == #msg and through == nil then
+  if stale and created and through == nil then
     local first_ms = tonumber((parse(first_id)))
     if first_ms >= min_ms then bound, stale = first_ms, false end
   end
@@ -152,10 +176,10 @@ local function channel(p, h)
   -- a client coming back soon is told `history_trimmed` rather than
   -- `history_lost`, and then it goes. A stream this step created (it holds
   -- only what the step added) gets its expiry whatever the node remembers.
-  if refresh or len == #msg then redis.call('PEXPIRE', KEYS[h], age * 2) end
+  if refresh or created then redis.call('PEXPIRE', KEYS[h], age * 2) end
   -- The shard channel is the history key without its `:h`.
   redis.call('SPUBLISH', string.sub(KEYS[h], 1, -3), table.concat(msg, '\n'))
-  return line(bound, out)
+  return line(bound, out, len)
 end
 -- The reply is one string, a line per channel: the channel's bound, then
 -- its events' ids, a duplicate's (the first publish's id) marked `=`. One
@@ -599,7 +623,7 @@ impl ValkeyBus {
         Ok(ValkeyBus {
             conn,
             subs,
-            hints: Hints::new(retention.max_age),
+            hints: Hints::new(retention.max_age, retention.max_len),
             retention,
             timeout: config.timeout,
             shared,
@@ -769,6 +793,9 @@ async fn refill(
 struct StepOutcome {
     /// The channel's lower bound of its oldest entry's ms, for [`Hints`].
     oldest_ms: u64,
+    /// The stream's length after the step, when the step measured it (or
+    /// created the stream), for [`Hints`].
+    len: Option<u64>,
     /// One per event, in the channel's order (inline: a channel has few
     /// events in a batch, mostly one).
     published: Group<Published>,
@@ -802,9 +829,10 @@ fn parse_reply(v: &Value, groups: &[Group<usize>]) -> Vec<Result<StepOutcome, Bu
         .collect()
 }
 
-/// One channel's line of the reply: its oldest-entry bound, then its
-/// events' ids, space separated, a duplicate's marked `=`; or `!` and the
-/// error its step failed with.
+/// One channel's line of the reply: its oldest-entry bound (with
+/// `/<length>` when the step knew the length), then its events' ids, space
+/// separated, a duplicate's marked `=`; or `!` and the error its step
+/// failed with.
 fn parse_line(line: &[u8], events: usize) -> Result<StepOutcome, BusError> {
     let bad = || {
         unavailable(format_args!(
@@ -821,9 +849,13 @@ fn parse_line(line: &[u8], events: usize) -> Result<StepOutcome, BusError> {
     // Parsed as bytes: ids and the bound are ASCII digits, checked digit by
     // digit, so the line needs no UTF-8 validation first.
     let mut tokens = line.split(|b| *b == b' ');
-    let oldest_ms = tokens
+    let number = |t: &[u8]| std::str::from_utf8(t).ok()?.parse::<u64>().ok();
+    let (oldest_ms, len) = tokens
         .next()
-        .and_then(|t| std::str::from_utf8(t).ok()?.parse().ok())
+        .and_then(|t| match t.iter().position(|b| *b == b'/') {
+            Some(slash) => Some((number(&t[..slash])?, Some(number(&t[slash + 1..])?))),
+            None => Some((number(t)?, None)),
+        })
         .ok_or_else(bad)?;
     let published = tokens
         .map(|t| {
@@ -843,6 +875,7 @@ fn parse_line(line: &[u8], events: usize) -> Result<StepOutcome, BusError> {
     }
     Ok(StepOutcome {
         oldest_ms,
+        len,
         published,
     })
 }
@@ -911,7 +944,12 @@ impl ValkeyBus {
         let mut mode = Vec::new();
         for (group, step) in groups.iter().zip(steps) {
             mode.clear();
-            mode.push(if step.refresh_expiry { b'r' } else { b'-' });
+            mode.push(match (step.refresh_expiry, step.measure_len) {
+                (true, true) => b'b',
+                (true, false) => b'r',
+                (false, true) => b'l',
+                (false, false) => b'-',
+            });
             mode.extend(group.iter().map(|&i| {
                 if events[i].idempotency_key.is_some() {
                     b'1'
@@ -976,7 +1014,9 @@ impl Bus for ValkeyBus {
         let groups = by_channel(&events);
         let now = Instant::now();
         let channels = || groups.iter().map(|g| &events[g[0]].channel);
-        let steps = self.hints.steps(channels(), now);
+        let steps = self
+            .hints
+            .steps(channels().zip(groups.iter().map(|g| g.len())), now);
         let reply = match self.run_groups(&events, &groups, &steps).await {
             Ok(v) => v,
             Err(e) => return events.iter().map(|_| Err(e.clone())).collect(),
@@ -1000,11 +1040,18 @@ impl Bus for ValkeyBus {
             parse_reply(&reply, &groups)
         };
         for ((channel, step), outcome) in channels().zip(&steps).zip(&outcomes) {
-            // Most steps change neither: no need to take the lock again.
+            // Most steps change nothing the node remembers: no need to
+            // take the lock again.
             match outcome {
-                Ok(o) if o.oldest_ms != step.oldest_ms || step.refresh_expiry => {
-                    let refreshed = step.refresh_expiry.then_some(now);
-                    self.hints.record(channel, o.oldest_ms, refreshed);
+                Ok(o)
+                    if o.oldest_ms != step.oldest_ms || step.refresh_expiry || o.len.is_some() =>
+                {
+                    let report = Report {
+                        oldest_ms: o.oldest_ms,
+                        refreshed: step.refresh_expiry.then_some(now),
+                        len: o.len,
+                    };
+                    self.hints.record(channel, step, report);
                 }
                 _ => {}
             }
@@ -1242,10 +1289,12 @@ mod tests {
             smallvec::smallvec![3],
         ];
         let reply =
-            Value::BulkString(b"17 5-0 =4-1\n0 5-1\n!WRONGTYPE Operation against a key".to_vec());
+            Value::BulkString(b"17 5-0 =4-1\n0/3 5-1\n!WRONGTYPE Operation against a key".to_vec());
         let out = parse_reply(&reply, &groups);
         let first = out[0].as_ref().unwrap();
         assert_eq!(first.oldest_ms, 17);
+        assert_eq!(first.len, None, "not measured");
+        assert_eq!(out[1].as_ref().unwrap().len, Some(3));
         let first = &first.published;
         assert_eq!(first[0].id, StreamId::new(5, 0));
         assert!(!first[0].duplicate);
@@ -1269,6 +1318,10 @@ mod tests {
             b"1 5-0 5-1 5-2\n1 5-3\n1 5-4",
             // No bound.
             b"5-0 5-1\n5-2\n5-3",
+            // A length that is not a number, or an empty one.
+            b"1/x 5-0 5-1\n1 5-2\n1 5-3",
+            b"1/ 5-0 5-1\n1 5-2\n1 5-3",
+            b"/4 5-0 5-1\n1 5-2\n1 5-3",
         ] {
             let out = parse_reply(&Value::BulkString(bad.to_vec()), &groups);
             assert!(out.iter().any(|o| o.is_err()), "{bad:?}");
