@@ -52,8 +52,8 @@ impl Hint {
         match self.measured {
             None => true,
             Some((len, at)) => {
-                let since = self.sent - at;
-                len + since > max_len || since > slack
+                let since = self.sent.saturating_sub(at);
+                len.saturating_add(since) > max_len || since > slack
             }
         }
     }
@@ -118,7 +118,7 @@ impl Hints {
                         map.entry(c.clone()).or_default()
                     }
                 };
-                hint.sent += events as u64;
+                hint.sent = hint.sent.saturating_add(events as u64);
                 StepHint {
                     oldest_ms: hint.oldest_ms,
                     refresh_expiry: hint
@@ -270,6 +270,18 @@ mod tests {
             })
             .count();
         assert_eq!(measures, 3, "every 126 events of 400");
+    }
+
+    /// A length or count no real stream reaches still only means "measure".
+    #[test]
+    fn an_absurd_length_asks_for_a_measure() {
+        let hints = Hints::new(Duration::from_secs(80), 1000);
+        let c = channel("a");
+        let now = Instant::now();
+        let first = step(&hints, &c, 1, now);
+        hints.record(&c, &first, report(1, None, Some(u64::MAX)));
+        assert!(step(&hints, &c, usize::MAX, now).measure_len);
+        assert!(step(&hints, &c, 1, now).measure_len);
     }
 
     #[test]
