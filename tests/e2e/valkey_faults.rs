@@ -578,3 +578,49 @@ async fn two_nodes_keep_at_least_the_history_length_and_little_more() {
     a.stop().await;
     b.stop().await;
 }
+
+/// Batches in flight together are counted when sent, not when they run, so
+/// a stream may pass the bound for a moment; the next publish after a
+/// flood measures and trims to exactly the bound, and a cursor right at the
+/// edge of what is kept resumes with no reset while one before it is told
+/// `history_trimmed`.
+#[tokio::test]
+async fn after_a_flood_of_batches_the_next_publish_trims_to_the_bound() {
+    let backend = Backend::valkey();
+    let bridge = Bridge::on(&backend, &["--history-len", "50"]).await;
+    let key = history_key("flood");
+    let mut p = bridge.publisher().await;
+    let requests = (0..300)
+        .map(|i| client::request(pb_channel(TENANT, "flood"), progress(i, 300), ""))
+        .collect();
+    let ids: Vec<String> = publish_all(&mut p, requests)
+        .await
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids.len(), 300);
+    let len = xlen(&backend, &key).await;
+    assert!(len >= 50, "never below the bound: {len}");
+    let last = publish(&mut p, "flood", progress(300, 300)).await;
+    assert_eq!(xlen(&backend, &key).await, 50, "trimmed to the bound");
+
+    // Kept: ids[251..] and `last`. The cursor ids[250] is the newest
+    // trimmed entry: everything after it is still there.
+    let token = subscriber_token(TENANT);
+    let flood = channel("flood");
+    let mut edge = bridge.subscribe(&[&flood], &token, Some(&ids[250])).await;
+    assert_eq!(
+        edge.next_event().await.id.as_deref(),
+        Some(ids[251].as_str())
+    );
+    let mut before = bridge.subscribe(&[&flood], &token, Some(&ids[249])).await;
+    let reset = before.next_event().await;
+    assert_eq!(reset.event.as_deref(), Some("bridge.reset"));
+    assert_eq!(reset.data_json()["reason"], "history_trimmed");
+    assert_eq!(
+        before.next_event().await.id.as_deref(),
+        Some(ids[251].as_str())
+    );
+    assert!(!last.is_empty());
+    bridge.stop().await;
+}
