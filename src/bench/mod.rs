@@ -194,11 +194,11 @@ fn now_us() -> u64 {
 fn stamped(payload: usize) -> Event {
     let mut digits = itoa::Buffer::new();
     let stamp = digits.format(now_us());
-    let mut content = Vec::with_capacity(payload.max(stamp.len() + 1));
-    content.extend_from_slice(stamp.as_bytes());
-    content.push(b' ');
-    content.resize(content.len().max(payload), b'x');
-    let content = String::from_utf8(content).unwrap_or_default();
+    let mut content = String::with_capacity(payload.max(stamp.len() + 1));
+    content.push_str(stamp);
+    content.push(' ');
+    let pad = payload.saturating_sub(content.len());
+    content.extend(std::iter::repeat_n('x', pad));
     Event {
         payload: Some(Payload::MessageDelta(MessageDelta { content })),
     }

@@ -111,12 +111,7 @@ impl Hints {
             .map(|(c, events)| {
                 let hint = match map.get_mut(c) {
                     Some(h) => h,
-                    None => {
-                        if map.len() >= MAX_CHANNELS {
-                            map.clear();
-                        }
-                        map.entry(c.clone()).or_default()
-                    }
+                    None => fresh(&mut map, c),
                 };
                 hint.sent = hint.sent.saturating_add(events as u64);
                 StepHint {
@@ -135,10 +130,10 @@ impl Hints {
     /// refreshed the expiry, and the length it measured.
     pub fn record(&self, channel: &Channel, step: &StepHint, report: Report) {
         let mut map = self.lock();
-        if map.len() >= MAX_CHANNELS && !map.contains_key(channel) {
-            map.clear();
-        }
-        let hint = map.entry(channel.clone()).or_default();
+        let hint = match map.get_mut(channel) {
+            Some(h) => h,
+            None => fresh(&mut map, channel),
+        };
         // Batches in flight together answer in any order: keep the
         // furthest of each.
         hint.oldest_ms = hint.oldest_ms.max(report.oldest_ms);
@@ -154,6 +149,16 @@ impl Hints {
             }
         }
     }
+}
+
+/// A new hint for a channel the memory does not hold (found by a lookup
+/// first: most steps find theirs, without a clone of the name); a full
+/// memory starts again.
+fn fresh<'m>(map: &'m mut ChannelMap<Hint>, channel: &Channel) -> &'m mut Hint {
+    if map.len() >= MAX_CHANNELS {
+        map.clear();
+    }
+    map.entry(channel.clone()).or_default()
 }
 
 /// What a step reported for its channel.
