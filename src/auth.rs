@@ -3,6 +3,12 @@
 //! Tokens are JWTs validated offline: signature with the configured key,
 //! `exp` (required) and `nbf`, and the configured `aud`, `iss` and `typ`.
 //! Keys are parsed once at start-up.
+//!
+//! jsonwebtoken checks only the signature and algorithm here; the claims are
+//! checked by [`Rules`] itself, because jsonwebtoken checks `aud` and `iss`
+//! only when a token carries them (a configured audience must also refuse a
+//! token *without* one), accepts an `iss` array, and refuses a fractional
+//! `exp` that RFC 7519 allows.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -28,6 +34,8 @@ pub enum AuthError {
     Missing,
     #[error("the Authorization header must be `Bearer <jwt>`")]
     Scheme,
+    #[error("send one `authorization` entry, not several")]
+    DuplicateHeader,
     #[error("token is not a well-formed JWT")]
     Malformed,
     #[error("token signature is invalid")]
@@ -46,6 +54,12 @@ pub enum AuthError {
     Issuer,
     #[error("token is missing the required claim `{0}`")]
     MissingClaim(String),
+    #[error("token claim `{0}` must be a NumericDate (seconds since 1970 as a JSON number)")]
+    ClaimFormat(&'static str),
+    #[error(
+        "token has the subscriber token type (typ `{0}`): publishers need tokens of their own (see docs/auth.md)"
+    )]
+    SubscriberType(String),
     #[error("token type (typ) must be `{0}`")]
     Type(String),
     #[error("token claim `{0}` must be a tenant UUID")]
@@ -62,6 +76,7 @@ impl AuthError {
         match self {
             AuthError::Missing => "missing",
             AuthError::Scheme => "scheme",
+            AuthError::DuplicateHeader => "duplicate_header",
             AuthError::Malformed => "malformed",
             AuthError::Signature => "signature",
             AuthError::Algorithm => "algorithm",
@@ -71,6 +86,8 @@ impl AuthError {
             AuthError::Audience => "audience",
             AuthError::Issuer => "issuer",
             AuthError::MissingClaim(_) => "missing_claim",
+            AuthError::ClaimFormat(_) => "claim_format",
+            AuthError::SubscriberType(_) => "subscriber_type",
             AuthError::Type(_) => "type",
             AuthError::Tenant(_) => "tenant",
             AuthError::Scope(_) => "scope",
@@ -148,25 +165,97 @@ impl Key {
     }
 }
 
-/// Claim checks beyond the signature.
+/// Claim checks beyond the signature. A configured claim is required: a
+/// token without it is refused like one with a wrong value.
 #[derive(Debug, Clone, Default)]
 pub struct Rules {
+    /// `aud` must be this string, or an array that contains it.
     pub audience: Option<String>,
+    /// `iss` must be this string.
     pub issuer: Option<String>,
     /// Required value of the `typ` claim.
     pub typ: Option<String>,
+    /// A `typ` value this verifier refuses: the subscriber token type, for
+    /// publisher tokens verified with the subscriber key.
+    pub refused_typ: Option<String>,
     pub leeway_secs: u64,
+}
+
+/// A NumericDate claim (RFC 7519 §2: seconds, possibly fractional).
+fn numeric_date(claims: &Map<String, Value>, name: &'static str) -> Result<Option<f64>, AuthError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .filter(|f| f.is_finite())
+            .map(Some)
+            .ok_or(AuthError::ClaimFormat(name)),
+        Some(_) => Err(AuthError::ClaimFormat(name)),
+    }
+}
+
+fn now_secs_f64() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+impl Rules {
+    /// Checks the verified claims; returns `exp` in whole seconds (rounded
+    /// down, so a stream never outlives its token).
+    fn check(&self, claims: &Map<String, Value>, now: f64) -> Result<u64, AuthError> {
+        let leeway = self.leeway_secs as f64;
+        let exp = numeric_date(claims, "exp")?
+            .ok_or_else(|| AuthError::MissingClaim("exp".to_owned()))?;
+        if exp + leeway <= now {
+            return Err(AuthError::Expired);
+        }
+        if let Some(nbf) = numeric_date(claims, "nbf")? {
+            if nbf > now + leeway {
+                return Err(AuthError::NotYetValid);
+            }
+        }
+        if let Some(want) = &self.audience {
+            let accepted = match claims.get("aud") {
+                None => return Err(AuthError::MissingClaim("aud".to_owned())),
+                Some(Value::String(aud)) => aud == want,
+                Some(Value::Array(auds)) => auds.iter().any(|a| a.as_str() == Some(want)),
+                Some(_) => false,
+            };
+            if !accepted {
+                return Err(AuthError::Audience);
+            }
+        }
+        if let Some(want) = &self.issuer {
+            match claims.get("iss") {
+                None => return Err(AuthError::MissingClaim("iss".to_owned())),
+                Some(Value::String(iss)) if iss == want => {}
+                Some(_) => return Err(AuthError::Issuer),
+            }
+        }
+        let typ = claims.get("typ");
+        if let Some(want) = &self.typ {
+            match typ {
+                None => return Err(AuthError::MissingClaim("typ".to_owned())),
+                Some(Value::String(t)) if t == want => {}
+                Some(_) => return Err(AuthError::Type(want.clone())),
+            }
+        }
+        if let Some(refused) = &self.refused_typ {
+            if typ.and_then(Value::as_str) == Some(refused.as_str()) {
+                return Err(AuthError::SubscriberType(refused.clone()));
+            }
+        }
+        // `as` saturates: an `exp` past u64::MAX seconds is "never".
+        Ok(exp.floor().max(0.0) as u64)
+    }
 }
 
 fn map_error(e: &jsonwebtoken::errors::Error) -> AuthError {
     match e.kind() {
         ErrorKind::InvalidSignature => AuthError::Signature,
         ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => AuthError::Algorithm,
-        ErrorKind::ExpiredSignature => AuthError::Expired,
-        ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-        ErrorKind::InvalidAudience => AuthError::Audience,
-        ErrorKind::InvalidIssuer => AuthError::Issuer,
-        ErrorKind::MissingRequiredClaim(c) => AuthError::MissingClaim(c.clone()),
         _ => AuthError::Malformed,
     }
 }
@@ -186,7 +275,7 @@ pub enum Keys {
 pub struct Verifier {
     keys: Keys,
     validation: Validation,
-    typ: Option<String>,
+    rules: Rules,
 }
 
 /// The verified claims of a token and its expiry.
@@ -199,25 +288,19 @@ pub struct Claims {
 
 impl Verifier {
     pub fn new(keys: Keys, rules: &Rules) -> Verifier {
-        // The algorithms are set per key at verification.
+        // Signature and algorithm only (the algorithms are set per key at
+        // verification); `Rules::check` does every claim.
         let mut validation = Validation {
-            leeway: rules.leeway_secs,
-            validate_exp: true,
-            validate_nbf: true,
+            validate_exp: false,
+            validate_nbf: false,
+            validate_aud: false,
             ..Validation::default()
         };
-        validation.set_required_spec_claims(&["exp"]);
-        match &rules.audience {
-            Some(aud) => validation.set_audience(&[aud]),
-            None => validation.validate_aud = false,
-        }
-        if let Some(iss) = &rules.issuer {
-            validation.set_issuer(&[iss]);
-        }
+        validation.set_required_spec_claims::<&str>(&[]);
         Verifier {
             keys,
             validation,
-            typ: rules.typ.clone(),
+            rules: rules.clone(),
         }
     }
 
@@ -242,15 +325,7 @@ impl Verifier {
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
             .map_err(|e| map_error(&e))?;
         let claims = data.claims;
-        if let Some(want) = &self.typ {
-            if claims.get("typ").and_then(Value::as_str) != Some(want.as_str()) {
-                return Err(AuthError::Type(want.clone()));
-            }
-        }
-        let exp = claims
-            .get("exp")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| AuthError::MissingClaim("exp".to_owned()))?;
+        let exp = self.rules.check(&claims, now_secs_f64())?;
         Ok(Claims { claims, exp })
     }
 }
@@ -343,7 +418,14 @@ impl PublisherAuth {
         let scopes: HashSet<String> = claims
             .get("scope")
             .and_then(Value::as_str)
-            .map(|s| s.split_whitespace().map(str::to_owned).collect())
+            // RFC 6749 §3.3: scopes are separated by U+0020 only; any other
+            // space is part of a scope name, which then matches nothing.
+            .map(|s| {
+                s.split(' ')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
             .unwrap_or_default();
         if !scopes.contains(scope) {
             return Err(AuthError::Scope(scope));
@@ -386,4 +468,101 @@ pub fn bearer(header: &str) -> Result<&str, AuthError> {
         return Err(AuthError::Scheme);
     }
     Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const NOW: f64 = 1_800_000_000.0;
+
+    fn check(rules: &Rules, claims: Value) -> Result<u64, AuthError> {
+        let Value::Object(map) = claims else {
+            panic!("claims object")
+        };
+        rules.check(&map, NOW)
+    }
+
+    fn strict() -> Rules {
+        Rules {
+            audience: Some("aud1".into()),
+            issuer: Some("iss1".into()),
+            typ: Some("access".into()),
+            ..Rules::default()
+        }
+    }
+
+    #[test]
+    fn configured_claims_are_required_not_only_matched() {
+        let exp = NOW + 60.0;
+        let ok = json!({"exp": exp, "aud": "aud1", "iss": "iss1", "typ": "access"});
+        assert_eq!(check(&strict(), ok), Ok(exp as u64));
+        let missing = |name: &str| {
+            let mut c = json!({"exp": exp, "aud": "aud1", "iss": "iss1", "typ": "access"});
+            c.as_object_mut().unwrap().remove(name);
+            check(&strict(), c)
+        };
+        for name in ["exp", "aud", "iss", "typ"] {
+            assert_eq!(missing(name), Err(AuthError::MissingClaim(name.into())));
+        }
+        let with = |name: &str, v: Value| {
+            let mut c = json!({"exp": exp, "aud": "aud1", "iss": "iss1", "typ": "access"});
+            c[name] = v;
+            check(&strict(), c)
+        };
+        assert!(with("aud", json!(["x", "aud1"])).is_ok());
+        assert_eq!(with("aud", json!(["x"])), Err(AuthError::Audience));
+        assert_eq!(with("aud", json!("aud2")), Err(AuthError::Audience));
+        assert_eq!(with("aud", json!(7)), Err(AuthError::Audience));
+        assert_eq!(with("iss", json!(["iss1"])), Err(AuthError::Issuer));
+        assert_eq!(with("iss", json!("iss2")), Err(AuthError::Issuer));
+        assert_eq!(
+            with("typ", json!("refresh")),
+            Err(AuthError::Type("access".into()))
+        );
+        // Nothing configured: the claims are not looked at.
+        assert!(check(&Rules::default(), json!({"exp": exp, "aud": 1, "iss": []})).is_ok());
+    }
+
+    #[test]
+    fn numeric_dates_may_be_fractional_and_saturate() {
+        let rules = Rules::default();
+        assert_eq!(check(&rules, json!({"exp": NOW + 0.5})), Ok(NOW as u64));
+        assert_eq!(
+            check(&rules, json!({"exp": NOW - 0.5})),
+            Err(AuthError::Expired)
+        );
+        assert_eq!(check(&rules, json!({"exp": u64::MAX})), Ok(u64::MAX));
+        assert_eq!(check(&rules, json!({"exp": 1e300})), Ok(u64::MAX));
+        assert_eq!(check(&rules, json!({"exp": -5})), Err(AuthError::Expired));
+        assert_eq!(
+            check(&rules, json!({"exp": "tomorrow"})),
+            Err(AuthError::ClaimFormat("exp"))
+        );
+        assert_eq!(
+            check(&rules, json!({"exp": NOW + 60.0, "nbf": NOW + 0.5})),
+            Err(AuthError::NotYetValid)
+        );
+        let lenient = Rules {
+            leeway_secs: 5,
+            ..Rules::default()
+        };
+        assert!(check(&lenient, json!({"exp": NOW - 4.0, "nbf": NOW + 4.0})).is_ok());
+    }
+
+    #[test]
+    fn a_publisher_verifier_refuses_the_subscriber_type() {
+        let rules = Rules {
+            refused_typ: Some("access".into()),
+            ..Rules::default()
+        };
+        let exp = NOW + 60.0;
+        assert_eq!(
+            check(&rules, json!({"exp": exp, "typ": "access"})),
+            Err(AuthError::SubscriberType("access".into()))
+        );
+        assert!(check(&rules, json!({"exp": exp})).is_ok());
+        assert!(check(&rules, json!({"exp": exp, "typ": "service"})).is_ok());
+    }
 }

@@ -104,13 +104,17 @@ pub struct ServeArgs {
     /// set (at most every 10 s), and it is re-read every 5 minutes.
     #[arg(long, env = "SSE_BRIDGE_JWT_JWKS")]
     pub jwt_jwks: Option<String>,
-    /// Required `aud` of subscriber tokens (unchecked when absent).
+    /// Required `aud` of subscriber tokens: a string, or an array that
+    /// contains it. When set, a token without `aud` is refused; when unset,
+    /// `aud` is not checked.
     #[arg(long, env = "SSE_BRIDGE_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
-    /// Required `iss` of subscriber tokens (unchecked when absent).
+    /// Required `iss` (a string) of subscriber tokens. When set, a token
+    /// without `iss` is refused; when unset, `iss` is not checked.
     #[arg(long, env = "SSE_BRIDGE_JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
-    /// Required `typ` claim of subscriber tokens, e.g. `access`.
+    /// Required `typ` claim of subscriber tokens, e.g. `access`. Publisher
+    /// tokens verified with the same key must not carry it.
     #[arg(long, env = "SSE_BRIDGE_JWT_TYP")]
     pub jwt_typ: Option<String>,
     /// Clock leeway for `exp`/`nbf`, in seconds.
@@ -128,6 +132,15 @@ pub struct ServeArgs {
     /// JSON Web Key Set (file or URL) for publisher tokens.
     #[arg(long, env = "SSE_BRIDGE_PUBLISHER_JWT_JWKS")]
     pub publisher_jwt_jwks: Option<String>,
+    /// Required `aud` of publisher tokens (string, or array containing it);
+    /// a token without `aud` is refused. Recommended when publishers share
+    /// the subscriber key.
+    #[arg(long, env = "SSE_BRIDGE_PUBLISHER_JWT_AUDIENCE")]
+    pub publisher_jwt_audience: Option<String>,
+    /// Required `iss` (a string) of publisher tokens; a token without `iss`
+    /// is refused.
+    #[arg(long, env = "SSE_BRIDGE_PUBLISHER_JWT_ISSUER")]
+    pub publisher_jwt_issuer: Option<String>,
     /// Origin allowed to open streams from a browser (repeatable).
     #[arg(
         long = "cors-origin",
@@ -404,11 +417,29 @@ impl ServeArgs {
             audience: self.jwt_audience.clone(),
             issuer: self.jwt_issuer.clone(),
             typ: self.jwt_typ.clone(),
+            refused_typ: None,
             leeway_secs: self.jwt_leeway_secs,
         };
+        let shared_key = self.publisher_jwt_secret.is_none()
+            && self.publisher_jwt_public_key.is_none()
+            && self.publisher_jwt_jwks.is_none();
+        if shared_key && !self.dev {
+            tracing::warn!(
+                "publisher tokens are verified with the subscriber key: any token that key signs with `scope` and `tenants` can publish; set --publisher-jwt-secret/-public-key/-jwks, or at least --publisher-jwt-audience (docs/auth.md)"
+            );
+        }
         let publisher_rules = Rules {
+            audience: self.publisher_jwt_audience.clone(),
+            issuer: self.publisher_jwt_issuer.clone(),
+            typ: None,
+            // With one key for both, a subscriber token must not pass as a
+            // publisher token.
+            refused_typ: if shared_key {
+                self.jwt_typ.clone()
+            } else {
+                None
+            },
             leeway_secs: self.jwt_leeway_secs,
-            ..Rules::default()
         };
         let publisher_keys = self.publisher_keys(&keys).await?;
         if self.idle_timeout_secs == 0 {

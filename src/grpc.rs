@@ -54,13 +54,15 @@ impl PublisherApi {
     }
 }
 
+/// The one `authorization` entry's bearer token. Several entries are
+/// refused rather than the first taken: a proxy in front may read another.
 fn bearer_token<T>(request: &Request<T>) -> Result<String, AuthError> {
-    let header = request
-        .metadata()
-        .get("authorization")
-        .ok_or(AuthError::Missing)?
-        .to_str()
-        .map_err(|_| AuthError::Scheme)?;
+    let mut entries = request.metadata().get_all("authorization").iter();
+    let header = entries.next().ok_or(AuthError::Missing)?;
+    if entries.next().is_some() {
+        return Err(AuthError::DuplicateHeader);
+    }
+    let header = header.to_str().map_err(|_| AuthError::Scheme)?;
     auth::bearer(header).map(str::to_owned)
 }
 

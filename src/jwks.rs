@@ -3,12 +3,14 @@
 //! the cache does not hold (key rotation) or the cache is older than its
 //! lifetime.
 //!
-//! Refreshes forced by unknown `kid`s happen at most once per 10 s, so
-//! tokens with made-up `kid`s cannot turn the bridge into a load generator
-//! against the identity provider.
+//! Fetches happen at most once per 10 s, so tokens with made-up `kid`s
+//! cannot turn the bridge into a load generator against the identity
+//! provider, and a hanging identity provider never delays a token whose
+//! key the bridge already holds.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
@@ -52,28 +54,35 @@ pub enum JwksError {
     Empty(String),
 }
 
-/// How often, at most, an unknown `kid` triggers a refresh.
+/// How often, at most, the set is fetched again (for an unknown `kid` or
+/// a stale set alike).
 const MIN_REFRESH: Duration = Duration::from_secs(10);
 /// How long a fetched set is trusted before it is read again.
 const MAX_AGE: Duration = Duration::from_secs(300);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The keys of one fetch of the set.
 struct Cache {
     by_kid: HashMap<String, Key>,
     /// Keys without a `kid`: usable by tokens without one.
     unnamed: Vec<Key>,
     fetched: Instant,
-    /// When an unknown `kid` last forced a refresh.
-    forced: Option<Instant>,
 }
 
 /// A cached key set.
+///
+/// Verification reads the current keys without waiting: a fetch never
+/// holds them. At most one fetch runs at a time (the `refresh` lock); a
+/// stale set keeps being served while it runs in the background, and only
+/// a token whose `kid` the set lacks waits for a fetch, which at most one
+/// in [`MIN_REFRESH`] may start.
 pub struct Jwks {
     source: JwksSource,
     http: reqwest::Client,
-    cache: Mutex<Cache>,
+    keys: RwLock<Arc<Cache>>,
+    /// Held while fetching; holds when the last fetch started.
+    refresh: Mutex<Option<Instant>>,
 }
-
 fn key_of(jwk: &jsonwebtoken::jwk::Jwk) -> Option<Key> {
     if let Some(use_) = &jwk.common.public_key_use {
         if *use_ != jsonwebtoken::jwk::PublicKeyUse::Signature {
@@ -112,44 +121,56 @@ impl Jwks {
         Ok(Jwks {
             source,
             http,
-            cache: Mutex::new(cache),
+            keys: RwLock::new(Arc::new(cache)),
+            refresh: Mutex::new(None),
         })
     }
 
-    /// The key for a token's `kid`, refreshing the set when it is unknown
-    /// or stale. `None` when no key fits.
-    pub async fn key(&self, kid: Option<&str>) -> Option<Key> {
-        let mut cache = self.cache.lock().await;
-        let stale = cache.fetched.elapsed() > MAX_AGE;
-        if let Some(key) = lookup(&cache, kid) {
-            if !stale {
-                return Some(key);
-            }
-        }
-        let may_force = cache.forced.is_none_or(|at| at.elapsed() > MIN_REFRESH);
-        if stale || may_force {
-            if !stale {
-                cache.forced = Some(Instant::now());
-            }
-            match fetch(&self.source, &self.http).await {
-                Ok(fresh) => {
-                    let forced = cache.forced;
-                    *cache = fresh;
-                    cache.forced = forced;
-                }
-                Err(e) => {
-                    // Keep serving the keys we have; try again later.
-                    tracing::warn!(error = %e, "JWKS refresh failed");
-                    // A stale set is retried after MIN_REFRESH, not at once.
-                    if stale {
-                        cache.fetched = Instant::now()
-                            .checked_sub(MAX_AGE - MIN_REFRESH)
-                            .unwrap_or_else(Instant::now);
+    fn current(&self) -> Arc<Cache> {
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The key for a token's `kid`. A known `kid` never waits: a stale set
+    /// is refreshed in the background. An unknown one waits for a fetch
+    /// (its own, or one already running), unless one started less than
+    /// [`MIN_REFRESH`] ago. `None` when no key fits.
+    pub async fn key(self: &Arc<Self>, kid: Option<&str>) -> Option<Key> {
+        let keys = self.current();
+        if let Some(key) = lookup(&keys, kid) {
+            if keys.fetched.elapsed() > MAX_AGE {
+                let this = self.clone();
+                tokio::spawn(async move {
+                    // Someone else is fetching already: nothing to do.
+                    if let Ok(mut last) = this.refresh.try_lock() {
+                        this.refetch(&mut last).await;
                     }
-                }
+                });
             }
+            return Some(key);
         }
-        lookup(&cache, kid)
+        let mut last = self.refresh.lock().await;
+        // The fetch we may have waited for may have brought the key.
+        if let Some(key) = lookup(&self.current(), kid) {
+            return Some(key);
+        }
+        self.refetch(&mut last).await;
+        drop(last);
+        lookup(&self.current(), kid)
+    }
+
+    /// Fetches the set unless a fetch started within [`MIN_REFRESH`]; on
+    /// failure the keys we have stay in use.
+    async fn refetch(&self, last: &mut Option<Instant>) {
+        if last.is_some_and(|at| at.elapsed() < MIN_REFRESH) {
+            return;
+        }
+        *last = Some(Instant::now());
+        match fetch(&self.source, &self.http).await {
+            Ok(fresh) => {
+                *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
+            }
+            Err(e) => tracing::warn!(error = %e, "JWKS refresh failed; keeping the keys we have"),
+        }
     }
 }
 
@@ -195,7 +216,6 @@ async fn fetch(source: &JwksSource, http: &reqwest::Client) -> Result<Cache, Jwk
         by_kid: HashMap::new(),
         unnamed: Vec::new(),
         fetched: Instant::now(),
-        forced: None,
     };
     for jwk in &set.keys {
         let Some(key) = key_of(jwk) else { continue };

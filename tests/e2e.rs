@@ -39,3 +39,6 @@ mod lifecycle;
 
 #[path = "e2e/tls.rs"]
 mod tls;
+
+#[path = "e2e/hardening.rs"]
+mod hardening;

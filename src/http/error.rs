@@ -16,6 +16,8 @@ use crate::streams::OpenError;
 pub enum ApiError {
     #[error(transparent)]
     Unauthenticated(#[from] AuthError),
+    #[error("send one Authorization header, not several")]
+    DuplicateAuthorization,
     #[error("add at least one `channel` query parameter")]
     NoChannel,
     #[error("at most {max} channels per stream, got {got}")]
@@ -46,7 +48,8 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            ApiError::NoChannel
+            ApiError::DuplicateAuthorization
+            | ApiError::NoChannel
             | ApiError::TooManyChannels { .. }
             | ApiError::BadChannel { .. }
             | ApiError::BadCursor(_) => StatusCode::BAD_REQUEST,
@@ -62,6 +65,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::Unauthenticated(_) => "unauthenticated",
+            ApiError::DuplicateAuthorization => "duplicate_authorization",
             ApiError::NoChannel => "missing_channel",
             ApiError::TooManyChannels { .. } => "too_many_channels",
             ApiError::BadChannel { .. } => "bad_channel",

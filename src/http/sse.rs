@@ -48,20 +48,27 @@ impl Params {
 }
 
 /// Header first whenever present, even if invalid (RFC 6750 §2.3 allows one
-/// method per request, and a present header is the caller's choice).
+/// method per request, and a present header is the caller's choice). Two
+/// headers are refused: which one "wins" would be a guess, and a proxy and
+/// the bridge might guess differently.
 async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     params: &Params,
-) -> Result<Subscriber, AuthError> {
-    let token = match headers.get(header::AUTHORIZATION) {
+) -> Result<Subscriber, ApiError> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(ApiError::DuplicateAuthorization);
+    }
+    let token = match first {
         Some(value) if !value.is_empty() => {
             let value = value.to_str().map_err(|_| AuthError::Scheme)?;
             auth::bearer(value)?
         }
         _ => params.access_token.as_deref().ok_or(AuthError::Missing)?,
     };
-    state.auth.verify(token).await
+    Ok(state.auth.verify(token).await?)
 }
 
 fn shown(input: &str) -> String {
@@ -81,8 +88,12 @@ pub(super) async fn events(
     let subscriber = authenticate(&state, &headers, &params)
         .await
         .inspect_err(|e| {
-            tracing::info!(reason = e.reason(), "subscriber refused");
-            metrics::counter!(m::AUTH_FAILURES, "side" => "subscriber", "reason" => e.reason())
+            let reason = match e {
+                ApiError::Unauthenticated(e) => e.reason(),
+                _ => "duplicate_header",
+            };
+            tracing::info!(reason, "subscriber refused");
+            metrics::counter!(m::AUTH_FAILURES, "side" => "subscriber", "reason" => reason)
                 .increment(1);
         })?;
 
@@ -162,12 +173,20 @@ pub(super) async fn events(
     Ok(response)
 }
 
-fn instant_of(unix_secs: u64) -> Instant {
+/// Longest a token's remaining life is taken to be: an `exp` centuries
+/// away (or at `u64::MAX`) would overflow `Instant`.
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// The instant a token with `exp = unix_secs` expires, for a stream timer.
+pub(crate) fn instant_of(unix_secs: u64) -> Instant {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let left = Duration::from_secs(unix_secs).saturating_sub(now);
-    Instant::now() + left
+    let left = Duration::from_secs(unix_secs)
+        .saturating_sub(now)
+        .min(FOREVER);
+    let start = Instant::now();
+    start.checked_add(left).unwrap_or(start + FOREVER / 100)
 }
 
 fn frame(id: Option<&str>, event: &str, data: &str) -> Bytes {
@@ -276,5 +295,27 @@ struct StreamEnd {
 impl Drop for StreamEnd {
     fn drop(&mut self) {
         tracing::debug!(parent: &self.span, why = self.why, events = self.sent, "stream closed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::instant_of;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any `exp` a signed token may carry gives an instant, never a panic.
+        #[test]
+        fn any_exp_gives_an_instant(exp in any::<u64>()) {
+            let at = instant_of(exp);
+            prop_assert!(at >= tokio::time::Instant::now() - std::time::Duration::from_secs(1));
+        }
+    }
+
+    #[test]
+    fn the_largest_exps_give_an_instant() {
+        for exp in [u64::MAX, u64::MAX - 1, i64::MAX as u64, 0] {
+            let _ = instant_of(exp);
+        }
     }
 }

@@ -6,7 +6,11 @@ use sse_bridge::token::now_secs;
 
 use crate::harness::*;
 
-async fn error_of(bridge: &Bridge, url: &str, headers: &[(&str, &str)]) -> (u16, String) {
+pub(crate) async fn error_of(
+    bridge: &Bridge,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
     let r = bridge.get(url, headers).await;
     let status = r.status().as_u16();
     let body: Value =
@@ -89,20 +93,20 @@ async fn bad_hs256_tokens_are_401() {
     bridge.stop().await;
 }
 
-fn base64url(b: &[u8]) -> String {
+pub(crate) fn base64url(b: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
 }
 
-fn fixture(name: &str) -> String {
+pub(crate) fn fixture(name: &str) -> String {
     format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
-fn sign(private_pem: &str, alg: jsonwebtoken::Algorithm, claims: Value) -> String {
+pub(crate) fn sign(private_pem: &str, alg: jsonwebtoken::Algorithm, claims: Value) -> String {
     sign_kid(private_pem, alg, None, claims)
 }
 
-fn sign_kid(
+pub(crate) fn sign_kid(
     private_pem: &str,
     alg: jsonwebtoken::Algorithm,
     kid: Option<&str>,
@@ -348,37 +352,43 @@ fn spki_der(public_pem: &str) -> Vec<u8> {
         .unwrap()
 }
 
-fn ed_jwk(kid: &str) -> Value {
+pub(crate) fn ed_jwk(kid: &str) -> Value {
     let der = spki_der("ed_public.pem");
     json!({"kty": "OKP", "crv": "Ed25519", "x": base64url(&der[der.len() - 32..]), "kid": kid, "use": "sig", "alg": "EdDSA"})
 }
 
-fn ec_jwk(kid: &str) -> Value {
+pub(crate) fn ec_jwk(kid: &str) -> Value {
     let der = spki_der("ec_public.pem");
     let point = &der[der.len() - 64..];
     json!({"kty": "EC", "crv": "P-256", "x": base64url(&point[..32]), "y": base64url(&point[32..]), "kid": kid, "use": "sig"})
 }
 
 /// A JWKS endpoint on a real loopback HTTP server; counts its fetches.
-struct JwksServer {
-    url: String,
-    keys: std::sync::Arc<std::sync::Mutex<Value>>,
+pub(crate) struct JwksServer {
+    pub url: String,
+    pub keys: std::sync::Arc<std::sync::Mutex<Value>>,
     fetches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// While set, requests are accepted and never answered.
+    pub hang: std::sync::Arc<std::sync::atomic::AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl JwksServer {
-    async fn start(keys: Value) -> JwksServer {
+    pub async fn start(keys: Value) -> JwksServer {
         use std::sync::atomic::Ordering;
         let keys = std::sync::Arc::new(std::sync::Mutex::new(keys));
         let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (k, f) = (keys.clone(), fetches.clone());
+        let hang = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (k, f, h) = (keys.clone(), fetches.clone(), hang.clone());
         let app = axum::Router::new().route(
             "/jwks.json",
             axum::routing::get(move || {
-                let (k, f) = (k.clone(), f.clone());
+                let (k, f, h) = (k.clone(), f.clone(), h.clone());
                 async move {
                     f.fetch_add(1, Ordering::SeqCst);
+                    if h.load(Ordering::SeqCst) {
+                        std::future::pending::<()>().await;
+                    }
                     axum::Json(k.lock().unwrap().clone())
                 }
             }),
@@ -392,11 +402,12 @@ impl JwksServer {
             url,
             keys,
             fetches,
+            hang,
             task,
         }
     }
 
-    fn fetches(&self) -> usize {
+    pub fn fetches(&self) -> usize {
         self.fetches.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
@@ -407,11 +418,11 @@ impl Drop for JwksServer {
     }
 }
 
-fn claims_now() -> Value {
+pub(crate) fn claims_now() -> Value {
     json!({"tenant_id": TENANT, "sub": "u", "exp": now_secs() + 600})
 }
 
-async fn status_with(bridge: &Bridge, token: &str) -> (u16, String) {
+pub(crate) async fn status_with(bridge: &Bridge, token: &str) -> (u16, String) {
     let auth = format!("Bearer {token}");
     let r = bridge
         .get(

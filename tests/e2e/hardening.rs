@@ -1,0 +1,337 @@
+//! The holes an outside attack found (issue 15), each through the public
+//! interface: absent claims, duplicate credentials, a hanging JWKS server,
+//! an `exp` at the end of time, and hostile gRPC bytes.
+
+use serde_json::{Value, json};
+use sse_bridge::proto::ssebridge::v1::publisher_client::PublisherClient;
+use sse_bridge::token::now_secs;
+use tonic::Code;
+
+use crate::harness::*;
+use crate::subscriber_auth::{
+    JwksServer, claims_now, ed_jwk, error_of, fixture, sign, sign_kid, status_with,
+};
+
+/// The body of a JSON error answer.
+async fn error_body(bridge: &Bridge, url: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+    let r = bridge.get(url, headers).await;
+    let status = r.status().as_u16();
+    let body = serde_json::from_str(&r.text().await.expect("body")).expect("JSON error");
+    (status, body)
+}
+
+fn without(mut claims: Value, name: &str) -> Value {
+    claims.as_object_mut().expect("object").remove(name);
+    claims
+}
+
+#[tokio::test]
+async fn configured_aud_iss_and_typ_are_required_in_header_and_query() {
+    let strict = [
+        "--jwt-audience",
+        "aud1",
+        "--jwt-issuer",
+        "iss1",
+        "--jwt-typ",
+        "access",
+    ];
+    let bridge = Bridge::start(&strict).await;
+    let url = bridge.events_url(&[&channel("claims")]);
+    let full = json!({"tenant_id": TENANT, "aud": "aud1", "iss": "iss1", "typ": "access"});
+    let good = hs256(full.clone());
+    assert_eq!(
+        bridge
+            .get(&url, &[("authorization", &format!("Bearer {good}"))])
+            .await
+            .status(),
+        200
+    );
+    let aud_array =
+        hs256(json!({"tenant_id": TENANT, "aud": ["x", "aud1"], "iss": "iss1", "typ": "access"}));
+    assert_eq!(
+        bridge
+            .get(&format!("{url}access_token={aud_array}"), &[])
+            .await
+            .status(),
+        200,
+        "aud may be an array that contains the audience"
+    );
+    for claim in ["aud", "iss", "typ"] {
+        let token = hs256(without(full.clone(), claim));
+        for (how, target, headers) in [
+            (
+                "header",
+                url.clone(),
+                vec![("authorization".to_owned(), format!("Bearer {token}"))],
+            ),
+            ("query", format!("{url}access_token={token}"), vec![]),
+        ] {
+            let h: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let (status, body) = error_body(&bridge, &target, &h).await;
+            assert_eq!(status, 401, "no `{claim}` in the {how}: {body}");
+            assert_eq!(body["error"]["code"], "unauthenticated");
+            let message = body["error"]["message"].as_str().unwrap_or("");
+            assert!(
+                message.contains(&format!("`{claim}`")),
+                "names the claim: {message}"
+            );
+        }
+    }
+    let iss_array =
+        hs256(json!({"tenant_id": TENANT, "aud": "aud1", "iss": ["iss1"], "typ": "access"}));
+    assert_eq!(
+        error_of(
+            &bridge,
+            &url,
+            &[("authorization", &format!("Bearer {iss_array}"))]
+        )
+        .await,
+        (401, "unauthenticated".into()),
+        "iss must be a string"
+    );
+    bridge.stop().await;
+
+    // The same with RS256 and a public key.
+    let mut rsa = vec!["--jwt-public-key".to_owned(), fixture("rsa_public.pem")];
+    rsa.extend(strict.iter().map(|s| s.to_string()));
+    let rsa: Vec<&str> = rsa.iter().map(String::as_str).collect();
+    let bridge = Bridge::start(&rsa).await;
+    let url = bridge.events_url(&[&channel("claims")]);
+    let exp = json!(now_secs() + 600);
+    let mut full = full;
+    full["exp"] = exp;
+    let rs = |c: Value| sign("rsa_private.pem", jsonwebtoken::Algorithm::RS256, c);
+    assert_eq!(
+        bridge
+            .get(
+                &url,
+                &[("authorization", &format!("Bearer {}", rs(full.clone())))]
+            )
+            .await
+            .status(),
+        200
+    );
+    for claim in ["aud", "iss", "typ"] {
+        let token = rs(without(full.clone(), claim));
+        let (status, body) = error_body(&bridge, &format!("{url}access_token={token}"), &[]).await;
+        assert_eq!(status, 401, "RS256 without `{claim}`: {body}");
+    }
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn fractional_and_far_numeric_dates() {
+    let bridge = Bridge::start(&[]).await;
+    let url = bridge.events_url(&[&channel("dates")]);
+    let fractional = hs256(json!({"tenant_id": TENANT, "exp": now_secs() as f64 + 600.5}));
+    assert_eq!(
+        bridge
+            .get(&url, &[("authorization", &format!("Bearer {fractional}"))])
+            .await
+            .status(),
+        200,
+        "RFC 7519 allows a fractional NumericDate"
+    );
+    let text = hs256(json!({"tenant_id": TENANT, "exp": "tomorrow"}));
+    let (status, body) = error_body(
+        &bridge,
+        &url,
+        &[("authorization", &format!("Bearer {text}"))],
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("exp"),
+        "{body}"
+    );
+
+    // An `exp` at the end of time: the stream opens and delivers (before,
+    // its timer overflowed and the stream task panicked).
+    for exp in [json!(u64::MAX), json!(u64::MAX - 1), json!(1e300)] {
+        let token = hs256(json!({"tenant_id": TENANT, "exp": exp}));
+        let mut sse = bridge.subscribe(&[&channel("dates")], &token, None).await;
+        let mut publisher = bridge.publisher().await;
+        let id = publish(&mut publisher, "dates", progress(1, 2)).await;
+        assert_eq!(
+            sse.next_event().await.id.as_deref(),
+            Some(id.as_str()),
+            "exp {exp}"
+        );
+    }
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn several_authorization_headers_are_refused() {
+    let bridge = Bridge::start(&[]).await;
+    let good = subscriber_token(TENANT);
+    let url = bridge.events_url(&[&channel("dup")]);
+    let bearer = format!("Bearer {good}");
+    for (what, first, second) in [
+        ("two valid", bearer.as_str(), bearer.as_str()),
+        ("an empty one then a valid one", "", bearer.as_str()),
+        ("a valid one then a bad one", bearer.as_str(), "Bearer x"),
+    ] {
+        let (status, body) = error_body(
+            &bridge,
+            &format!("{url}access_token={good}"),
+            &[("authorization", first), ("authorization", second)],
+        )
+        .await;
+        assert_eq!(status, 400, "{what}: {body}");
+        assert_eq!(body["error"]["code"], "duplicate_authorization", "{what}");
+    }
+    // One empty header still falls back to the query token.
+    let r = bridge
+        .get(
+            &format!("{url}access_token={good}"),
+            &[("authorization", "")],
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+
+    // gRPC: two `authorization` entries are UNAUTHENTICATED.
+    let token = publisher_token(&["*"]);
+    let mut raw = PublisherClient::connect(bridge.grpc.clone())
+        .await
+        .expect("connect");
+    let mut request = tonic::Request::new(sse_bridge::client::request(
+        pb_channel(TENANT, "dup"),
+        progress(1, 2),
+        "",
+    ));
+    for _ in 0..2 {
+        request
+            .metadata_mut()
+            .append("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    let status = raw.publish(request).await.expect_err("refused");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert!(status.message().contains("authorization"), "{status:?}");
+    bridge.stop().await;
+}
+
+/// Publishes once with `token`; the status code of the answer.
+async fn publish_code(bridge: &Bridge, token: &str) -> (Code, String) {
+    let mut client = bridge.publisher_with(token).await;
+    match client
+        .publish(sse_bridge::client::request(
+            pb_channel(TENANT, "pub-claims"),
+            progress(1, 2),
+            "",
+        ))
+        .await
+    {
+        Ok(_) => (Code::Ok, String::new()),
+        Err(s) => (s.code(), s.message().to_owned()),
+    }
+}
+
+fn publisher_claims(extra: Value) -> Value {
+    let mut c = json!({"sub": "svc", "scope": "events:publish", "tenants": ["*"]});
+    for (k, v) in extra.as_object().expect("object") {
+        c[k] = v.clone();
+    }
+    c
+}
+
+#[tokio::test]
+async fn publisher_tokens_have_their_own_required_claims() {
+    let bridge = Bridge::start(&[
+        "--jwt-typ",
+        "access",
+        "--publisher-jwt-audience",
+        "bridge-publish",
+        "--publisher-jwt-issuer",
+        "https://auth.example.com",
+    ])
+    .await;
+    let good = json!({"aud": "bridge-publish", "iss": "https://auth.example.com"});
+    assert_eq!(
+        publish_code(&bridge, &hs256(publisher_claims(good.clone())))
+            .await
+            .0,
+        Code::Ok
+    );
+    for claim in ["aud", "iss"] {
+        let (code, message) = publish_code(
+            &bridge,
+            &hs256(publisher_claims(without(good.clone(), claim))),
+        )
+        .await;
+        assert_eq!(code, Code::Unauthenticated, "no `{claim}`: {message}");
+        assert!(message.contains(&format!("`{claim}`")), "{message}");
+    }
+    let mut wrong = good.clone();
+    wrong["aud"] = json!("browser");
+    assert_eq!(
+        publish_code(&bridge, &hs256(publisher_claims(wrong)))
+            .await
+            .0,
+        Code::Unauthenticated
+    );
+    // The publisher key is the subscriber key here: a token of the
+    // subscriber type cannot publish, whatever else it carries.
+    let mut subscriber_typed = good;
+    subscriber_typed["typ"] = json!("access");
+    let (code, message) = publish_code(&bridge, &hs256(publisher_claims(subscriber_typed))).await;
+    assert_eq!(code, Code::Unauthenticated, "{message}");
+    assert!(message.contains("typ"), "{message}");
+    // A scope separated by another kind of space is no scope at all.
+    let nbsp = json!({"scope": "read\u{a0}events:publish", "aud": "bridge-publish", "iss": "https://auth.example.com"});
+    assert_eq!(
+        publish_code(&bridge, &hs256(publisher_claims(nbsp)))
+            .await
+            .0,
+        Code::PermissionDenied
+    );
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn a_hanging_jwks_server_never_delays_known_keys() {
+    use jsonwebtoken::Algorithm::EdDSA;
+    let server = JwksServer::start(json!({"keys": [ed_jwk("a")]})).await;
+    let bridge = Bridge::start(&["--jwt-jwks", &server.url]).await;
+    let known = sign_kid("ed_private.pem", EdDSA, Some("a"), claims_now());
+    assert_eq!(status_with(&bridge, &known).await.0, 200);
+
+    // The identity provider hangs; a token with an unknown kid starts a
+    // fetch that will not come back before the fetch timeout.
+    server.hang.store(true, std::sync::atomic::Ordering::SeqCst);
+    let unknown = sign_kid("ed_private.pem", EdDSA, Some("new"), claims_now());
+    let http = bridge.http.clone();
+    let stalled = tokio::spawn(async move {
+        let probe = Bridge {
+            running: None,
+            http,
+            grpc: String::new(),
+        };
+        status_with(&probe, &unknown).await
+    });
+    while server.fetches() < 2 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // Meanwhile tokens with a known kid are answered at once: before, each
+    // waited for the hanging fetch.
+    for _ in 0..3 {
+        assert_eq!(status_with(&bridge, &known).await.0, 200);
+    }
+    assert!(
+        !stalled.is_finished(),
+        "the known-kid requests were answered while the fetch still hung"
+    );
+    // The unknown kid is refused once its fetch gives up; further unknown
+    // kids do not start more fetches.
+    assert_eq!(stalled.await.expect("task").0, 401);
+    let another = sign_kid("ed_private.pem", EdDSA, Some("other"), claims_now());
+    assert_eq!(status_with(&bridge, &another).await.0, 401);
+    assert_eq!(server.fetches(), 2, "refetches stay rate limited");
+    bridge.stop().await;
+}
