@@ -16,9 +16,10 @@ use crate::bus::Retention;
 use crate::bus::valkey::ValkeyConfig;
 use crate::http::HttpConfig;
 use crate::http::listener::ListenerConfig;
+use crate::hub::FanoutConfig;
 use crate::jwks::{Jwks, JwksSource};
 use crate::schema::Schema;
-use crate::server::{self, Settings};
+use crate::server::{self, GrpcListener, Settings};
 use crate::streams::StreamLimits;
 use crate::{client, token};
 
@@ -176,6 +177,22 @@ pub struct ServeArgs {
     /// Events a stream may fall behind before it is caught up from history.
     #[arg(long, env = "SSE_BRIDGE_STREAM_BUFFER", default_value_t = 256)]
     pub stream_buffer: usize,
+    /// Bytes of history a resuming or lagging stream is sent at a time; the
+    /// next page is read only once the client has taken this one, so a
+    /// client that does not read costs at most one page.
+    #[arg(long, env = "SSE_BRIDGE_CATCH_UP_PAGE_BYTES", default_value_t = 256 * 1024)]
+    pub catch_up_page_bytes: usize,
+    /// Bytes of recently delivered frames the node caches over all channels
+    /// (lagging streams catch up from it without a history read; past the
+    /// bound the oldest frames go, and catch-up reads history instead).
+    #[arg(long, env = "SSE_BRIDGE_RECENT_CACHE_BYTES", default_value_t = 64 << 20)]
+    pub recent_cache_bytes: usize,
+    /// Embedded bus: bytes of history (event names and payloads) the node
+    /// keeps over all channels. Past it the oldest events of any channel go
+    /// first; a client resuming into them gets `bridge.reset`. (With Valkey,
+    /// bound its memory with `maxmemory`: docs/operations.md.)
+    #[arg(long, env = "SSE_BRIDGE_MAX_HISTORY_BYTES", default_value_t = 256 << 20)]
+    pub max_history_bytes: usize,
     /// Open streams per tenant on this node (0: no limit); more get 429.
     #[arg(
         long,
@@ -207,10 +224,24 @@ pub struct ServeArgs {
     /// larger gets 431.
     #[arg(long, env = "SSE_BRIDGE_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
     pub max_header_bytes: usize,
-    /// Seconds a connection may take to send its request head, or leave our
+    /// Seconds a connection may take to send its request head, keep no
+    /// request open (HTTP/1 keep-alive, HTTP/2 and gRPC alike), or leave our
     /// writes unaccepted (peer gone, or not reading), before it is closed.
+    /// Also the HTTP/2 keep-alive timeout of both listeners.
     #[arg(long, env = "SSE_BRIDGE_IDLE_TIMEOUT_SECS", default_value_t = 60)]
     pub idle_timeout_secs: u64,
+    /// Connections the HTTP listener holds open at once (0: no cap); more
+    /// are closed at accept. Keep it below the process's open-files limit.
+    #[arg(
+        long,
+        env = "SSE_BRIDGE_MAX_HTTP_CONNECTIONS",
+        default_value_t = 16_384
+    )]
+    pub max_http_connections: usize,
+    /// Connections the gRPC listener holds open at once (0: no cap); more
+    /// are closed at accept.
+    #[arg(long, env = "SSE_BRIDGE_MAX_GRPC_CONNECTIONS", default_value_t = 1024)]
+    pub max_grpc_connections: usize,
     /// Seconds shutdown waits for open connections and in-flight publishes
     /// before it exits anyway.
     #[arg(long, env = "SSE_BRIDGE_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
@@ -496,7 +527,12 @@ impl ServeArgs {
                 idempotency_window: Duration::from_secs(self.idempotency_window_secs),
             },
             max_payload_bytes: self.max_payload_bytes,
-            listener_buffer: self.stream_buffer.max(1),
+            max_history_bytes: self.max_history_bytes,
+            fanout: FanoutConfig {
+                capacity: self.stream_buffer.max(1),
+                recent_budget: self.recent_cache_bytes,
+                page_bytes: self.catch_up_page_bytes.max(1),
+            },
             valkey: self.valkey_url.as_ref().map(|url| ValkeyConfig {
                 url: url.clone(),
                 timeout: Duration::from_millis(self.valkey_timeout_ms.max(1)),
@@ -511,8 +547,14 @@ impl ServeArgs {
                 idle_timeout,
                 max_head_bytes: self.max_url_bytes + self.max_header_bytes + 4096,
                 ping_every: Duration::from_secs(self.keepalive_secs),
+                max_connections: self.max_http_connections,
             },
-            grpc_tls,
+            grpc: GrpcListener {
+                tls: grpc_tls,
+                idle_timeout,
+                ping_every: Duration::from_secs(self.keepalive_secs),
+                max_connections: self.max_grpc_connections,
+            },
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
         })
     }

@@ -66,6 +66,44 @@ fn bearer_token<T>(request: &Request<T>) -> Result<String, AuthError> {
     auth::bearer(header).map(str::to_owned)
 }
 
+/// The status of a request the transport refused before our code saw it,
+/// with the code the contract gives: a message over the size limit is
+/// `RESOURCE_EXHAUSTED` (tonic says `OUT_OF_RANGE`), and bytes that are not
+/// the request message are `INVALID_ARGUMENT` (tonic says `INTERNAL`).
+/// Other statuses pass unchanged.
+pub fn contract_status(status: Status) -> Status {
+    let message = status.message();
+    match status.code() {
+        Code::OutOfRange if message.contains("decoded message length too large") => {
+            Status::resource_exhausted(format!(
+                "{message}: send smaller requests (events over --max-payload-bytes are refused anyway)"
+            ))
+        }
+        Code::Internal if message.starts_with("failed to decode Protobuf message") => {
+            Status::invalid_argument(format!(
+                "the request is not a valid protobuf message of this method's type: {message}"
+            ))
+        }
+        _ => status,
+    }
+}
+
+/// [`contract_status`] for a whole response: unary calls refused while
+/// their request was decoded answer with the status in the headers.
+pub fn transport_status(
+    mut response: ::http::Response<tonic::body::Body>,
+) -> ::http::Response<tonic::body::Body> {
+    let Some(status) = Status::from_header_map(response.headers()) else {
+        return response;
+    };
+    let code = status.code();
+    let mapped = contract_status(status);
+    if mapped.code() != code {
+        let _ = mapped.add_header(response.headers_mut());
+    }
+    response
+}
+
 fn auth_status(e: AuthError) -> Status {
     metrics::counter!(m::AUTH_FAILURES, "side" => "publisher", "reason" => e.reason()).increment(1);
     match e {
@@ -337,7 +375,7 @@ impl Publisher for PublisherApi {
                 }
             }
             if let Some(status) = failed {
-                yield Err(status);
+                yield Err(contract_status(status));
             }
         };
         Ok(Response::new(Box::pin(out)))

@@ -11,6 +11,7 @@ pub mod bus;
 pub mod channel;
 pub mod cli;
 pub mod client;
+pub mod connections;
 pub mod cursor;
 pub mod grpc;
 pub mod http;

@@ -38,6 +38,25 @@ pub const PUBLISH_THROTTLED: &str = "sse_bridge_publish_throttled_total";
 pub const BUS_ERRORS: &str = "sse_bridge_bus_errors_total";
 /// Lost bus connections (counter).
 pub const BUS_DISCONNECTS: &str = "sse_bridge_bus_disconnects_total";
+/// Bytes of recent frames this node caches over all channels (gauge;
+/// bounded by `--recent-cache-bytes`).
+pub const RECENT_BYTES: &str = "sse_bridge_recent_cache_bytes";
+/// Recent frames evicted to keep within `--recent-cache-bytes` (counter).
+pub const RECENT_EVICTED: &str = "sse_bridge_recent_cache_evicted_total";
+/// Bytes of history the embedded bus holds (gauge; bounded by
+/// `--max-history-bytes`).
+pub const HISTORY_BYTES: &str = "sse_bridge_history_bytes";
+/// History entries the embedded bus dropped to keep within
+/// `--max-history-bytes`, oldest first across channels (counter).
+pub const HISTORY_EVICTED: &str = "sse_bridge_history_evicted_total";
+/// Connections open (gauge, by `listener`: `http` or `grpc`).
+pub const CONNECTIONS_OPEN: &str = "sse_bridge_connections_open";
+/// Connections refused because the listener was at its cap (counter, by
+/// `listener`).
+pub const CONNECTIONS_REFUSED: &str = "sse_bridge_connections_refused_total";
+/// Connections closed because they had no request open for the idle
+/// timeout (counter, by `listener`).
+pub const IDLE_CLOSED: &str = "sse_bridge_idle_connections_closed_total";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 

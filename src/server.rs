@@ -14,10 +14,11 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::auth::{PublisherAuth, SubscriberAuth};
 use crate::bus::valkey::{ConnectError, ValkeyBus, ValkeyConfig};
 use crate::bus::{Bus, Retention, memory::MemoryBus};
+use crate::connections::{Activity, Gate, IdleIo, TrackLayer, tune};
 use crate::grpc::PublisherApi;
 use crate::http::listener::ListenerConfig;
 use crate::http::{self, HttpConfig};
-use crate::hub::{Fanout, Hub};
+use crate::hub::{Fanout, FanoutConfig, Hub};
 use crate::proto::FILE_DESCRIPTOR_SET;
 use crate::publish::PublishService;
 use crate::rate::Rate;
@@ -37,19 +38,33 @@ pub struct Settings {
     pub http: HttpConfig,
     pub retention: Retention,
     pub max_payload_bytes: usize,
-    /// Events a listener may fall behind before it is caught up from
-    /// history.
-    pub listener_buffer: usize,
+    /// Bound on the embedded bus's history over all channels, in bytes.
+    pub max_history_bytes: usize,
+    /// Listener buffers, the recent-frame cache and catch-up pages.
+    pub fanout: FanoutConfig,
     /// `None`: the embedded bus.
     pub valkey: Option<ValkeyConfig>,
     pub limits: StreamLimits,
     /// Per-publisher rate; `None` for no limit.
     pub publish_rate: Option<Rate>,
     pub listener: ListenerConfig,
-    /// TLS of the gRPC listener (and client certificates, for mTLS).
-    pub grpc_tls: Option<tonic::transport::ServerTlsConfig>,
+    pub grpc: GrpcListener,
     /// How long shutdown waits for open connections and in-flight calls.
     pub shutdown_grace: Duration,
+}
+
+/// Connection bounds of the gRPC listener.
+#[derive(Clone)]
+pub struct GrpcListener {
+    /// TLS (and client certificates, for mTLS).
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
+    /// A connection with no call open this long is closed; also the HTTP/2
+    /// keep-alive timeout.
+    pub idle_timeout: Duration,
+    /// HTTP/2 PING interval, to find dead peers.
+    pub ping_every: Duration,
+    /// Connections open at once; more are closed at accept (0: no cap).
+    pub max_connections: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,9 +117,13 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
 
     // Before anything records, so nothing is lost to the no-op recorder.
     let metrics = crate::metrics::handle();
-    let fanout = Fanout::new(settings.listener_buffer, Streams::new(settings.limits));
+    let fanout = Fanout::new(settings.fanout, Streams::new(settings.limits));
     let bus: Arc<dyn Bus> = match &settings.valkey {
-        None => Arc::new(MemoryBus::new(settings.retention, fanout.clone())),
+        None => Arc::new(MemoryBus::new(
+            settings.retention,
+            settings.max_history_bytes,
+            fanout.clone(),
+        )),
         Some(config) => {
             Arc::new(ValkeyBus::connect(config, settings.retention, fanout.clone()).await?)
         }
@@ -169,23 +188,41 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     // messages are refused by tonic before they are decoded.
     let max_message = settings.max_payload_bytes.saturating_mul(2).max(64 * 1024) + 16 * 1024;
     let mut grpc_down = shutdown_rx;
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = settings.grpc_tls.clone() {
+    let limits = settings.grpc.clone();
+    let mut builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(limits.ping_every))
+        .http2_keepalive_timeout(Some(limits.idle_timeout));
+    if let Some(tls) = limits.tls.clone() {
         builder = builder
             .tls_config(tls)
             .map_err(|e| StartError::GrpcTls(e.to_string()))?;
     }
     // Accepted sockets come from our listener, so tonic does not set their
     // options: without TCP_NODELAY small responses wait on Nagle's
-    // algorithm and the peer's delayed ACK.
-    let incoming = TcpListenerStream::new(grpc_listener).map(|conn| {
-        if let Ok(tcp) = &conn {
-            let _ = tcp.set_nodelay(true);
+    // algorithm and the peer's delayed ACK. Past the cap a socket is closed
+    // at once; each admitted one closes once it keeps no call open for the
+    // idle timeout.
+    let gate = Gate::new(limits.max_connections, "grpc");
+    let incoming = TcpListenerStream::new(grpc_listener).filter_map(move |conn| match conn {
+        Ok(tcp) => {
+            let admitted = gate.admit()?;
+            tune(&tcp, limits.idle_timeout);
+            Some(Ok(IdleIo::new(
+                tcp,
+                Activity::new(),
+                limits.idle_timeout,
+                admitted,
+                "grpc",
+            )))
         }
-        conn
+        Err(e) => Some(Err(e)),
     });
     let grpc = tokio::spawn(async move {
         builder
+            .layer(TrackLayer)
+            .layer(tower::util::MapResponseLayer::new(
+                crate::grpc::transport_status,
+            ))
             .add_service(health_service)
             .add_service(reflection)
             .add_service(reflection_alpha)

@@ -42,3 +42,9 @@ mod tls;
 
 #[path = "e2e/hardening.rs"]
 mod hardening;
+
+#[path = "e2e/memory_bounds.rs"]
+mod memory_bounds;
+
+#[path = "e2e/connections.rs"]
+mod connections;

@@ -74,7 +74,7 @@ pub(super) async fn run(args: BenchArgs) -> Result<()> {
             )
             .await?,
         ),
-        None => Arc::new(MemoryBus::new(retention, sink.clone())),
+        None => Arc::new(MemoryBus::new(retention, usize::MAX, sink.clone())),
     };
     let tenant = uuid::Uuid::new_v4().to_string();
     let mut channels = Vec::with_capacity(args.subscribers);

@@ -81,14 +81,21 @@ pub struct Gap {
     pub resume_from: StreamId,
 }
 
-/// What a channel's history holds after a position.
+/// What a channel's history holds after a position: one page of it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Replay {
     /// Set when events after the requested position are lost.
     pub gap: Option<Gap>,
     /// The retained events after the position (after `gap.resume_from`
-    /// when there is a gap), oldest first.
+    /// when there is a gap), oldest first, as many as the page holds.
     pub entries: Vec<Entry>,
+    /// History may hold more after the last entry: the page was full.
+    pub more: bool,
+}
+
+/// The size of an entry as a page counts it: its name and payload.
+pub fn entry_bytes(event: &str, data: &[u8]) -> usize {
+    event.len() + data.len()
 }
 
 /// Bus failures; all of them are worth retrying later.
@@ -151,9 +158,16 @@ pub trait Bus: Send + Sync + 'static {
     /// The newest position of the channel ([`StreamId::ZERO`] when empty).
     async fn head(&self, channel: &Channel) -> Result<StreamId, BusError>;
 
-    /// Every retained event after `after`, and the gap when history cannot
-    /// cover all of it.
-    async fn read_after(&self, channel: &Channel, after: StreamId) -> Result<Replay, BusError>;
+    /// The retained events after `after`, and the gap when history cannot
+    /// cover all of it: one page, of at most `page_bytes` of entries (at
+    /// least one entry, however large), so a reader never holds a whole
+    /// history at once.
+    async fn read_after(
+        &self,
+        channel: &Channel,
+        after: StreamId,
+        page_bytes: usize,
+    ) -> Result<Replay, BusError>;
 
     /// Starts delivering the channel's live events to this node's sink. When
     /// it returns, every publish after the returned position is delivered.

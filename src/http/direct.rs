@@ -132,6 +132,7 @@ pub(crate) async fn serve<IO>(
     router: Router,
     max_head: usize,
     idle: std::time::Duration,
+    activity: &Arc<crate::connections::Activity>,
 ) -> Outcome<IO>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send,
@@ -143,6 +144,8 @@ where
         Ok(Head::Other(read)) => return Outcome::Hyper(Rewind::new(io, read)),
         Ok(Head::Gone) | Err(_) => return Outcome::Done,
     };
+    // The connection is not idle while its one request is answered.
+    let _busy = activity.begin();
     // Boxed: the request and routing state live only while the answer is
     // made, not for the whole life of the stream task.
     let response = match Box::pin(router.oneshot(request)).await {

@@ -2,9 +2,11 @@
 //! bounds what a connection may cost, and drains connections on shutdown.
 //!
 //! Served by hyper directly rather than `axum::serve` because the bounds
-//! that protect a public endpoint are connection settings: how long a
-//! client may take to send its request head, how large that head may be,
-//! and how long a socket may refuse our writes before it is closed.
+//! that protect a public endpoint are connection settings: how many
+//! connections may be open, how long a client may take to send its request
+//! head, how large that head may be, how long a connection may keep no
+//! request open (`crate::connections`), and how long a socket may refuse
+//! our writes before it is closed.
 
 use std::future::Future;
 use std::io;
@@ -20,10 +22,11 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::Sleep;
 
+use crate::connections::{Activity, Gate, IdleIo, Track, tune};
 use crate::metrics as m;
 
 /// Connection bounds of the HTTP listener.
@@ -41,6 +44,8 @@ pub struct ListenerConfig {
     /// HTTP/2 PING interval, to find dead peers of otherwise quiet
     /// connections.
     pub ping_every: Duration,
+    /// Connections open at once; more are closed at accept (0: no cap).
+    pub max_connections: usize,
 }
 
 /// Serves `router` on `listener` until `shutdown` flips, then waits up to
@@ -67,6 +72,7 @@ pub async fn serve(
     let builder = Arc::new(builder);
     let tls = config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
+    let gate = Gate::new(config.max_connections, "http");
     // One clone per connection served outside hyper.
     let direct_open = Arc::new(());
     let down = async move {
@@ -87,9 +93,20 @@ pub async fn serve(
                 }
             },
         };
+        let Some(admitted) = gate.admit() else {
+            drop(tcp);
+            continue;
+        };
         tune(&tcp, config.idle_timeout);
-        let io = StallGuard::new(tcp, config.idle_timeout);
-        let service = TowerToHyperService::new(router.clone());
+        let activity = Activity::new();
+        let io = IdleIo::new(
+            StallGuard::new(tcp, config.idle_timeout),
+            activity.clone(),
+            config.idle_timeout,
+            admitted,
+            "http",
+        );
+        let service = TowerToHyperService::new(Track::new(router.clone(), Some(activity.clone())));
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
@@ -102,7 +119,8 @@ pub async fn serve(
                 None => {
                     // Counted so shutdown waits for streams served directly.
                     let _open = direct;
-                    let io = match super::direct::serve(io, router, max_head, idle).await {
+                    let io = match super::direct::serve(io, router, max_head, idle, &activity).await
+                    {
                         super::direct::Outcome::Done => return,
                         super::direct::Outcome::Hyper(io) => io,
                     };
@@ -170,21 +188,6 @@ fn log_connection_error(peer: SocketAddr, e: &(dyn std::error::Error + 'static))
         source = err.source();
     }
     tracing::debug!(%peer, error = %e, "connection ended with an error");
-}
-
-/// Socket options: no Nagle delay for event frames, and on Linux a bound
-/// on how long sent data may stay unacknowledged, so a peer that vanished
-/// without a FIN or RST (half-open socket) is dropped after the idle
-/// timeout instead of the kernel's ~15 minutes of retransmissions.
-fn tune(tcp: &TcpStream, idle: Duration) {
-    let _ = tcp.set_nodelay(true);
-    let sock = socket2::SockRef::from(tcp);
-    let keepalive = socket2::TcpKeepalive::new()
-        .with_time(idle)
-        .with_interval(Duration::from_secs(5).min(idle));
-    let _ = sock.set_tcp_keepalive(&keepalive);
-    #[cfg(target_os = "linux")]
-    let _ = sock.set_tcp_user_timeout(Some(idle));
 }
 
 /// Fails writes that stay blocked longer than `limit`: a client that stops

@@ -6,7 +6,7 @@
 
 mod subscription;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{OnceCell, broadcast};
@@ -88,25 +88,40 @@ impl Recent {
         self.evict(max_frames);
     }
 
-    /// Drops the oldest frames beyond the bounds; the floor follows them.
-    fn evict(&mut self, max_frames: usize) {
-        while self.frames.len() > max_frames || self.bytes > RECENT_MAX_BYTES {
-            match self.frames.pop_front() {
-                Some(old) => {
-                    self.bytes -= old.bytes.len();
-                    self.floor = Some(old.id);
-                }
-                None => break,
-            }
+    /// The id of the oldest frame held.
+    fn oldest(&self) -> Option<StreamId> {
+        self.frames.front().map(|f| f.id)
+    }
+
+    /// Drops the oldest frame; the floor follows it.
+    fn pop_oldest(&mut self) {
+        if let Some(old) = self.frames.pop_front() {
+            self.bytes -= old.bytes.len();
+            self.floor = Some(old.id);
         }
     }
 
-    /// Adds the frames history returned after `position` (oldest first),
-    /// when they reach what the cache holds, so the cache then covers
-    /// `position` too.
-    fn backfill(&mut self, position: StreamId, older: Vec<Arc<Frame>>, max_frames: usize) {
+    /// Drops the oldest frames beyond the bounds.
+    fn evict(&mut self, max_frames: usize) {
+        while !self.frames.is_empty()
+            && (self.frames.len() > max_frames || self.bytes > RECENT_MAX_BYTES)
+        {
+            self.pop_oldest();
+        }
+    }
+
+    /// Adds a page of the frames history returned after `position` (oldest
+    /// first), when they reach what the cache holds, so the cache then
+    /// covers `position` too.
+    fn backfill(&mut self, position: StreamId, older: Page, max_frames: usize) {
+        let Page {
+            frames: older,
+            more,
+        } = older;
         let reaches = match (self.floor, older.last()) {
-            (None, _) => true,
+            // An empty cache is covered from `position` on only by a page
+            // that reached the channel's end.
+            (None, _) => !more,
             (Some(floor), Some(last)) => last.id >= floor,
             (Some(_), None) => false,
         };
@@ -130,13 +145,33 @@ impl Recent {
         self.evict(max_frames);
     }
 
-    fn after(&self, position: StreamId) -> Option<Vec<Arc<Frame>>> {
+    /// The frames after `position`, one page of them, when the cache covers
+    /// that position.
+    fn after(&self, position: StreamId, page_bytes: usize) -> Option<Page> {
         if position < self.floor? {
             return None;
         }
         let start = self.frames.partition_point(|f| f.id <= position);
-        Some(self.frames.range(start..).cloned().collect())
+        let mut page = Page::default();
+        let mut bytes = 0;
+        for frame in self.frames.range(start..) {
+            if !page.frames.is_empty() && bytes + frame.bytes.len() > page_bytes {
+                page.more = true;
+                break;
+            }
+            bytes += frame.bytes.len();
+            page.frames.push(frame.clone());
+        }
+        Some(page)
     }
+}
+
+/// Frames of one channel in id order, as many as a page holds.
+#[derive(Default)]
+pub struct Page {
+    pub frames: Vec<Arc<Frame>>,
+    /// More follow the last frame: the page was full.
+    pub more: bool,
 }
 
 struct Slot {
@@ -154,29 +189,111 @@ struct Slot {
     reading: Arc<tokio::sync::Mutex<()>>,
 }
 
+/// The watched channels' slots, and the node-wide account of their recent
+/// frames.
+#[derive(Default)]
+struct Slots {
+    map: ChannelMap<Slot>,
+    /// Bytes of every slot's recent frames together.
+    recent_bytes: usize,
+    /// Every slot that holds recent frames, by the id of its oldest one:
+    /// where the node-wide budget evicts first.
+    oldest: BTreeSet<(StreamId, Channel)>,
+}
+
+impl Slots {
+    fn get(&self, channel: &Channel) -> Option<&Slot> {
+        self.map.get(channel)
+    }
+
+    /// Changes a slot's recent frames, keeping the node-wide account true;
+    /// every change to a `Recent` goes through here.
+    fn recent<R>(&mut self, channel: &Channel, change: impl FnOnce(&mut Recent) -> R) -> Option<R> {
+        let slot = self.map.get_mut(channel)?;
+        let (oldest, bytes) = (slot.recent.oldest(), slot.recent.bytes);
+        let out = change(&mut slot.recent);
+        let (now_oldest, now_bytes) = (slot.recent.oldest(), slot.recent.bytes);
+        self.recent_bytes = self.recent_bytes - bytes + now_bytes;
+        if oldest != now_oldest {
+            if let Some(id) = oldest {
+                self.oldest.remove(&(id, channel.clone()));
+            }
+            if let Some(id) = now_oldest {
+                self.oldest.insert((id, channel.clone()));
+            }
+        }
+        Some(out)
+    }
+
+    /// Evicts the oldest frames of any channel until all of them fit
+    /// `budget`. Evicting only sends a later catch-up to history.
+    fn fit(&mut self, budget: usize, gauges: &Gauges) {
+        while self.recent_bytes > budget {
+            let Some((_, channel)) = self.oldest.first().cloned() else {
+                break;
+            };
+            gauges.evicted.increment(1);
+            self.recent(&channel, Recent::pop_oldest);
+        }
+        gauges.bytes.set(self.recent_bytes as f64);
+    }
+}
+
+/// Metric handles of the cache, looked up once rather than per event.
+struct Gauges {
+    bytes: metrics::Gauge,
+    evicted: metrics::Counter,
+}
+
+impl Gauges {
+    fn new() -> Gauges {
+        Gauges {
+            bytes: metrics::gauge!(crate::metrics::RECENT_BYTES),
+            evicted: metrics::counter!(crate::metrics::RECENT_EVICTED),
+        }
+    }
+}
+
+/// Bounds of the node's fan-out.
+#[derive(Debug, Clone, Copy)]
+pub struct FanoutConfig {
+    /// How many events a listener may fall behind before it is caught up,
+    /// from the node's recent frames (16 × this, at most 4 MiB per channel)
+    /// or else from history.
+    pub capacity: usize,
+    /// Bytes of recent frames the node keeps over all channels.
+    pub recent_budget: usize,
+    /// Bytes of history a stream catches up with at a time; the next page
+    /// is read once the client has taken this one.
+    pub page_bytes: usize,
+}
+
 /// The channel → slot table; the bus's sink on this node.
 pub struct Fanout {
-    slots: Mutex<ChannelMap<Slot>>,
+    slots: Mutex<Slots>,
     capacity: usize,
     recent_frames: usize,
+    recent_budget: usize,
+    page_bytes: usize,
+    gauges: Gauges,
     /// The node's open streams, which revocation orders close.
     streams: Arc<Streams>,
 }
 
 impl Fanout {
-    /// `capacity` bounds how many events a listener may fall behind before
-    /// it is caught up, from the node's recent frames (16 × `capacity`, at
-    /// most 4 MiB per channel) or else from history.
-    pub fn new(capacity: usize, streams: Arc<Streams>) -> Arc<Fanout> {
+    pub fn new(config: FanoutConfig, streams: Arc<Streams>) -> Arc<Fanout> {
         Arc::new(Fanout {
-            slots: Mutex::new(ChannelMap::default()),
-            capacity: capacity.max(1),
-            recent_frames: capacity.max(1) * 16,
+            slots: Mutex::new(Slots::default()),
+            capacity: config.capacity.max(1),
+            recent_frames: config.capacity.max(1) * 16,
+            recent_budget: config.recent_budget,
+            page_bytes: config.page_bytes.max(1),
+            gauges: Gauges::new(),
             streams,
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, ChannelMap<Slot>> {
+    fn lock(&self) -> MutexGuard<'_, Slots> {
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -185,25 +302,26 @@ impl Sink for Fanout {
     fn deliver(&self, channel: &Channel, entry: Entry) {
         let frame = Arc::new(Frame::encode(&entry));
         let mut slots = self.lock();
-        let Some(slot) = slots.get_mut(channel) else {
+        let Some(slot) = slots.map.get_mut(channel) else {
             return;
         };
-        slot.recent.push(frame.clone(), self.recent_frames);
         slot.live = slot.live.max(Some(frame.id));
         // Sent under the lock so the cache and the broadcast agree on
         // order. No receivers left is not an error: the last listener just
         // went.
-        let _ = slot.tx.send(Delivery::Frame(frame));
+        let _ = slot.tx.send(Delivery::Frame(frame.clone()));
+        slots.recent(channel, |r| r.push(frame, self.recent_frames));
+        slots.fit(self.recent_budget, &self.gauges);
     }
 
     fn resync(&self, channel: &Channel) {
         let mut slots = self.lock();
-        let Some(slot) = slots.get_mut(channel) else {
-            return;
-        };
         // The node may have missed events: its cache no longer covers
         // anything, so listeners check against the bus.
-        slot.recent = Recent::default();
+        slots.recent(channel, |r| *r = Recent::default());
+        let Some(slot) = slots.map.get_mut(channel) else {
+            return;
+        };
         slot.live = None;
         let _ = slot.tx.send(Delivery::Resync);
     }
@@ -215,18 +333,18 @@ impl Sink for Fanout {
     }
 }
 
-/// What a lagging listener catches up with.
+/// What a lagging listener catches up with: one page.
 pub struct CatchUp {
     /// Set when history cannot cover the position; the frames then follow
     /// `gap.resume_from`.
     pub gap: Option<Gap>,
-    pub frames: Vec<Arc<Frame>>,
+    pub page: Page,
 }
 
 impl CatchUp {
-    fn cached(frames: Vec<Arc<Frame>>) -> CatchUp {
+    fn cached(page: Page) -> CatchUp {
         metrics::counter!(crate::metrics::CATCH_UPS, "source" => "cache").increment(1);
-        CatchUp { gap: None, frames }
+        CatchUp { gap: None, page }
     }
 }
 
@@ -246,7 +364,7 @@ pub struct Listener {
 impl Drop for Listener {
     fn drop(&mut self) {
         let mut slots = self.hub.fanout.lock();
-        let last = match slots.get_mut(&self.channel) {
+        let last = match slots.map.get_mut(&self.channel) {
             Some(slot) => {
                 slot.listeners -= 1;
                 slot.listeners == 0
@@ -254,10 +372,13 @@ impl Drop for Listener {
             None => false,
         };
         if last {
+            slots.recent(&self.channel, |r| *r = Recent::default());
             let watched = slots
+                .map
                 .remove(&self.channel)
                 .is_some_and(|slot| slot.watched.initialized());
-            metrics::gauge!(crate::metrics::CHANNELS_WATCHED).set(slots.len() as f64);
+            metrics::gauge!(crate::metrics::CHANNELS_WATCHED).set(slots.map.len() as f64);
+            self.hub.fanout.gauges.bytes.set(slots.recent_bytes as f64);
             drop(slots);
             if !watched {
                 return;
@@ -300,63 +421,96 @@ impl Hub {
         }
     }
 
-    /// The frames after `position` from the node's cache, when it covers
-    /// that position.
-    pub fn recent_after(&self, channel: &Channel, position: StreamId) -> Option<Vec<Arc<Frame>>> {
-        self.fanout.lock().get(channel)?.recent.after(position)
+    /// The bytes of history a stream catches up with at a time.
+    pub fn page_bytes(&self) -> usize {
+        self.fanout.page_bytes
     }
 
-    /// What follows `position` in the channel: from the node's recent
-    /// frames when they cover it, else from the bus's history — one read per
-    /// channel at a time, whose frames then serve the others waiting.
+    /// One page of the frames after `position` from the node's cache, when
+    /// it covers that position.
+    fn recent_after(
+        &self,
+        channel: &Channel,
+        position: StreamId,
+        page_bytes: usize,
+    ) -> Option<Page> {
+        self.fanout
+            .lock()
+            .get(channel)?
+            .recent
+            .after(position, page_bytes)
+    }
+
+    /// One page of what follows `position` in the channel (at most
+    /// `page_bytes`, at least one frame): from the node's recent frames when
+    /// they cover it, else from the bus's history — one read per channel at
+    /// a time, whose frames then serve the others waiting.
     pub async fn catch_up(
         &self,
         channel: &Channel,
         position: StreamId,
+        page_bytes: usize,
     ) -> Result<CatchUp, BusError> {
         let reading = {
             let slots = self.fanout.lock();
             match slots.get(channel) {
-                Some(slot) => match slot.recent.after(position) {
-                    Some(frames) => return Ok(CatchUp::cached(frames)),
+                Some(slot) => match slot.recent.after(position, page_bytes) {
+                    Some(page) => return Ok(CatchUp::cached(page)),
                     None => Some(slot.reading.clone()),
                 },
                 None => None,
             }
         };
         let Some(reading) = reading else {
-            return self.read_history(channel, position).await;
+            return self.read_history(channel, position, page_bytes).await;
         };
-        let _one_at_a_time = reading.lock().await;
-        if let Some(frames) = self.recent_after(channel, position) {
-            return Ok(CatchUp::cached(frames));
-        }
-        let read = self.read_history(channel, position).await?;
-        if read.gap.is_none() {
-            if let Some(slot) = self.fanout.lock().get_mut(channel) {
-                slot.recent
-                    .backfill(position, read.frames.clone(), self.fanout.recent_frames);
+        // A task of its own: the caller is a stream that may stop being
+        // polled mid-read (its writer blocked on a client that does not
+        // read), and must not hold the channel's read lock while it waits.
+        let hub = self.clone();
+        let channel = channel.clone();
+        let read = tokio::spawn(async move {
+            let _one_at_a_time = reading.lock_owned().await;
+            if let Some(page) = hub.recent_after(&channel, position, page_bytes) {
+                return Ok(CatchUp::cached(page));
             }
-        }
-        Ok(read)
+            let read = hub.read_history(&channel, position, page_bytes).await?;
+            if read.gap.is_none() {
+                let mut slots = hub.fanout.lock();
+                let max_frames = hub.fanout.recent_frames;
+                let page = Page {
+                    frames: read.page.frames.clone(),
+                    more: read.page.more,
+                };
+                slots.recent(&channel, |r| r.backfill(position, page, max_frames));
+                slots.fit(hub.fanout.recent_budget, &hub.fanout.gauges);
+            }
+            Ok(read)
+        });
+        read.await
+            .unwrap_or_else(|e| Err(BusError::Unavailable(format!("history read failed: {e}"))))
     }
 
     async fn read_history(
         &self,
         channel: &Channel,
         position: StreamId,
+        page_bytes: usize,
     ) -> Result<CatchUp, BusError> {
         metrics::counter!(crate::metrics::CATCH_UPS, "source" => "bus").increment(1);
-        let history = self.bus.read_after(channel, position).await?;
+        let history = self.bus.read_after(channel, position, page_bytes).await?;
         let from = history.gap.map_or(position, |g| g.resume_from);
         Ok(CatchUp {
             gap: history.gap,
-            frames: history
-                .entries
-                .iter()
-                .filter(|e| e.id > from)
-                .map(|e| Arc::new(Frame::encode(e)))
-                .collect(),
+            page: Page {
+                frames: history
+                    .entries
+                    .iter()
+                    .filter(|e| e.id > from)
+                    .map(|e| Arc::new(Frame::encode(e)))
+                    .collect(),
+                more: history.more,
+            },
         })
     }
 
@@ -368,7 +522,7 @@ impl Hub {
     ) -> Result<(Listener, broadcast::Receiver<Delivery>), BusError> {
         let (rx, watched) = {
             let mut slots = self.fanout.lock();
-            let slot = slots.entry(channel.clone()).or_insert_with(|| Slot {
+            let slot = slots.map.entry(channel.clone()).or_insert_with(|| Slot {
                 tx: broadcast::channel(self.fanout.capacity).0,
                 recent: Recent::default(),
                 listeners: 0,
@@ -378,7 +532,7 @@ impl Hub {
             });
             slot.listeners += 1;
             let pair = (slot.tx.subscribe(), slot.watched.clone());
-            metrics::gauge!(crate::metrics::CHANNELS_WATCHED).set(slots.len() as f64);
+            metrics::gauge!(crate::metrics::CHANNELS_WATCHED).set(slots.map.len() as f64);
             pair
         };
         // From here on the listener is counted, so dropping it on error
@@ -390,7 +544,7 @@ impl Hub {
         watched
             .get_or_try_init(|| async {
                 let head = self.bus.watch(channel).await?;
-                if let Some(slot) = self.fanout.lock().get_mut(channel) {
+                if let Some(slot) = self.fanout.lock().map.get_mut(channel) {
                     slot.live = slot.live.max(Some(head));
                 }
                 Ok::<(), BusError>(())
@@ -412,23 +566,37 @@ mod tests {
         }))
     }
 
-    fn ids(frames: Option<Vec<Arc<Frame>>>) -> Option<Vec<u64>> {
-        frames.map(|f| f.iter().map(|f| f.id.ms).collect())
+    fn page(frames: Vec<Arc<Frame>>, more: bool) -> Page {
+        Page { frames, more }
+    }
+
+    fn ids(page: Option<Page>) -> Option<Vec<u64>> {
+        page.map(|p| p.frames.iter().map(|f| f.id.ms).collect())
     }
 
     #[test]
     fn recent_frames_cover_only_positions_since_their_floor() {
         let mut r = Recent::default();
-        assert_eq!(ids(r.after(StreamId::ZERO)), None, "empty covers nothing");
+        assert_eq!(
+            ids(r.after(StreamId::ZERO, usize::MAX)),
+            None,
+            "empty covers nothing"
+        );
         for ms in 10..15 {
             r.push(frame(ms), 3);
         }
         // Kept 12, 13, 14; 11 was evicted last, so positions >= 11 are covered.
-        assert_eq!(ids(r.after(StreamId::new(11, 0))), Some(vec![12, 13, 14]));
-        assert_eq!(ids(r.after(StreamId::new(13, 0))), Some(vec![14]));
-        assert_eq!(ids(r.after(StreamId::new(14, 0))), Some(vec![]));
         assert_eq!(
-            ids(r.after(StreamId::new(10, 5))),
+            ids(r.after(StreamId::new(11, 0), usize::MAX)),
+            Some(vec![12, 13, 14])
+        );
+        assert_eq!(
+            ids(r.after(StreamId::new(13, 0), usize::MAX)),
+            Some(vec![14])
+        );
+        assert_eq!(ids(r.after(StreamId::new(14, 0), usize::MAX)), Some(vec![]));
+        assert_eq!(
+            ids(r.after(StreamId::new(10, 5), usize::MAX)),
             None,
             "12's predecessor unknown"
         );
@@ -438,19 +606,119 @@ mod tests {
         back.push(frame(21), 10);
         back.backfill(
             StreamId::new(15, 0),
-            vec![frame(18), frame(19), frame(20)],
+            page(vec![frame(18), frame(19), frame(20)], false),
             10,
         );
         assert_eq!(
-            ids(back.after(StreamId::new(15, 0))),
+            ids(back.after(StreamId::new(15, 0), usize::MAX)),
             Some(vec![18, 19, 20, 21])
         );
         // History that stops short of the floor leaves the cache alone.
-        back.backfill(StreamId::new(1, 0), vec![frame(2)], 10);
-        assert_eq!(ids(back.after(StreamId::new(1, 0))), None);
+        back.backfill(StreamId::new(1, 0), page(vec![frame(2)], false), 10);
+        assert_eq!(ids(back.after(StreamId::new(1, 0), usize::MAX)), None);
+        // An empty cache takes a page only when it reached the channel's
+        // end: otherwise it would claim to cover what the page left out.
+        let mut empty = Recent::default();
+        empty.backfill(StreamId::new(1, 0), page(vec![frame(2)], true), 10);
+        assert_eq!(ids(empty.after(StreamId::new(2, 0), usize::MAX)), None);
+        empty.backfill(StreamId::new(1, 0), page(vec![frame(2)], false), 10);
+        assert_eq!(
+            ids(empty.after(StreamId::new(1, 0), usize::MAX)),
+            Some(vec![2])
+        );
         let mut first = Recent::default();
         first.push(frame(7), 3);
-        assert_eq!(ids(first.after(StreamId::new(7, 0))), Some(vec![]));
-        assert_eq!(ids(first.after(StreamId::new(6, 0))), None);
+        assert_eq!(
+            ids(first.after(StreamId::new(7, 0), usize::MAX)),
+            Some(vec![])
+        );
+        assert_eq!(ids(first.after(StreamId::new(6, 0), usize::MAX)), None);
+    }
+
+    #[test]
+    fn cached_frames_come_a_page_at_a_time() {
+        let mut r = Recent::default();
+        for ms in 10..20 {
+            r.push(frame(ms), 100);
+        }
+        let size = frame(11).bytes.len();
+        let first = r.after(StreamId::new(10, 0), 3 * size).expect("covered");
+        assert_eq!(first.frames.len(), 3);
+        assert!(first.more);
+        let rest = r.after(StreamId::new(13, 0), 100 * size).expect("covered");
+        assert_eq!(rest.frames.len(), 6);
+        assert!(!rest.more);
+        // A page always holds at least one frame, however small the bound.
+        assert_eq!(
+            r.after(StreamId::new(10, 0), 1)
+                .expect("covered")
+                .frames
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn the_node_wide_budget_evicts_the_oldest_frames_of_any_channel() {
+        let streams = Streams::new(crate::streams::StreamLimits::default());
+        let fanout = Fanout::new(
+            FanoutConfig {
+                capacity: 64,
+                recent_budget: 0,
+                page_bytes: 1,
+            },
+            streams,
+        );
+        let size = frame(1).bytes.len();
+        let mut slots = Slots::default();
+        let (a, b) = (channel("a"), channel("b"));
+        for c in [&a, &b] {
+            slots.map.insert(
+                c.clone(),
+                Slot {
+                    tx: broadcast::channel(1).0,
+                    recent: Recent::default(),
+                    listeners: 1,
+                    watched: Arc::new(OnceCell::new()),
+                    live: None,
+                    reading: Arc::new(tokio::sync::Mutex::new(())),
+                },
+            );
+        }
+        // a gets 1, 4; b gets 2, 3: the oldest ids go first, whatever
+        // the channel.
+        for (c, ms) in [(&a, 1), (&b, 2), (&b, 3), (&a, 4)] {
+            slots.recent(c, |r| r.push(frame(ms), 100));
+        }
+        assert_eq!(slots.recent_bytes, 4 * size);
+        slots.fit(2 * size, &fanout.gauges);
+        assert_eq!(slots.recent_bytes, 2 * size);
+        assert_eq!(
+            ids(slots
+                .get(&a)
+                .unwrap()
+                .recent
+                .after(StreamId::new(1, 0), usize::MAX)),
+            Some(vec![4])
+        );
+        assert_eq!(
+            ids(slots
+                .get(&b)
+                .unwrap()
+                .recent
+                .after(StreamId::new(2, 0), usize::MAX)),
+            Some(vec![3])
+        );
+        // Clearing a channel's cache takes it out of the account.
+        slots.recent(&a, |r| *r = Recent::default());
+        assert_eq!(slots.recent_bytes, size);
+        assert_eq!(slots.oldest.len(), 1);
+    }
+
+    fn channel(resource: &str) -> Channel {
+        Channel::parse(&format!(
+            "t:0b6e1a52-3a8e-4a47-9d0e-2c4f5d6e7f80:{resource}"
+        ))
+        .unwrap()
     }
 }

@@ -6,6 +6,10 @@
 //! then take live events, dropping any at or before each channel's position.
 //! A listener that falls behind its bounded buffer is caught up from history
 //! the same way, or told the range is gone.
+//!
+//! Catching up goes a page at a time: the next page is read only once the
+//! client has taken everything queued, so a client that does not read costs
+//! one page, whatever the history holds.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -64,6 +68,10 @@ pub struct Subscription {
     positions: Vec<StreamId>,
     live: Live,
     pending: VecDeque<Item>,
+    /// Channels whose catch-up is not finished: history holds more after
+    /// what was queued. Their next page is read once `pending` is empty,
+    /// before any live event.
+    unfinished: Vec<usize>,
     _listeners: Vec<Listener>,
 }
 
@@ -104,6 +112,7 @@ impl Subscription {
             positions: Vec::new(),
             live,
             pending: VecDeque::new(),
+            unfinished: Vec::new(),
             _listeners: listeners,
         };
         match resume {
@@ -148,25 +157,40 @@ impl Subscription {
         cursor::encode(&names, &self.positions)
     }
 
-    /// Queues what follows each listed channel's position — from the node's
-    /// recent frames when they cover it, else from the bus's history — in
-    /// id order across channels, and resets for the channels history cannot
-    /// cover.
+    /// Queues a page of what follows each listed channel's position —
+    /// from the node's recent frames when they cover it, else from the bus's
+    /// history — in id order across channels, and resets for the channels
+    /// history cannot cover. Channels with more to read are left in
+    /// `unfinished`.
     async fn catch_up(&mut self, which: &[usize]) -> Result<(), BusError> {
+        // The page is shared by the channels read together.
+        let page_bytes = (self.hub.page_bytes() / which.len().max(1)).max(1);
         let mut replay: Vec<(StreamId, usize, Arc<Frame>)> = Vec::new();
         let mut gaps: Vec<(usize, GapReason)> = Vec::new();
+        let mut unfinished: Vec<usize> = Vec::new();
+        // The earliest end of a page that stopped short: frames after it
+        // wait for the next pages, so the channels interleave in id order.
+        let mut horizon: Option<(StreamId, usize)> = None;
         for &i in which {
             let caught = self
                 .hub
-                .catch_up(&self.channels[i], self.positions[i])
+                .catch_up(&self.channels[i], self.positions[i], page_bytes)
                 .await?;
             if let Some(gap) = caught.gap {
                 self.positions[i] = gap.resume_from;
                 gaps.push((i, gap.reason));
             }
+            if caught.page.more {
+                if let Some(last) = caught.page.frames.last() {
+                    unfinished.push(i);
+                    let end = (last.id, i);
+                    horizon = Some(horizon.map_or(end, |h| h.min(end)));
+                }
+            }
             let from = self.positions[i];
             replay.extend(
                 caught
+                    .page
                     .frames
                     .into_iter()
                     .filter(|f| f.id > from)
@@ -186,6 +210,16 @@ impl Subscription {
             }
         }
         replay.sort_by_key(|(id, i, _)| (*id, *i));
+        if let Some(horizon) = horizon {
+            let cut = replay.partition_point(|(id, i, _)| (*id, *i) <= horizon);
+            for &(_, i, _) in &replay[cut..] {
+                if !unfinished.contains(&i) {
+                    unfinished.push(i);
+                }
+            }
+            replay.truncate(cut);
+        }
+        self.unfinished = unfinished;
         self.pending.extend(
             replay
                 .into_iter()
@@ -206,6 +240,14 @@ impl Subscription {
                     self.positions[*channel] = frame.id;
                 }
                 return Some(Ok(item));
+            }
+            if !self.unfinished.is_empty() {
+                let which = std::mem::take(&mut self.unfinished);
+                // Boxed like the other catch-ups below.
+                if let Err(e) = Box::pin(self.catch_up(&which)).await {
+                    return Some(Err(e));
+                }
+                continue;
             }
             match self.live.next().await? {
                 (i, Ok(Delivery::Frame(frame))) => {

@@ -204,9 +204,13 @@ end
 return table.concat(all, '\n')
 "#;
 
-/// Returns `{status, from, entries}`: status 0 covered, 1 trimmed, 2 ahead
-/// of the stream, 3 from a history that is gone; `from` is where the
-/// returned entries start (exclusive).
+/// Returns `{status, from, entries, more}`: status 0 covered, 1 trimmed, 2
+/// ahead of the stream, 3 from a history that is gone; `from` is where the
+/// returned entries start (exclusive). The entries are one page: at most
+/// ARGV[2] of them and ARGV[3] bytes of field values (at least one entry);
+/// `more` is 1 when the page stopped before the stream's end. Read in small
+/// chunks so a page of large events does not pull the whole stream into
+/// the script first.
 const READ_AFTER: &str = r#"
 local function parse(id)
   local d = string.find(id, '-', 1, true)
@@ -219,8 +223,8 @@ local function lt(a, b)
 end
 local after = ARGV[1]
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  if after == '0-0' then return {0, '0-0', {}} end
-  return {3, '0-0', {}}
+  if after == '0-0' then return {0, '0-0', {}, 0} end
+  return {3, '0-0', {}, 0}
 end
 local info = redis.call('XINFO', 'STREAM', KEYS[1])
 local last, maxdel, first = '0-0', '0-0', '0-0'
@@ -230,14 +234,29 @@ for i = 1, #info, 2 do
   elseif k == 'max-deleted-entry-id' then maxdel = info[i + 1]
   elseif k == 'recorded-first-entry-id' then first = info[i + 1] end
 end
-if lt(last, after) then return {2, last, {}} end
+if lt(last, after) then return {2, last, {}, 0} end
 local status, from = 0, after
 if lt(after, maxdel) then
   status, from = 1, maxdel
 elseif after ~= '0-0' and lt(maxdel, after) and lt(after, first) then
   status, from = 3, '0-0'
 end
-return {status, from, redis.call('XRANGE', KEYS[1], '(' .. from, '+', 'COUNT', ARGV[2])}
+local max_count, budget = tonumber(ARGV[2]), tonumber(ARGV[3])
+local out, used, cursor = {}, 0, from
+while true do
+  local want = math.min(32, max_count - #out)
+  local chunk = redis.call('XRANGE', KEYS[1], '(' .. cursor, '+', 'COUNT', want)
+  for _, e in ipairs(chunk) do
+    local size = 0
+    for j = 2, #e[2], 2 do size = size + #e[2][j] end
+    if #out > 0 and used + size > budget then return {status, from, out, 1} end
+    used = used + size
+    out[#out + 1] = e
+    cursor = e[1]
+  end
+  if #chunk < want then return {status, from, out, 0} end
+  if #out >= max_count then return {status, from, out, 1} end
+end
 "#;
 
 const HEAD: &str = r#"
@@ -527,6 +546,7 @@ fn parse_replay(v: Value) -> Option<Replay> {
         Value::Array(items) => items.iter().map(parse_entry).collect::<Option<Vec<_>>>()?,
         _ => return None,
     };
+    let more = matches!(parts.get(3)?, Value::Int(1));
     let reason = match status {
         0 => None,
         1 => Some(GapReason::Trimmed),
@@ -539,6 +559,7 @@ fn parse_replay(v: Value) -> Option<Replay> {
             resume_from: from,
         }),
         entries,
+        more,
     })
 }
 
@@ -663,17 +684,20 @@ async fn at_start<T, E: std::fmt::Display>(
         .map_err(|e| ConnectError::Connect(e.to_string()))
 }
 
+/// One page of history after `after` (see [`READ_AFTER`]).
 async fn read_history(
     conn: &mut ConnectionManager,
     script: &Script,
     channel: &Channel,
     after: StreamId,
     max_len: usize,
+    page_bytes: usize,
 ) -> redis::RedisResult<Option<Replay>> {
     let v: Value = script
         .key(history_key(channel))
         .arg(after.to_string())
         .arg(max_len.max(1))
+        .arg(page_bytes)
         .invoke_async(conn)
         .await?;
     Ok(parse_replay(v))
@@ -751,42 +775,60 @@ async fn pump(
     }
 }
 
-/// Delivers what the channel's history holds after `last`. Runs inside the
-/// pump, so pushes that arrive meanwhile wait and are deduplicated after.
+/// Delivers what the channel's history holds after `last`, a page at a
+/// time. Runs inside the pump, so pushes that arrive meanwhile wait and are
+/// deduplicated after.
 async fn refill(
     conn: &mut ConnectionManager,
     shared: &Shared,
     script: &Script,
     name: &str,
     channel: &Channel,
-    last: StreamId,
+    mut last: StreamId,
     max_len: usize,
 ) {
-    match read_history(conn, script, channel, last, max_len).await {
-        Ok(Some(replay)) => {
-            tracing::info!(%channel, refilled = replay.entries.len(), gap = ?replay.gap, "resubscribed");
-            if let Some(gap) = replay.gap {
-                if let Some(w) = shared.lock().get_mut(name) {
-                    w.last = w.last.max(gap.resume_from);
+    let mut refilled = 0;
+    loop {
+        match read_history(conn, script, channel, last, max_len, REFILL_PAGE_BYTES).await {
+            Ok(Some(replay)) => {
+                if let Some(gap) = replay.gap {
+                    tracing::info!(%channel, ?gap, "history does not cover what the node missed");
+                    if let Some(w) = shared.lock().get_mut(name) {
+                        w.last = w.last.max(gap.resume_from);
+                    }
+                    // Listeners compare their own positions with history and
+                    // report the gap to their clients.
+                    shared.sink.resync(channel);
                 }
-                // Listeners compare their own positions with history and
-                // report the gap to their clients.
+                refilled += replay.entries.len();
+                for entry in replay.entries {
+                    last = last.max(entry.id);
+                    shared.deliver(name, entry);
+                }
+                if !replay.more {
+                    tracing::info!(%channel, refilled, "resubscribed");
+                    return;
+                }
+            }
+            Ok(None) => {
+                tracing::warn!(%channel, "unexpected history reply");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(%channel, error = %e, "refill failed; listeners will resync");
+                if let Some(w) = shared.lock().get_mut(name) {
+                    w.stale = true;
+                }
                 shared.sink.resync(channel);
+                return;
             }
-            for entry in replay.entries {
-                shared.deliver(name, entry);
-            }
-        }
-        Ok(None) => tracing::warn!(%channel, "unexpected history reply"),
-        Err(e) => {
-            tracing::warn!(%channel, error = %e, "refill failed; listeners will resync");
-            if let Some(w) = shared.lock().get_mut(name) {
-                w.stale = true;
-            }
-            shared.sink.resync(channel);
         }
     }
 }
+
+/// The page a refill reads at a time: the node holds one page per channel
+/// being refilled, whatever the history's size.
+const REFILL_PAGE_BYTES: usize = 1 << 20;
 
 /// One channel's step, as the publish script reports it.
 #[derive(Debug)]
@@ -1089,7 +1131,12 @@ impl Bus for ValkeyBus {
             .map_err(|_| unavailable(format_args!("head returned a bad id `{id}`")))
     }
 
-    async fn read_after(&self, channel: &Channel, after: StreamId) -> Result<Replay, BusError> {
+    async fn read_after(
+        &self,
+        channel: &Channel,
+        after: StreamId,
+        page_bytes: usize,
+    ) -> Result<Replay, BusError> {
         let mut conn = self.conn.clone();
         self.bounded(
             "history",
@@ -1099,6 +1146,7 @@ impl Bus for ValkeyBus {
                 channel,
                 after,
                 self.retention.max_len,
+                page_bytes,
             ),
         )
         .await?
