@@ -380,6 +380,17 @@ fn kind_name(kind: &Kind) -> String {
     }
 }
 
+/// The one form browsers get: `8-4-4-4-12` lowercase hex digits. Braced,
+/// `urn:uuid:`, unhyphenated and uppercase forms are refused rather than
+/// passed on as they came.
+fn is_canonical_uuid(s: &str) -> bool {
+    s.len() == 36
+        && s.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => matches!(b, b'0'..=b'9' | b'a'..=b'f'),
+        })
+}
+
 fn check_value(
     check: &Check,
     field: &FieldDescriptor,
@@ -398,14 +409,25 @@ fn check_value(
         })
     };
     match (check, value) {
-        (Check::Uuid, Value::String(s)) if uuid::Uuid::try_parse(s).is_err() => {
+        (Check::Uuid, Value::String(s)) if !is_canonical_uuid(s) => {
             fail(if s.is_empty() {
                 "must be a UUID, got an empty string".to_owned()
+            } else if uuid::Uuid::try_parse(s).is_ok() {
+                format!(
+                    "must be a UUID in its canonical form (lowercase, hyphenated) such as 0b6e1a52-3a8e-4a47-9d0e-2c4f5d6e7f80; send `{}`",
+                    uuid::Uuid::try_parse(s)
+                        .map(|u| u.hyphenated().to_string())
+                        .unwrap_or_default()
+                )
             } else {
                 "must be a UUID such as 0b6e1a52-3a8e-4a47-9d0e-2c4f5d6e7f80".to_owned()
             });
         }
-        (Check::Required, Value::String(s)) if s.is_empty() => fail("must not be empty".to_owned()),
+        (Check::Required, Value::String(s)) if s.trim().is_empty() => fail(if s.is_empty() {
+            "must not be empty".to_owned()
+        } else {
+            "must not be only whitespace".to_owned()
+        }),
         (Check::Required, Value::Bytes(b)) if b.is_empty() => fail("must not be empty".to_owned()),
         (Check::Required, Value::Message(_)) if !message.has_field(field) => {
             fail("must be set".to_owned())
