@@ -335,3 +335,129 @@ async fn a_hanging_jwks_server_never_delays_known_keys() {
     assert_eq!(server.fetches(), 2, "refetches stay rate limited");
     bridge.stop().await;
 }
+
+/// Sends bytes as they are, so a test can put anything on the wire.
+#[derive(Clone, Copy, Default)]
+struct Raw;
+
+impl tonic::codec::Codec for Raw {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = Raw;
+    type Decoder = Raw;
+
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+
+impl tonic::codec::Encoder for Raw {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for Raw {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use bytes::Buf;
+        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
+    }
+}
+
+/// Calls `method` of the publisher with `bodies` as the request messages,
+/// unary for `Publish`, streaming for `PublishStream`; the call's status.
+async fn raw_call(bridge: &Bridge, method: &'static str, bodies: Vec<Vec<u8>>) -> tonic::Status {
+    let channel = tonic::transport::Endpoint::from_shared(bridge.grpc.clone())
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let path = http::uri::PathAndQuery::from_static(method);
+    let token: tonic::metadata::MetadataValue<_> = format!("Bearer {}", publisher_token(&["*"]))
+        .parse()
+        .unwrap();
+    if method.ends_with("/Publish") {
+        let mut request = tonic::Request::new(bodies.into_iter().next().expect("one body"));
+        request.metadata_mut().insert("authorization", token);
+        return grpc.unary(request, path, Raw).await.expect_err("refused");
+    }
+    let mut request = tonic::Request::new(futures::stream::iter(bodies));
+    request.metadata_mut().insert("authorization", token);
+    let mut answers = match grpc.streaming(request, path, Raw).await {
+        Ok(r) => r.into_inner(),
+        Err(status) => return status,
+    };
+    loop {
+        match answers.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended without an error"),
+            Err(status) => return status,
+        }
+    }
+}
+
+#[tokio::test]
+async fn oversized_and_undecodable_requests_get_the_contract_codes() {
+    let bridge = Bridge::start(&[]).await;
+    let publish = "/ssebridge.v1.Publisher/Publish";
+    let stream = "/ssebridge.v1.Publisher/PublishStream";
+    // A varint that never ends is no PublishRequest.
+    let garbage = vec![0xff, 0xff, 0xff];
+    for method in [publish, stream] {
+        let status = raw_call(&bridge, method, vec![garbage.clone()]).await;
+        assert_eq!(status.code(), Code::InvalidArgument, "{method}: {status:?}");
+        assert!(status.message().contains("protobuf"), "{status:?}");
+    }
+    // 2 MB in one request message, far over the transport's limit.
+    let huge = prost::Message::encode_to_vec(&sse_bridge::client::request(
+        pb_channel(TENANT, "huge"),
+        progress(1, 2),
+        &"k".repeat(2 << 20),
+    ));
+    for method in [publish, stream] {
+        let status = raw_call(&bridge, method, vec![huge.clone()]).await;
+        assert_eq!(
+            status.code(),
+            Code::ResourceExhausted,
+            "{method}: {status:?}"
+        );
+    }
+    // The generated client gets the same.
+    let mut publisher = bridge.publisher().await;
+    let status = publisher
+        .publish(sse_bridge::client::request(
+            pb_channel(TENANT, "huge"),
+            progress(1, 2),
+            &"k".repeat(2 << 20),
+        ))
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    // And the bridge still serves.
+    assert_eq!(
+        publish_code(&bridge, &publisher_token(&["*"])).await.0,
+        Code::Ok
+    );
+    bridge.stop().await;
+}

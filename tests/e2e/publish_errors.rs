@@ -106,6 +106,14 @@ async fn schema_and_field_rule_violations() {
             ),
             vec!["event.scan_error.code", "event.scan_error.detail"],
         ),
+        // Whitespace is not a value.
+        (
+            event(
+                "scan.error",
+                json!({"scan_id": TENANT, "code": "   ", "detail": "\t\n"}),
+            ),
+            vec!["event.scan_error.code", "event.scan_error.detail"],
+        ),
         (
             event(
                 "message.error",
@@ -125,6 +133,32 @@ async fn schema_and_field_rule_violations() {
             vec!["event.tool_call_start.tool_name"],
         ),
     ];
+    // A UUID reaches browsers in one form only: the other spellings the
+    // uuid crate parses are refused, naming the canonical one.
+    let canonical = TENANT;
+    let spellings = [
+        format!("{{{canonical}}}"),
+        format!("urn:uuid:{canonical}"),
+        canonical.replace('-', ""),
+        canonical.to_uppercase(),
+    ];
+    for spelling in &spellings {
+        let ev = event(
+            "scan.progress",
+            json!({"scan_id": spelling, "checked": 1, "total": 2}),
+        );
+        let s = status_of(&bridge, &token, client::request(ch(), ev, "")).await;
+        assert_eq!(s.code(), Code::InvalidArgument, "{spelling}");
+        assert_eq!(
+            violations(&s),
+            vec!["event.scan_progress.scan_id".to_owned()]
+        );
+        let description = s
+            .get_details_bad_request()
+            .map(|b| b.field_violations[0].description.clone())
+            .unwrap_or_default();
+        assert!(description.contains(canonical), "{description}");
+    }
     for (ev, fields) in cases {
         let s = status_of(&bridge, &token, client::request(ch(), ev, "")).await;
         assert_eq!(s.code(), Code::InvalidArgument);
