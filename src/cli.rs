@@ -105,6 +105,10 @@ pub struct ServeArgs {
     /// set (at most every 10 s), and it is re-read every 5 minutes.
     #[arg(long, env = "SSE_BRIDGE_JWT_JWKS")]
     pub jwt_jwks: Option<String>,
+    /// Seconds a fetched JSON Web Key Set is used before it is refreshed in
+    /// the background (the stale set keeps being served meanwhile).
+    #[arg(long, env = "SSE_BRIDGE_JWT_JWKS_MAX_AGE_SECS", default_value_t = 300)]
+    pub jwt_jwks_max_age_secs: u64,
     /// Required `aud` of subscriber tokens: a string, or an array that
     /// contains it. When set, a token without `aud` is refused; when unset,
     /// `aud` is not checked.
@@ -399,14 +403,18 @@ fn random_secret() -> String {
 }
 
 impl ServeArgs {
+    fn jwks_max_age(&self) -> Duration {
+        Duration::from_secs(self.jwt_jwks_max_age_secs.max(1))
+    }
+
     async fn subscriber_keys(&self) -> Result<Keys> {
         Ok(
             match (&self.jwt_secret, &self.jwt_public_key, &self.jwt_jwks) {
                 (Some(secret), None, None) => Keys::One(Key::hs256(secret)?),
                 (None, Some(path), None) => Keys::One(Key::public_pem_file(path)?),
-                (None, None, Some(jwks)) => {
-                    Keys::Set(Arc::new(Jwks::load(JwksSource::parse(jwks)).await?))
-                }
+                (None, None, Some(jwks)) => Keys::Set(Arc::new(
+                    Jwks::load(JwksSource::parse(jwks), self.jwks_max_age()).await?,
+                )),
                 (None, None, None) => bail!(
                     "no token key: set --jwt-secret, --jwt-public-key or --jwt-jwks (SSE_BRIDGE_JWT_SECRET / SSE_BRIDGE_JWT_PUBLIC_KEY / SSE_BRIDGE_JWT_JWKS), or run `sse-bridge serve --dev`"
                 ),
@@ -424,9 +432,9 @@ impl ServeArgs {
             ) {
                 (Some(secret), None, None) => Keys::One(Key::hs256(secret)?),
                 (None, Some(path), None) => Keys::One(Key::public_pem_file(path)?),
-                (None, None, Some(jwks)) => {
-                    Keys::Set(Arc::new(Jwks::load(JwksSource::parse(jwks)).await?))
-                }
+                (None, None, Some(jwks)) => Keys::Set(Arc::new(
+                    Jwks::load(JwksSource::parse(jwks), self.jwks_max_age()).await?,
+                )),
                 (None, None, None) => subscriber.clone(),
                 _ => bail!(
                     "set only one of --publisher-jwt-secret, --publisher-jwt-public-key and --publisher-jwt-jwks"

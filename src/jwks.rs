@@ -57,8 +57,6 @@ pub enum JwksError {
 /// How often, at most, the set is fetched again (for an unknown `kid` or
 /// a stale set alike).
 const MIN_REFRESH: Duration = Duration::from_secs(10);
-/// How long a fetched set is trusted before it is read again.
-const MAX_AGE: Duration = Duration::from_secs(300);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The keys of one fetch of the set.
@@ -80,6 +78,8 @@ pub struct Jwks {
     source: JwksSource,
     http: reqwest::Client,
     keys: RwLock<Arc<Cache>>,
+    /// How long a fetched set is used before a background refresh.
+    max_age: Duration,
     /// Held while fetching; holds when the last fetch started.
     refresh: Mutex<Option<Instant>>,
 }
@@ -109,7 +109,8 @@ fn key_of(jwk: &jsonwebtoken::jwk::Jwk) -> Option<Key> {
 
 impl Jwks {
     /// Loads the set once; a source that cannot be read stops start-up.
-    pub async fn load(source: JwksSource) -> Result<Jwks, JwksError> {
+    /// After `max_age` the set is refreshed in the background.
+    pub async fn load(source: JwksSource, max_age: Duration) -> Result<Jwks, JwksError> {
         let http = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
             .build()
@@ -122,6 +123,7 @@ impl Jwks {
             source,
             http,
             keys: RwLock::new(Arc::new(cache)),
+            max_age,
             refresh: Mutex::new(None),
         })
     }
@@ -137,7 +139,7 @@ impl Jwks {
     pub async fn key(self: &Arc<Self>, kid: Option<&str>) -> Option<Key> {
         let keys = self.current();
         if let Some(key) = lookup(&keys, kid) {
-            if keys.fetched.elapsed() > MAX_AGE {
+            if keys.fetched.elapsed() > self.max_age {
                 let this = self.clone();
                 tokio::spawn(async move {
                     // Someone else is fetching already: nothing to do.

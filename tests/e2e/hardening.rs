@@ -461,3 +461,30 @@ async fn oversized_and_undecodable_requests_get_the_contract_codes() {
     );
     bridge.stop().await;
 }
+
+#[tokio::test]
+async fn a_stale_key_set_is_served_while_one_refresh_runs() {
+    use jsonwebtoken::Algorithm::EdDSA;
+    let server = JwksServer::start(json!({"keys": [ed_jwk("a")]})).await;
+    let bridge = Bridge::start(&["--jwt-jwks", &server.url, "--jwt-jwks-max-age-secs", "1"]).await;
+    let known = sign_kid("ed_private.pem", EdDSA, Some("a"), claims_now());
+    assert_eq!(status_with(&bridge, &known).await.0, 200);
+    // The set goes stale while the identity provider hangs.
+    server.hang.store(true, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // Each of these finds the set stale: they are answered from it, and
+    // together start one background refresh, not one each.
+    for _ in 0..5 {
+        assert_eq!(status_with(&bridge, &known).await.0, 200);
+    }
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while server.fetches() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no background refresh"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(server.fetches(), 2, "one refresh at a time");
+    bridge.stop().await;
+}
