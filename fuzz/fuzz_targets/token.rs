@@ -1,6 +1,8 @@
 //! The token path from the network: an `Authorization` header value and a
 //! token go through the bearer parser and full verification without a
-//! panic, and nothing unsigned is accepted.
+//! panic, and nothing unsigned is accepted. Input that is a JSON object is
+//! also signed as claims and verified, so every claim check (absent, wrong
+//! and extreme `aud`, `iss`, `typ`, `exp`, `nbf` values) runs on it.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -25,6 +27,7 @@ fn auth() -> &'static SubscriberAuth {
             audience: Some("aud".into()),
             issuer: None,
             typ: Some("access".into()),
+            refused_typ: None,
             leeway_secs: 0,
         };
         SubscriberAuth::new(Verifier::new(Keys::One(key), &rules), "tenant_id".into())
@@ -36,4 +39,10 @@ fuzz_target!(|input: &str| {
     let verdict = runtime().block_on(auth().verify(token));
     // Random input cannot carry a valid HS256 signature of our secret.
     assert!(verdict.is_err(), "accepted {input:?}");
+    if let Ok(serde_json::Value::Object(claims)) = serde_json::from_str(input) {
+        if let Ok(signed) = sse_bridge::token::mint("fuzz-secret", claims, 60) {
+            // Accepted or refused, but never a panic.
+            let _ = runtime().block_on(auth().verify(&signed));
+        }
+    }
 });
