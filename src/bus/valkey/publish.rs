@@ -1,0 +1,209 @@
+//! Publishing a batch: one run of `lua/publish.lua`, by digest, for all of
+//! the batch's channels. Per channel it checks each event's idempotency key,
+//! appends, trims once and sends the channel's events as one pub/sub
+//! message. What the step would otherwise ask Valkey on every publish (is an
+//! age trim due, is the idle expiry due a refresh, may the length have
+//! reached its bound) the node remembers and passes in ([`Hints`]).
+//!
+//! Each channel's step is atomic on its own keys, which share a hash tag; a
+//! run that spans channels spans hash slots, which a standalone server
+//! allows. [`by_channel`] is where a batch is split.
+
+use std::time::{Duration, Instant};
+
+use redis::aio::ConnectionManager;
+use redis::{Script, Value};
+
+use super::batch::{Group, by_channel};
+use super::call::{bounded, unavailable};
+use super::hints::{Hints, Report, StepHint};
+use super::keys::Name;
+use super::mode::Mode;
+use super::record::Record;
+use super::reply::{is_noscript, parse_reply};
+use crate::bus::{BusError, Outgoing, Published, Retention};
+
+const PUBLISH: &str = include_str!("lua/publish.lua");
+
+/// The publishing side of a node.
+pub(super) struct Publisher {
+    conn: ConnectionManager,
+    /// Run by digest (`EVALSHA`): the script text travels once per load,
+    /// not with every publish.
+    publish: Script,
+    retention: Retention,
+    hints: Hints,
+    timeout: Duration,
+}
+
+impl Publisher {
+    pub fn new(conn: ConnectionManager, retention: Retention, timeout: Duration) -> Publisher {
+        Publisher {
+            conn,
+            publish: Script::new(PUBLISH),
+            hints: Hints::new(retention.max_age, retention.max_len),
+            retention,
+            timeout,
+        }
+    }
+
+    /// Publishes a batch in one script run; one outcome per event, in order.
+    pub async fn publish_batch(&self, events: Vec<Outgoing>) -> Vec<Result<Published, BusError>> {
+        if events.is_empty() {
+            return Vec::new();
+        }
+        let groups = by_channel(&events);
+        let now = Instant::now();
+        let channels = || groups.iter().map(|g| &events[g[0]].channel);
+        let steps = self
+            .hints
+            .steps(channels().zip(groups.iter().map(|g| g.len())), now);
+        let reply = match self.run_groups(&events, &groups, &steps).await {
+            Ok(v) => v,
+            Err(e) => return events.iter().map(|_| Err(e.clone())).collect(),
+        };
+        // Valkey lost its script cache (a restart or failover): the batch
+        // did not run. It fails as retryable rather than being run again
+        // here, because batches sent after it may already have run and a
+        // retry now would reorder their channels. Later publishes find the
+        // script loaded.
+        let outcomes = if is_noscript(&reply) {
+            let loaded = self.load_script().await;
+            let e = unavailable(format_args!(
+                "Valkey had lost the publish script (restarted?){}",
+                match &loaded {
+                    Ok(()) => String::from("; it is loaded again"),
+                    Err(e) => format!(" and loading it failed: {e}"),
+                }
+            ));
+            groups.iter().map(|_| Err(e.clone())).collect()
+        } else {
+            parse_reply(&reply, &groups)
+        };
+        for ((channel, step), outcome) in channels().zip(&steps).zip(&outcomes) {
+            // Most steps change nothing the node remembers: no need to
+            // take the lock again.
+            match outcome {
+                Ok(o)
+                    if o.oldest_ms != step.oldest_ms || step.refresh_expiry || o.len.is_some() =>
+                {
+                    let report = Report {
+                        oldest_ms: o.oldest_ms,
+                        refreshed: step.refresh_expiry.then_some(now),
+                        len: o.len,
+                    };
+                    self.hints.record(channel, step, report);
+                }
+                _ => {}
+            }
+        }
+        let mut out: Vec<Option<Result<Published, BusError>>> =
+            events.iter().map(|_| None).collect();
+        for (group, outcome) in groups.iter().zip(outcomes) {
+            match outcome.map(|o| o.published) {
+                Ok(published) => {
+                    for (&i, p) in group.iter().zip(published) {
+                        out[i] = Some(Ok(p));
+                    }
+                }
+                Err(e) => {
+                    for &i in group {
+                        out[i] = Some(Err(e.clone()));
+                    }
+                }
+            }
+        }
+        out.into_iter()
+            .map(|o| o.unwrap_or_else(|| Err(unavailable("no publish outcome"))))
+            .collect()
+    }
+}
+
+impl Publisher {
+    /// `EVALSHA` of the publish script for a batch, grouped by channel: one
+    /// script run appends every event, and per channel trims once and sends
+    /// its events in one pub/sub message. One run for the whole batch
+    /// rather than one per channel: with events spread over many channels,
+    /// the per-call cost (dispatch, script set-up, reply, and `TIME`) was
+    /// most of Valkey's work per event.
+    fn publish_command(
+        &self,
+        events: &[Outgoing],
+        groups: &[Group<usize>],
+        steps: &[StepHint],
+    ) -> redis::Cmd {
+        // Keys first (Valkey needs their count up front): per channel its
+        // history key, then its events' idempotency keys, each event
+        // remembering its key's index (0: none).
+        let mut keys: Vec<Name> = Vec::with_capacity(groups.len() * 2);
+        for group in groups {
+            let channel = &events[group[0]].channel;
+            keys.push(Name::History(channel));
+            for &i in group {
+                if let Some(k) = events[i].idempotency_key.as_deref() {
+                    keys.push(Name::Idempotency(channel, k));
+                }
+            }
+        }
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.publish.get_hash())
+            .arg(keys.len())
+            .arg(&keys)
+            .arg(self.retention.max_len.max(1))
+            .arg(self.retention.max_age.as_millis().max(1) as u64)
+            .arg(self.retention.idempotency_window.as_millis().max(1) as u64);
+        // Per channel two arguments and then one per event (the script's
+        // comments give the layout): every argument is a string Valkey
+        // makes and Lua interns, so the fewer, the cheaper each event.
+        let mut mode = Vec::new();
+        for (group, step) in groups.iter().zip(steps) {
+            Mode {
+                refresh_expiry: step.refresh_expiry,
+                measure_len: step.measure_len,
+                keyed: group.iter().map(|&i| events[i].idempotency_key.is_some()),
+            }
+            .write(&mut mode);
+            cmd.arg(&mode[..]).arg(step.oldest_ms);
+            for &i in group {
+                cmd.arg(Record(&events[i]));
+            }
+        }
+        cmd
+    }
+
+    /// Loads the script into Valkey's cache: at start, and after Valkey
+    /// lost it.
+    pub async fn load_script(&self) -> Result<(), BusError> {
+        let mut conn = self.conn.clone();
+        bounded(
+            self.timeout,
+            "script load",
+            redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(PUBLISH)
+                .query_async::<String>(&mut conn),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Runs the batch's script and returns its reply.
+    async fn run_groups(
+        &self,
+        events: &[Outgoing],
+        groups: &[Group<usize>],
+        steps: &[StepHint],
+    ) -> Result<Value, BusError> {
+        // In a pipeline that keeps errors as replies, so a lost script
+        // (`NOSCRIPT`) can be told from other failures.
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors()
+            .add_command(self.publish_command(events, groups, steps));
+        let mut conn = self.conn.clone();
+        let mut replies: Vec<Value> =
+            bounded(self.timeout, "publish", pipe.query_async(&mut conn)).await?;
+        replies
+            .pop()
+            .ok_or_else(|| unavailable("the publish script gave no reply"))
+    }
+}
