@@ -65,7 +65,16 @@ fn schema_lists_every_event_with_rules_and_examples() {
 
 #[test]
 fn every_command_has_help() {
-    for cmd in ["serve", "token", "publish", "disconnect", "tail", "schema"] {
+    for cmd in [
+        "serve",
+        "token",
+        "publish",
+        "disconnect",
+        "tail",
+        "schema",
+        "codegen",
+        "bench",
+    ] {
         let (ok, text, _) = run(&[cmd, "--help"]);
         assert!(ok && text.contains("Usage"), "{cmd}");
     }

@@ -1,0 +1,19 @@
+//! End-to-end tests: a real bridge, real gRPC calls through the generated
+//! client, real SSE reads over HTTP.
+
+mod catalogue;
+mod cli;
+mod connections;
+mod delivery;
+mod hardening;
+mod harness;
+mod lifecycle;
+mod limits;
+mod memory_bounds;
+mod publish_errors;
+mod resume;
+mod revocation;
+mod subscriber_auth;
+mod tls;
+mod valkey_faults;
+mod valkey_server;
