@@ -419,3 +419,75 @@ fn serve_refuses_an_insecure_rediss_url() {
     assert!(err.contains("bad Valkey URL"), "{err}");
     assert!(err.contains("#insecure"), "{err}");
 }
+
+/// A bad flag is reported at once, before a JWKS is fetched from the
+/// network (the URL here answers nothing).
+#[test]
+fn flag_checks_come_before_loading_keys() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/jwks.json", closed.local_addr().unwrap());
+    drop(closed);
+    let (ok, _, err) = run(&[
+        "serve",
+        "--jwt-jwks",
+        &url,
+        "--idle-timeout-secs",
+        "0",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--grpc-addr",
+        "127.0.0.1:0",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("--idle-timeout-secs"), "{err}");
+}
+
+/// `--dev` keeps a key the developer gave, a JWKS included (it used to add
+/// a random secret and then refuse two keys).
+#[tokio::test(flavor = "multi_thread")]
+async fn dev_mode_takes_a_jwks() {
+    let path = std::env::temp_dir().join(format!("dev-jwks-{}.json", uuid::Uuid::new_v4()));
+    std::fs::write(
+        &path,
+        serde_json::json!({"keys": [crate::subscriber_auth::ed_jwk("a")]}).to_string(),
+    )
+    .unwrap();
+    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let grpc = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (http_addr, grpc_addr) = (http.local_addr().unwrap(), grpc.local_addr().unwrap());
+    drop((http, grpc));
+    let mut child = tokio::process::Command::new(BIN)
+        .args([
+            "serve",
+            "--dev",
+            "--jwt-jwks",
+            &path.display().to_string(),
+            "--http-addr",
+            &http_addr.to_string(),
+            "--grpc-addr",
+            &grpc_addr.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("serve --dev --jwt-jwks exited: {status}");
+        }
+        if let Ok(r) = http_client()
+            .get(format!("http://{http_addr}/healthz"))
+            .send()
+            .await
+        {
+            assert_eq!(r.status(), 200);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "did not start");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let _ = child.kill().await;
+    let _ = std::fs::remove_file(&path);
+}
