@@ -11,16 +11,17 @@
 //! `exp` that RFC 7519 allows.
 
 use std::collections::HashSet;
-use std::path::Path;
+
 use std::sync::Arc;
 
+use jsonwebtoken::Validation;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::channel::parse_tenant;
 use crate::jwks::Jwks;
+use crate::key::Key;
 
 /// The scope a publisher token must carry.
 pub const PUBLISH_SCOPE: &str = "events:publish";
@@ -96,75 +97,6 @@ impl AuthError {
     }
 }
 
-/// A key could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum KeyError {
-    #[error("cannot read key file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{0} is not an RSA, EC (P-256/P-384) or Ed25519 public key in PEM form")]
-    Pem(String),
-    #[error("the HS256 secret must not be empty")]
-    EmptySecret,
-}
-
-/// A verification key and the algorithms it allows.
-#[derive(Clone)]
-pub struct Key {
-    key: DecodingKey,
-    algorithms: Vec<Algorithm>,
-}
-
-impl Key {
-    pub fn new(key: DecodingKey, algorithms: Vec<Algorithm>) -> Key {
-        Key { key, algorithms }
-    }
-
-    pub fn hs256(secret: &str) -> Result<Key, KeyError> {
-        if secret.is_empty() {
-            return Err(KeyError::EmptySecret);
-        }
-        let key = DecodingKey::from_secret(secret.as_bytes()).map_err(|_| KeyError::EmptySecret)?;
-        Ok(Key {
-            key,
-            algorithms: vec![Algorithm::HS256],
-        })
-    }
-
-    /// Reads a public key PEM; the algorithm follows from the key type.
-    pub fn public_pem_file(path: &Path) -> Result<Key, KeyError> {
-        let pem = std::fs::read(path).map_err(|source| KeyError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Key::public_pem(&pem).ok_or_else(|| KeyError::Pem(path.display().to_string()))
-    }
-
-    pub fn public_pem(pem: &[u8]) -> Option<Key> {
-        if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
-            return Some(Key {
-                key,
-                algorithms: vec![Algorithm::RS256, Algorithm::RS384, Algorithm::RS512],
-            });
-        }
-        if let Ok(key) = DecodingKey::from_ec_pem(pem) {
-            return Some(Key {
-                key,
-                algorithms: vec![Algorithm::ES256, Algorithm::ES384],
-            });
-        }
-        if let Ok(key) = DecodingKey::from_ed_pem(pem) {
-            return Some(Key {
-                key,
-                algorithms: vec![Algorithm::EdDSA],
-            });
-        }
-        None
-    }
-}
-
 /// Claim checks beyond the signature. A configured claim is required: a
 /// token without it is refused like one with a wrong value.
 #[derive(Debug, Clone, Default)]
@@ -192,13 +124,6 @@ fn numeric_date(claims: &Map<String, Value>, name: &'static str) -> Result<Optio
             .ok_or(AuthError::ClaimFormat(name)),
         Some(_) => Err(AuthError::ClaimFormat(name)),
     }
-}
-
-fn now_secs_f64() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 impl Rules {
@@ -321,11 +246,11 @@ impl Verifier {
         // The key decides the algorithms: an RSA key never accepts an
         // HS256 token signed with its public half.
         let mut validation = self.validation.clone();
-        validation.algorithms = key.algorithms.clone();
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
+        validation.algorithms = key.algorithms().to_vec();
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, key.decoding(), &validation)
             .map_err(|e| map_error(&e))?;
         let claims = data.claims;
-        let exp = self.rules.check(&claims, now_secs_f64())?;
+        let exp = self.rules.check(&claims, crate::clock::now_secs_f64())?;
         Ok(Claims { claims, exp })
     }
 }

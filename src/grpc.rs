@@ -223,7 +223,7 @@ fn revocation(request: pb::DisconnectRequest) -> Result<Revocation, Status> {
     Ok(Revocation {
         target,
         reason,
-        at: crate::token::now_secs(),
+        at: crate::clock::now_secs(),
     })
 }
 
@@ -343,7 +343,7 @@ impl Publisher for PublisherApi {
                     input_open = false;
                     continue;
                 };
-                if crate::token::now_secs() >= publisher.exp {
+                if crate::clock::now_secs() >= publisher.exp {
                     failed = Some(Status::unauthenticated(
                         "token has expired; reopen the stream with a fresh token",
                     ));

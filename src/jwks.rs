@@ -17,7 +17,7 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use tokio::sync::Mutex;
 
-use crate::auth::Key;
+use crate::key::Key;
 
 /// Where the set comes from.
 #[derive(Debug, Clone)]

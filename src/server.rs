@@ -117,22 +117,27 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
 
     // Before anything records, so nothing is lost to the no-op recorder.
     let metrics = crate::metrics::handle();
-    let fanout = Fanout::new(settings.fanout, Streams::new(settings.limits));
+    let fanout = Fanout::new(settings.fanout);
+    // The node's open streams: their limits, and the revocation orders
+    // that close them.
+    let streams = Streams::new(settings.limits);
     let bus: Arc<dyn Bus> = match &settings.valkey {
         None => Arc::new(MemoryBus::new(
             settings.retention,
             settings.max_history_bytes,
             fanout.clone(),
+            streams.clone(),
         )),
-        Some(config) => {
-            Arc::new(ValkeyBus::connect(config, settings.retention, fanout.clone()).await?)
-        }
+        Some(config) => Arc::new(
+            ValkeyBus::connect(config, settings.retention, fanout.clone(), streams.clone()).await?,
+        ),
     };
     let hub = Hub::new(bus.clone(), fanout);
     let (shutdown, shutdown_rx) = watch::channel(false);
 
     let router = http::router(
         hub.clone(),
+        streams,
         settings.subscriber_auth.clone(),
         settings.http.clone(),
         shutdown_rx.clone(),

@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::auth::Subscriber;
+use crate::bus::Orders;
 use crate::channel::Channel;
 use crate::revocation::Revocation;
 
@@ -182,10 +183,18 @@ impl Streams {
                 }
             }
         }
-        let horizon = crate::token::now_secs().saturating_sub(REMEMBER_SECS);
+        let horizon = crate::clock::now_secs().saturating_sub(REMEMBER_SECS);
         inner.revoked.retain(|r| r.at >= horizon);
         inner.revoked.push(order.clone());
         closed
+    }
+}
+
+impl Orders for Streams {
+    fn apply(&self, order: &Revocation) {
+        let closed = self.revoke(order);
+        tracing::info!(closed, reason = %order.reason, "revocation order applied");
+        metrics::counter!(crate::metrics::STREAMS_REVOKED).increment(closed as u64);
     }
 }
 

@@ -2,8 +2,6 @@
 //! Production subscriber tokens usually come from the application's own
 //! auth server; the bridge only needs to verify them.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::{Map, Value, json};
 
@@ -15,12 +13,7 @@ pub enum MintError {
     Sign(String),
 }
 
-pub fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+use crate::clock::now_secs;
 
 /// Signs `claims` with HS256, adding `iat` and `exp = now + ttl_secs` unless
 /// present.

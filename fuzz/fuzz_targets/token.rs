@@ -8,7 +8,8 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use sse_bridge::auth::{Key, Keys, Rules, SubscriberAuth, Verifier, bearer};
+use sse_bridge::auth::{Keys, Rules, SubscriberAuth, Verifier, bearer};
+use sse_bridge::key::Key;
 
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();

@@ -18,7 +18,7 @@ use serde_json::json;
 use super::BenchArgs;
 use crate::bus::memory::MemoryBus;
 use crate::bus::valkey::{ValkeyBus, ValkeyConfig};
-use crate::bus::{Bus, Entry, Outgoing, Retention, Sink};
+use crate::bus::{Bus, Entry, Orders, Outgoing, Retention, Sink};
 use crate::channel::Channel;
 use crate::revocation::Revocation;
 
@@ -37,7 +37,10 @@ impl Sink for Counting {
         self.delivered.fetch_add(1, Ordering::Relaxed);
     }
     fn resync(&self, _channel: &Channel) {}
-    fn revoke(&self, _order: &Revocation) {}
+}
+
+impl Orders for Counting {
+    fn apply(&self, _order: &Revocation) {}
 }
 
 /// Valkey's total `EVALSHA` time so far, in µs.
@@ -71,10 +74,16 @@ pub(super) async fn run(args: BenchArgs) -> Result<()> {
                 },
                 retention,
                 sink.clone(),
+                sink.clone(),
             )
             .await?,
         ),
-        None => Arc::new(MemoryBus::new(retention, usize::MAX, sink.clone())),
+        None => Arc::new(MemoryBus::new(
+            retention,
+            usize::MAX,
+            sink.clone(),
+            sink.clone(),
+        )),
     };
     let tenant = uuid::Uuid::new_v4().to_string();
     let mut channels = Vec::with_capacity(args.subscribers);

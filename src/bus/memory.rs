@@ -16,7 +16,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 
 use super::{
-    Bus, BusError, Entry, Gap, GapReason, Outgoing, Published, Replay, Retention, Sink, entry_bytes,
+    Bus, BusError, Entry, Gap, GapReason, Orders, Outgoing, Published, Replay, Retention, Sink,
+    entry_bytes,
 };
 use crate::channel::{Channel, ChannelMap};
 use crate::cursor::StreamId;
@@ -164,17 +165,24 @@ pub struct MemoryBus {
     max_bytes: usize,
     channels: Mutex<Channels>,
     sink: Arc<dyn Sink>,
+    orders: Arc<dyn Orders>,
     publishes: std::sync::atomic::AtomicU32,
     gauges: Gauges,
 }
 
 impl MemoryBus {
-    pub fn new(retention: Retention, max_bytes: usize, sink: Arc<dyn Sink>) -> MemoryBus {
+    pub fn new(
+        retention: Retention,
+        max_bytes: usize,
+        sink: Arc<dyn Sink>,
+        orders: Arc<dyn Orders>,
+    ) -> MemoryBus {
         MemoryBus {
             retention,
             max_bytes,
             channels: Mutex::new(Channels::default()),
             sink,
+            orders,
             publishes: std::sync::atomic::AtomicU32::new(0),
             gauges: Gauges {
                 bytes: metrics::gauge!(crate::metrics::HISTORY_BYTES),
@@ -316,7 +324,7 @@ impl Bus for MemoryBus {
     }
 
     async fn revoke(&self, order: &Revocation) -> Result<u64, BusError> {
-        self.sink.revoke(order);
+        self.orders.apply(order);
         Ok(1)
     }
 
@@ -336,7 +344,11 @@ mod tests {
             self.0.lock().unwrap().push((channel.clone(), entry.id));
         }
         fn resync(&self, _channel: &Channel) {}
-        fn revoke(&self, _order: &Revocation) {}
+    }
+
+    struct NoOrders;
+    impl Orders for NoOrders {
+        fn apply(&self, _order: &Revocation) {}
     }
 
     fn ch(r: &str) -> Channel {
@@ -359,7 +371,7 @@ mod tests {
             max_len: 3,
             ..Retention::default()
         };
-        let bus = MemoryBus::new(retention, usize::MAX, sink.clone());
+        let bus = MemoryBus::new(retention, usize::MAX, sink.clone(), Arc::new(NoOrders));
         let c = ch("a");
         let mut ids = Vec::new();
         for _ in 0..5 {
@@ -411,7 +423,7 @@ mod tests {
             idempotency_window: Duration::from_millis(10),
             ..Retention::default()
         };
-        let bus = MemoryBus::new(retention, usize::MAX, sink);
+        let bus = MemoryBus::new(retention, usize::MAX, sink, Arc::new(NoOrders));
         let old = ch("old");
         let id = bus.publish(out(&old, Some("k"))).await.unwrap().id;
         tokio::time::sleep(Duration::from_millis(30)).await;
@@ -431,7 +443,7 @@ mod tests {
             max_age: Duration::from_millis(20),
             ..Retention::default()
         };
-        let bus = MemoryBus::new(retention, usize::MAX, sink);
+        let bus = MemoryBus::new(retention, usize::MAX, sink, Arc::new(NoOrders));
         let c = ch("a");
         let first = bus.publish(out(&c, None)).await.unwrap().id;
         tokio::time::sleep(Duration::from_millis(40)).await;

@@ -114,9 +114,13 @@ pub trait Sink: Send + Sync + 'static {
     /// supply (e.g. Valkey lost them): every listener must check its own
     /// position against history, and report the gap.
     fn resync(&self, channel: &Channel);
+}
 
-    /// A revocation order reached this node: close the streams it covers.
-    fn revoke(&self, order: &Revocation);
+/// Receives the revocation orders that reach this node (from any node,
+/// this one included): whoever owns the node's streams closes the ones an
+/// order covers.
+pub trait Orders: Send + Sync + 'static {
+    fn apply(&self, order: &Revocation);
 }
 
 /// Bounds of each channel's history.

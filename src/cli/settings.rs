@@ -8,13 +8,14 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use super::args::ServeArgs;
-use crate::auth::{Key, Keys, PublisherAuth, Rules, SubscriberAuth, Verifier};
+use crate::auth::{Keys, PublisherAuth, Rules, SubscriberAuth, Verifier};
 use crate::bus::Retention;
 use crate::bus::valkey::ValkeyConfig;
 use crate::http::HttpConfig;
 use crate::http::listener::ListenerConfig;
 use crate::hub::FanoutConfig;
 use crate::jwks::{Jwks, JwksSource};
+use crate::key::Key;
 use crate::server::{GrpcListener, Settings};
 use crate::streams::StreamLimits;
 

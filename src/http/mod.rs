@@ -21,6 +21,7 @@ pub use error::ApiError;
 
 use crate::auth::SubscriberAuth;
 use crate::hub::Hub;
+use crate::streams::Streams;
 
 /// What the SSE endpoint needs.
 #[derive(Clone)]
@@ -39,6 +40,8 @@ pub struct HttpConfig {
 #[derive(Clone)]
 pub(crate) struct AppState {
     hub: Hub,
+    /// The node's open streams and their limits.
+    streams: Arc<Streams>,
     auth: Arc<SubscriberAuth>,
     config: Arc<HttpConfig>,
     /// Flips to true when the node shuts down; open streams then close.
@@ -49,6 +52,7 @@ pub(crate) struct AppState {
 /// Builds the router of the HTTP listener.
 pub fn router(
     hub: Hub,
+    streams: Arc<Streams>,
     auth: SubscriberAuth,
     config: HttpConfig,
     shutdown: watch::Receiver<bool>,
@@ -57,6 +61,7 @@ pub fn router(
     let cors_origins = config.cors_origins.clone();
     let state = AppState {
         hub,
+        streams,
         auth: Arc::new(auth),
         config: Arc::new(config),
         shutdown,

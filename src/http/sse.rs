@@ -131,8 +131,7 @@ pub(super) async fn events(
     }
 
     let ticket = state
-        .hub
-        .streams()
+        .streams
         .open(&subscriber, &channels)
         .inspect_err(|e| {
             let reason = match e {

@@ -14,8 +14,6 @@ use tokio::sync::{OnceCell, broadcast};
 use crate::bus::{Bus, BusError, Entry, Gap, Sink};
 use crate::channel::{Channel, ChannelMap};
 use crate::cursor::StreamId;
-use crate::revocation::Revocation;
-use crate::streams::Streams;
 use crate::wire;
 
 pub use subscription::{Item, Subscription};
@@ -276,12 +274,10 @@ pub struct Fanout {
     recent_budget: usize,
     page_bytes: usize,
     gauges: Gauges,
-    /// The node's open streams, which revocation orders close.
-    streams: Arc<Streams>,
 }
 
 impl Fanout {
-    pub fn new(config: FanoutConfig, streams: Arc<Streams>) -> Arc<Fanout> {
+    pub fn new(config: FanoutConfig) -> Arc<Fanout> {
         Arc::new(Fanout {
             slots: Mutex::new(Slots::default()),
             capacity: config.capacity.max(1),
@@ -289,7 +285,6 @@ impl Fanout {
             recent_budget: config.recent_budget,
             page_bytes: config.page_bytes.max(1),
             gauges: Gauges::new(),
-            streams,
         })
     }
 
@@ -324,12 +319,6 @@ impl Sink for Fanout {
         };
         slot.live = None;
         let _ = slot.tx.send(Delivery::Resync);
-    }
-
-    fn revoke(&self, order: &Revocation) {
-        let closed = self.streams.revoke(order);
-        tracing::info!(closed, reason = %order.reason, "revocation order applied");
-        metrics::counter!(crate::metrics::STREAMS_REVOKED).increment(closed as u64);
     }
 }
 
@@ -403,11 +392,6 @@ impl Hub {
 
     pub fn bus(&self) -> &Arc<dyn Bus> {
         &self.bus
-    }
-
-    /// The node's open streams.
-    pub fn streams(&self) -> &Arc<Streams> {
-        &self.fanout.streams
     }
 
     /// Where a stream that starts live on `channel` begins: the newest
@@ -660,15 +644,11 @@ mod tests {
 
     #[test]
     fn the_node_wide_budget_evicts_the_oldest_frames_of_any_channel() {
-        let streams = Streams::new(crate::streams::StreamLimits::default());
-        let fanout = Fanout::new(
-            FanoutConfig {
-                capacity: 64,
-                recent_budget: 0,
-                page_bytes: 1,
-            },
-            streams,
-        );
+        let fanout = Fanout::new(FanoutConfig {
+            capacity: 64,
+            recent_budget: 0,
+            page_bytes: 1,
+        });
         let size = frame(1).bytes.len();
         let mut slots = Slots::default();
         let (a, b) = (channel("a"), channel("b"));

@@ -3,8 +3,8 @@
 //! an `exp` at the end of time, and hostile gRPC bytes.
 
 use serde_json::{Value, json};
+use sse_bridge::clock::now_secs;
 use sse_bridge::proto::ssebridge::v1::publisher_client::PublisherClient;
-use sse_bridge::token::now_secs;
 use tonic::Code;
 
 use crate::harness::*;

@@ -14,7 +14,7 @@ fn old_token(subject: &str) -> String {
     hs256(json!({
         "tenant_id": TENANT,
         "sub": subject,
-        "iat": token::now_secs() - 5,
+        "iat": sse_bridge::clock::now_secs() - 5,
     }))
 }
 

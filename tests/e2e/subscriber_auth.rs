@@ -2,7 +2,7 @@
 //! with its exact status and error code.
 
 use serde_json::{Value, json};
-use sse_bridge::token::now_secs;
+use sse_bridge::clock::now_secs;
 
 use crate::harness::*;
 

@@ -43,7 +43,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{IntoConnectionInfo, ProtocolVersion, Value};
 use tokio::sync::mpsc;
 
-use super::{Bus, BusError, Outgoing, Published, Replay, Retention, Sink};
+use super::{Bus, BusError, Orders, Outgoing, Published, Replay, Retention, Sink};
 use crate::channel::Channel;
 use crate::cursor::StreamId;
 use crate::revocation::Revocation;
@@ -103,6 +103,7 @@ impl ValkeyBus {
         config: &ValkeyConfig,
         retention: Retention,
         sink: Arc<dyn Sink>,
+        orders: Arc<dyn Orders>,
     ) -> Result<ValkeyBus, ConnectError> {
         if config.url.starts_with("rediss://") {
             // TLS through rustls with the ring provider; a provider installed
@@ -158,6 +159,7 @@ impl ValkeyBus {
         at_start(config, subs.subscribe(Kind::Plain, CONTROL)).await?;
         let shared = Arc::new(Shared {
             sink,
+            orders,
             watches: Mutex::new(HashMap::default()),
         });
         let history = History::new(conn.clone(), retention.max_len, config.timeout);

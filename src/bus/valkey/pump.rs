@@ -12,7 +12,7 @@ use super::history::History;
 use super::keys::CONTROL;
 use super::record::{EventNames, parse_messages};
 use super::subscriber::Push;
-use crate::bus::{Entry, Sink};
+use crate::bus::{Entry, Orders, Sink};
 use crate::channel::Channel;
 use crate::cursor::StreamId;
 use crate::revocation::Revocation;
@@ -35,6 +35,7 @@ pub(super) type Watches = HashMap<String, Watch, foldhash::fast::RandomState>;
 
 pub(super) struct Shared {
     pub sink: Arc<dyn Sink>,
+    pub orders: Arc<dyn Orders>,
     pub watches: Mutex<Watches>,
 }
 
@@ -76,7 +77,7 @@ pub(super) async fn pump(
                 };
                 if name == CONTROL {
                     match Revocation::decode(&payload) {
-                        Ok(order) => shared.sink.revoke(&order),
+                        Ok(order) => shared.orders.apply(&order),
                         Err(e) => {
                             tracing::warn!(error = %e, "ignoring a malformed revocation order")
                         }
