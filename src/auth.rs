@@ -23,10 +23,33 @@ use crate::channel::parse_tenant;
 use crate::jwks::Jwks;
 use crate::key::Key;
 
-/// The scope a publisher token must carry.
-pub const PUBLISH_SCOPE: &str = "events:publish";
-/// The scope a token must carry to close streams (`Disconnect`).
-pub const ADMIN_SCOPE: &str = "streams:admin";
+/// A scope the bridge grants on (token claim `scope`); other scopes a token
+/// carries mean nothing here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// `events:publish`: `Publish` and `PublishStream`.
+    Publish,
+    /// `streams:admin`: `Disconnect`.
+    Admin,
+}
+
+impl Scope {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Scope::Publish => "events:publish",
+            Scope::Admin => "streams:admin",
+        }
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The scope a publisher token must carry, as the claim spells it.
+pub const PUBLISH_SCOPE: &str = Scope::Publish.as_str();
 
 /// Why a token was refused. The messages are safe to show the caller.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -66,7 +89,7 @@ pub enum AuthError {
     #[error("token claim `{0}` must be a tenant UUID")]
     Tenant(String),
     #[error("token lacks the `{0}` scope")]
-    Scope(&'static str),
+    Scope(Scope),
     #[error("token claim `tenants` must be an array of tenant UUIDs or [\"*\"]")]
     Tenants,
 }
@@ -320,7 +343,6 @@ impl Tenants {
 pub struct Publisher {
     pub subject: Option<String>,
     pub tenants: Tenants,
-    pub scopes: HashSet<String>,
     /// Unix seconds after which the token no longer authorises anything,
     /// including a `PublishStream` opened before.
     pub exp: u64,
@@ -338,21 +360,15 @@ impl PublisherAuth {
     }
 
     /// Verifies a token and requires `scope`.
-    pub async fn verify(&self, token: &str, scope: &'static str) -> Result<Publisher, AuthError> {
+    pub async fn verify(&self, token: &str, scope: Scope) -> Result<Publisher, AuthError> {
         let Claims { claims, exp } = self.verifier.verify(token).await?;
-        let scopes: HashSet<String> = claims
+        // RFC 6749 §3.3: scopes are separated by U+0020 only; any other
+        // space is part of a scope name, which then matches nothing.
+        let granted = claims
             .get("scope")
             .and_then(Value::as_str)
-            // RFC 6749 §3.3: scopes are separated by U+0020 only; any other
-            // space is part of a scope name, which then matches nothing.
-            .map(|s| {
-                s.split(' ')
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default();
-        if !scopes.contains(scope) {
+            .is_some_and(|s| s.split(' ').any(|granted| granted == scope.as_str()));
+        if !granted {
             return Err(AuthError::Scope(scope));
         }
         let tenants = match claims.get("tenants") {
@@ -376,7 +392,6 @@ impl PublisherAuth {
         Ok(Publisher {
             subject: claims.get("sub").and_then(Value::as_str).map(str::to_owned),
             tenants,
-            scopes,
             exp,
         })
     }

@@ -9,14 +9,14 @@ use futures::{FutureExt, Stream, StreamExt};
 use tonic::{Code, Request, Response, Status, Streaming};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::auth::{self, AuthError, PublisherAuth, Tenants};
+use crate::auth::{self, AuthError, PublisherAuth, Scope, Tenants};
 use crate::bus::Bus;
 use crate::channel::{Channel, parse_tenant};
 use crate::metrics as m;
 use crate::proto::server::publisher_server::{Publisher, PublisherServer};
 use crate::proto::ssebridge::v1 as pb;
 use crate::publish::{PublishError, PublishService};
-use crate::revocation::{Revocation, Target, check_reason, check_subject};
+use crate::revocation::{Reason, Revocation, Target, check_subject};
 
 /// Most stream items published in one bus batch.
 const MAX_BATCH: usize = 64;
@@ -47,7 +47,7 @@ impl PublisherApi {
     async fn authenticate(
         &self,
         token: Result<String, AuthError>,
-        scope: &'static str,
+        scope: Scope,
     ) -> Result<auth::Publisher, Status> {
         let token = token.map_err(auth_status)?;
         self.auth.verify(&token, scope).await.map_err(auth_status)
@@ -214,12 +214,12 @@ fn revocation(request: pb::DisconnectRequest) -> Result<Revocation, Status> {
                 .map_err(|e| invalid("channel", e))?,
         ),
     };
-    check_reason(&request.reason).map_err(|e| invalid("reason", e))?;
     let reason = if request.reason.is_empty() {
-        "revoked".to_owned()
+        "revoked"
     } else {
-        request.reason
+        &request.reason
     };
+    let reason = Reason::parse(reason).map_err(|e| invalid("reason", e))?;
     Ok(Revocation {
         target,
         reason,
@@ -253,7 +253,7 @@ impl Publisher for PublisherApi {
         request: Request<crate::proto::server::PublishRequest>,
     ) -> Result<Response<pb::PublishResponse>, Status> {
         let publisher = self
-            .authenticate(bearer_token(&request), auth::PUBLISH_SCOPE)
+            .authenticate(bearer_token(&request), Scope::Publish)
             .await?;
         let published = self
             .service
@@ -268,7 +268,7 @@ impl Publisher for PublisherApi {
         request: Request<pb::DisconnectRequest>,
     ) -> Result<Response<pb::DisconnectResponse>, Status> {
         let admin = self
-            .authenticate(bearer_token(&request), auth::ADMIN_SCOPE)
+            .authenticate(bearer_token(&request), Scope::Admin)
             .await?;
         let request = request.into_inner();
         let order = revocation(request)?;
@@ -300,7 +300,7 @@ impl Publisher for PublisherApi {
         request: Request<Streaming<crate::proto::server::PublishRequest>>,
     ) -> Result<Response<Self::PublishStreamStream>, Status> {
         let publisher = self
-            .authenticate(bearer_token(&request), auth::PUBLISH_SCOPE)
+            .authenticate(bearer_token(&request), Scope::Publish)
             .await?;
         let service = self.service.clone();
         let mut requests = request.into_inner();

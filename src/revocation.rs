@@ -29,7 +29,7 @@ pub enum Target {
 pub struct Revocation {
     pub target: Target,
     /// Shown to the closed streams in `bridge.revoked`.
-    pub reason: String,
+    pub reason: Reason,
     /// Unix seconds. Tokens issued before this cannot reopen a matching
     /// stream.
     pub at: u64,
@@ -72,12 +72,29 @@ pub fn check_subject(subject: &str) -> Result<(), RevocationError> {
     Ok(())
 }
 
-/// Checks a reason taken from a request: it is echoed into SSE data.
-pub fn check_reason(reason: &str) -> Result<(), RevocationError> {
-    if reason.len() > MAX_REASON || reason.chars().any(char::is_control) {
-        return Err(RevocationError::Reason);
+/// Why streams were closed: echoed into SSE data, so it is checked when it
+/// is made (at most [`MAX_REASON`] bytes, no control characters) and can be
+/// made no other way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reason(String);
+
+impl Reason {
+    pub fn parse(reason: &str) -> Result<Reason, RevocationError> {
+        if reason.len() > MAX_REASON || reason.chars().any(char::is_control) {
+            return Err(RevocationError::Reason);
+        }
+        Ok(Reason(reason.to_owned()))
     }
-    Ok(())
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 impl Revocation {
@@ -98,7 +115,7 @@ impl Revocation {
             tenant: None,
             subject: None,
             channel: None,
-            reason: self.reason.clone(),
+            reason: self.reason.as_str().to_owned(),
             at: self.at,
         };
         match &self.target {
@@ -133,10 +150,9 @@ impl Revocation {
             (None, None) => Target::Tenant(tenant.ok_or_else(|| bad(&"no target"))?),
             _ => return Err(bad(&"more than one target")),
         };
-        check_reason(&wire.reason)?;
         Ok(Revocation {
             target,
-            reason: wire.reason,
+            reason: Reason::parse(&wire.reason)?,
             at: wire.at,
         })
     }
@@ -168,7 +184,7 @@ mod tests {
         for target in orders {
             let r = Revocation {
                 target,
-                reason: "logout".into(),
+                reason: Reason::parse("logout").unwrap(),
                 at: 7,
             };
             assert_eq!(Revocation::decode(r.encode().as_bytes()), Ok(r.clone()));
@@ -176,7 +192,7 @@ mod tests {
         }
         let by_channel = Revocation {
             target: Target::Channel(channel),
-            reason: String::new(),
+            reason: Reason::parse("").unwrap(),
             at: 1,
         };
         assert!(!by_channel.matches(tenant, Some("u1"), &[other]));
@@ -185,7 +201,7 @@ mod tests {
                 subject: "u1".into(),
                 tenant: None,
             },
-            reason: String::new(),
+            reason: Reason::parse("").unwrap(),
             at: 1,
         };
         assert!(!by_subject.matches(tenant, Some("u2"), &[]));

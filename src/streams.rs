@@ -133,7 +133,7 @@ impl Streams {
             .find(|r| issued < r.at && r.matches(who.tenant, subject, channels))
         {
             return Err(OpenError::Revoked {
-                reason: order.reason.clone(),
+                reason: order.reason.to_string(),
             });
         }
         let max = self.limits.per_tenant;
@@ -178,7 +178,7 @@ impl Streams {
         for open in inner.open.values_mut() {
             if order.matches(open.tenant, open.subject.as_deref(), &open.channels) {
                 if let Some(tx) = open.revoke.take() {
-                    let _ = tx.send(order.reason.clone());
+                    let _ = tx.send(order.reason.to_string());
                     closed += 1;
                 }
             }
@@ -245,7 +245,7 @@ mod tests {
                 subject: "a".into(),
                 tenant: None,
             },
-            reason: "logout".into(),
+            reason: crate::revocation::Reason::parse("logout").unwrap(),
             at: 20,
         };
         assert_eq!(streams.revoke(&order), 1);

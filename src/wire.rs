@@ -8,6 +8,29 @@
 //! reported. `data` may hold line breaks: each line becomes its own
 //! `data:` line, which the client joins back with `\n`.
 
+/// The bridge's own events on a stream. Their names start with `bridge.`,
+/// which the catalogue may not use (`schema::catalogue::RESERVED_PREFIX`),
+/// so they can never be mistaken for a published event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlEvent {
+    /// History cannot cover a gap: `{"channels":[…],"reason":"…"}`.
+    Reset,
+    /// The token expired; the stream ends.
+    Expired,
+    /// A `Disconnect` order closed the stream.
+    Revoked,
+}
+
+impl ControlEvent {
+    pub const fn name(self) -> &'static str {
+        match self {
+            ControlEvent::Reset => "bridge.reset",
+            ControlEvent::Expired => "bridge.expired",
+            ControlEvent::Revoked => "bridge.revoked",
+        }
+    }
+}
+
 /// Appends an `id:` line.
 pub fn put_id(buf: &mut Vec<u8>, id: &str) {
     put_field(buf, b"id", id.as_bytes());
@@ -74,6 +97,21 @@ fn put_field(buf: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_events_use_the_reserved_prefix() {
+        for e in [
+            ControlEvent::Reset,
+            ControlEvent::Expired,
+            ControlEvent::Revoked,
+        ] {
+            assert!(
+                e.name()
+                    .starts_with(crate::schema::catalogue::RESERVED_PREFIX),
+                "{e:?}"
+            );
+        }
+    }
 
     #[test]
     fn stream_ids_are_written_as_their_id_line() {

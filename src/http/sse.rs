@@ -21,7 +21,7 @@ use crate::channel::Channel;
 use crate::hub::{Item, Subscription};
 use crate::metrics as m;
 use crate::streams::{OpenError, Ticket};
-use crate::wire;
+use crate::wire::{self, ControlEvent};
 use futures::StreamExt;
 
 /// The parameters of a stream request.
@@ -188,8 +188,8 @@ pub(crate) fn instant_of(unix_secs: u64) -> Instant {
     start.checked_add(left).unwrap_or(start + FOREVER / 100)
 }
 
-fn frame(id: Option<&str>, event: &str, data: &str) -> Bytes {
-    Bytes::from(wire::frame(id, event, data.as_bytes()))
+fn control(id: Option<&str>, event: ControlEvent, data: &str) -> Bytes {
+    Bytes::from(wire::frame(id, event.name(), data.as_bytes()))
 }
 
 fn stream(
@@ -231,7 +231,7 @@ fn stream(
                 _ = &mut timer => {
                     let now = Instant::now();
                     if now >= expires {
-                        yield Ok(frame(None, "bridge.expired", r#"{"reason":"token_expired"}"#));
+                        yield Ok(control(None, ControlEvent::Expired, r#"{"reason":"token_expired"}"#));
                         break "token_expired";
                     }
                     timer.as_mut().reset(next_comment(now));
@@ -241,7 +241,7 @@ fn stream(
                     // No `id:`: the stream is over for this token; the
                     // client's last cursor still resumes with a new one.
                     let data = json!({"reason": reason}).to_string();
-                    yield Ok(frame(None, "bridge.revoked", &data));
+                    yield Ok(control(None, ControlEvent::Revoked, &data));
                     break "revoked";
                 }
                 _ = &mut down => {
@@ -268,7 +268,7 @@ fn stream(
                         metrics::counter!(m::RESETS, "reason" => reason.to_string()).increment(1);
                         let names: Vec<&str> = channels.iter().map(|&i| sub.channels()[i].as_str()).collect();
                         let data = json!({"channels": names, "reason": reason.to_string()}).to_string();
-                        yield Ok(frame(Some(&sub.cursor()), "bridge.reset", &data));
+                        yield Ok(control(Some(&sub.cursor()), ControlEvent::Reset, &data));
                     }
                     Some(Err(e)) => {
                         // The client reconnects with its cursor and resumes.

@@ -20,7 +20,6 @@ pub mod events {
 /// The encoded descriptor set of every file in `proto/` and its imports.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));
 
-
 /// The servers of `ssebridge.v1`, generated apart from the messages and
 /// clients above so that the publisher server can take [`PublishRequest`].
 pub mod server;
