@@ -54,6 +54,38 @@ impl std::hash::Hash for Channel {
 /// the hasher is seeded per process).
 pub type ChannelMap<V> = std::collections::HashMap<Channel, V, foldhash::fast::RandomState>;
 
+/// The channels of one stream: sorted and without duplicates, however the
+/// request listed them. A cursor lists one position per channel in this
+/// order, so two requests for the same channels in another order resume
+/// alike.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelSet(Vec<Channel>);
+
+impl ChannelSet {
+    pub fn new(mut channels: Vec<Channel>) -> ChannelSet {
+        channels.sort();
+        channels.dedup();
+        ChannelSet(channels)
+    }
+}
+
+impl<'a> IntoIterator for &'a ChannelSet {
+    type Item = &'a Channel;
+    type IntoIter = std::slice::Iter<'a, Channel>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl std::ops::Deref for ChannelSet {
+    type Target = [Channel];
+
+    fn deref(&self) -> &[Channel] {
+        &self.0
+    }
+}
+
 fn valid_prefix(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()

@@ -12,6 +12,8 @@ use std::str::FromStr;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
+use crate::channel::{Channel, ChannelSet};
+
 /// A position in a channel's history, ordered like Valkey stream ids.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Debug)]
 pub struct StreamId {
@@ -118,47 +120,44 @@ fn fingerprint<'a>(names: impl IntoIterator<Item = &'a str>) -> u32 {
     h
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
+fn names(channels: &ChannelSet) -> impl Iterator<Item = &str> {
+    channels.iter().map(Channel::as_str)
 }
 
-fn take_varint(input: &mut &[u8]) -> Option<u64> {
-    let mut v: u64 = 0;
-    for shift in (0..64).step_by(7) {
-        let (&b, rest) = input.split_first()?;
-        *input = rest;
-        v |= u64::from(b & 0x7f).checked_shl(shift)?;
-        if b & 0x80 == 0 {
-            return Some(v);
-        }
-    }
-    None
-}
-
-/// Encodes the positions of `names` (which must be sorted, one position
-/// each) as the cursor a stream sends in `id:`.
-pub fn encode(names: &[&str], positions: &[StreamId]) -> String {
-    debug_assert_eq!(names.len(), positions.len());
-    if let ([_], [only]) = (names, positions) {
+/// Encodes a position per channel of `channels`, in its order, as the
+/// cursor a stream sends in `id:`.
+pub fn encode(channels: &ChannelSet, positions: &[StreamId]) -> String {
+    if let ([_], [only]) = (&channels[..], positions) {
         return only.to_string();
     }
     let mut bytes = Vec::with_capacity(5 + positions.len() * 10);
     bytes.push(VERSION);
-    bytes.extend_from_slice(&fingerprint(names.iter().copied()).to_be_bytes());
+    bytes.extend_from_slice(&fingerprint(names(channels)).to_be_bytes());
     for p in positions {
-        put_varint(&mut bytes, p.ms);
-        put_varint(&mut bytes, p.seq);
+        prost::encoding::encode_varint(p.ms, &mut bytes);
+        prost::encoding::encode_varint(p.seq, &mut bytes);
     }
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// Decodes a cursor for the sorted channel `names`.
-pub fn decode(cursor: &str, names: &[&str]) -> Result<Vec<StreamId>, CursorError> {
-    if names.len() == 1 {
+/// A decoded cursor: one position per channel of the set it was decoded
+/// for, in the set's order. Only [`decode`] makes one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Positions(Vec<StreamId>);
+
+impl Positions {
+    pub fn into_vec(self) -> Vec<StreamId> {
+        self.0
+    }
+}
+
+/// Decodes a cursor for `channels`: one position per channel, in its order.
+pub fn decode(cursor: &str, channels: &ChannelSet) -> Result<Positions, CursorError> {
+    decode_all(cursor, channels).map(Positions)
+}
+
+fn decode_all(cursor: &str, channels: &ChannelSet) -> Result<Vec<StreamId>, CursorError> {
+    if channels.len() == 1 {
         return Ok(vec![cursor.parse()?]);
     }
     if cursor.len() > 4096 {
@@ -174,13 +173,15 @@ pub fn decode(cursor: &str, names: &[&str]) -> Result<Vec<StreamId>, CursorError
     }
     let (fp, rest) = rest.split_at(4);
     input = rest;
-    if fp != fingerprint(names.iter().copied()).to_be_bytes() {
+    if fp != fingerprint(names(channels)).to_be_bytes() {
         return Err(CursorError::Channels);
     }
-    let mut positions = Vec::with_capacity(names.len());
-    for _ in names {
-        let ms = take_varint(&mut input).ok_or(CursorError::Malformed)?;
-        let seq = take_varint(&mut input).ok_or(CursorError::Malformed)?;
+    let mut positions = Vec::with_capacity(channels.len());
+    let mut varint =
+        || prost::encoding::decode_varint(&mut input).map_err(|_| CursorError::Malformed);
+    for _ in channels.iter() {
+        let ms = varint()?;
+        let seq = varint()?;
         positions.push(StreamId::new(ms, seq));
     }
     if !input.is_empty() {
@@ -225,40 +226,85 @@ mod tests {
         }
     }
 
+    fn set(resources: &[&str]) -> ChannelSet {
+        ChannelSet::new(
+            resources
+                .iter()
+                .map(|r| {
+                    Channel::parse(&format!("p:0b6e1a52-3a8e-4a47-9d0e-2c4f5d6e7f80:{r}")).unwrap()
+                })
+                .collect(),
+        )
+    }
+
     #[test]
     fn single_channel_cursor_is_the_stream_id() {
         let id = StreamId::new(5, 7);
-        assert_eq!(encode(&["a"], &[id]), "5-7");
-        assert_eq!(decode("5-7", &["a"]), Ok(vec![id]));
+        assert_eq!(encode(&set(&["a"]), &[id]), "5-7");
+        assert_eq!(decode_all("5-7", &set(&["a"])), Ok(vec![id]));
     }
 
     #[test]
     fn cursor_is_bound_to_its_channels() {
-        let c = encode(&["a", "b"], &[StreamId::new(1, 0), StreamId::new(2, 3)]);
+        let ab = set(&["a", "b"]);
+        let c = encode(&ab, &[StreamId::new(1, 0), StreamId::new(2, 3)]);
         assert!(
             c.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         );
-        assert_eq!(decode(&c, &["a", "c"]), Err(CursorError::Channels));
-        assert_eq!(decode(&c, &["a", "b", "c"]), Err(CursorError::Channels));
-        assert_eq!(decode("!!", &["a", "b"]), Err(CursorError::Malformed));
-        assert_eq!(decode("5-7", &["a", "b"]), Err(CursorError::Malformed));
+        // The set's order, not the request's: the same channels listed
+        // the other way round (and twice) are the same set.
+        assert_eq!(set(&["b", "a", "b"]), ab);
+        assert_eq!(
+            decode_all(&c, &set(&["b", "a"])),
+            Ok(vec![StreamId::new(1, 0), StreamId::new(2, 3)])
+        );
+        assert_eq!(
+            decode_all(&c, &set(&["a", "c"])),
+            Err(CursorError::Channels)
+        );
+        assert_eq!(
+            decode_all(&c, &set(&["a", "b", "c"])),
+            Err(CursorError::Channels)
+        );
+        assert_eq!(decode_all("!!", &ab), Err(CursorError::Malformed));
+        assert_eq!(decode_all("5-7", &ab), Err(CursorError::Malformed));
+    }
+
+    #[test]
+    fn cursors_from_before_prost_varints_still_decode_all() {
+        // Issued by the hand-written varint coder this replaced.
+        let ab = set(&["a", "b"]);
+        let c = "ASMODRKa0qanojQA____________AawC";
+        let positions = [
+            StreamId::new(1_795_915_622_682, 0),
+            StreamId::new(u64::MAX, 300),
+        ];
+        assert_eq!(encode(&ab, &positions), c);
+        assert_eq!(
+            decode_all(c, &ab),
+            Ok(vec![
+                StreamId::new(1_795_915_622_682, 0),
+                StreamId::new(u64::MAX, 300)
+            ])
+        );
     }
 
     proptest! {
         #[test]
         fn round_trips(ids in proptest::collection::vec((any::<u64>(), any::<u64>()), 2..12)) {
-            let names: Vec<String> = (0..ids.len()).map(|i| format!("p:{i}")).collect();
+            let names: Vec<String> = (0..ids.len()).map(|i| format!("r{i}")).collect();
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            let channels = set(&names);
             let positions: Vec<StreamId> = ids.iter().map(|&(m, s)| StreamId::new(m, s)).collect();
-            let c = encode(&names, &positions);
-            prop_assert_eq!(decode(&c, &names), Ok(positions));
+            let c = encode(&channels, &positions);
+            prop_assert_eq!(decode_all(&c, &channels), Ok(positions));
         }
 
         #[test]
         fn arbitrary_input_never_panics(s in ".{0,200}") {
-            let _ = decode(&s, &["a", "b"]);
-            let _ = decode(&s, &["a"]);
+            let _ = decode_all(&s, &set(&["a", "b"]));
+            let _ = decode_all(&s, &set(&["a"]));
         }
     }
 }

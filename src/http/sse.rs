@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use super::direct::DirectFrames;
 use super::{ApiError, AppState};
 use crate::auth::{self, AuthError, Subscriber};
-use crate::channel::Channel;
+use crate::channel::{Channel, ChannelSet};
 use crate::hub::{Item, Subscription};
 use crate::metrics as m;
 use crate::streams::{OpenError, Ticket};
@@ -115,7 +115,7 @@ pub(super) async fn events(
         })?;
         channels.push(channel);
     }
-    let channels = Subscription::normalise(channels);
+    let channels = ChannelSet::new(channels);
     let cursor = match headers.get("last-event-id") {
         Some(v) if !v.is_empty() => Some(
             v.to_str()
@@ -124,7 +124,7 @@ pub(super) async fn events(
         _ => params.last_event_id.as_deref(),
     };
     let resume = cursor
-        .map(|c| Subscription::decode_cursor(&channels, c))
+        .map(|c| crate::cursor::decode(c, &channels))
         .transpose()?;
     if let Some(other) = channels.iter().find(|c| c.tenant() != subscriber.tenant) {
         return Err(ApiError::Forbidden(other.to_string()));

@@ -22,8 +22,8 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use super::{Delivery, Frame, Hub, Listener};
 use crate::bus::{BusError, GapReason};
-use crate::channel::Channel;
-use crate::cursor::{self, StreamId};
+use crate::channel::{Channel, ChannelSet};
+use crate::cursor::{self, Positions, StreamId};
 
 /// What a subscription yields.
 #[derive(Debug, Clone)]
@@ -64,7 +64,7 @@ impl Live {
 
 pub struct Subscription {
     hub: Hub,
-    channels: Vec<Channel>,
+    channels: ChannelSet,
     positions: Vec<StreamId>,
     live: Live,
     pending: VecDeque<Item>,
@@ -76,19 +76,14 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// Subscribes to `channels`, which must be sorted and deduplicated
-    /// (the order cursors use; see [`Subscription::normalise`]). With
-    /// `resume`, one position per channel, replay starts after them;
-    /// without, the stream starts live.
+    /// Subscribes to `channels`. With `resume`, a cursor decoded for these
+    /// channels, replay starts after its positions; without, the stream
+    /// starts live.
     pub async fn open(
         hub: &Hub,
-        channels: Vec<Channel>,
-        resume: Option<Vec<StreamId>>,
+        channels: ChannelSet,
+        resume: Option<Positions>,
     ) -> Result<Subscription, BusError> {
-        debug_assert!(channels.windows(2).all(|w| w[0] < w[1]));
-        if let Some(r) = &resume {
-            assert_eq!(r.len(), channels.len(), "one resume position per channel");
-        }
         let mut listeners = Vec::with_capacity(channels.len());
         let mut receivers = Vec::with_capacity(channels.len());
         for channel in &channels {
@@ -123,28 +118,12 @@ impl Subscription {
                 }
             }
             Some(positions) => {
-                sub.positions = positions;
+                sub.positions = positions.into_vec();
                 let all: Vec<usize> = (0..sub.channels.len()).collect();
                 sub.catch_up(&all).await?;
             }
         }
         Ok(sub)
-    }
-
-    /// Sorts and deduplicates channels into the order cursors use.
-    pub fn normalise(mut channels: Vec<Channel>) -> Vec<Channel> {
-        channels.sort();
-        channels.dedup();
-        channels
-    }
-
-    /// Decodes a cursor for normalised `channels`.
-    pub fn decode_cursor(
-        channels: &[Channel],
-        cursor: &str,
-    ) -> Result<Vec<StreamId>, cursor::CursorError> {
-        let names: Vec<&str> = channels.iter().map(Channel::as_str).collect();
-        cursor::decode(cursor, &names)
     }
 
     pub fn channels(&self) -> &[Channel] {
@@ -153,8 +132,7 @@ impl Subscription {
 
     /// The cursor of everything yielded so far.
     pub fn cursor(&self) -> String {
-        let names: Vec<&str> = self.channels.iter().map(Channel::as_str).collect();
-        cursor::encode(&names, &self.positions)
+        cursor::encode(&self.channels, &self.positions)
     }
 
     /// Queues a page of what follows each listed channel's position —
