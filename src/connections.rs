@@ -164,6 +164,13 @@ impl<T> IdleIo<T> {
 
     /// Whether the idle bound has run out; arms the timer otherwise.
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        // A connection with a request open is not idle, and the timer is
+        // not polled: a stream waits on its socket once per delivered event.
+        // When the last request ends, the next read finds the timer due (or
+        // due soon) and re-arms it from the moment the connection fell idle.
+        if self.activity.open.load(Ordering::Acquire) > 0 {
+            return false;
+        }
         while self.timer.as_mut().poll(cx).is_ready() {
             let now = Instant::now();
             match self.activity.idle_since() {

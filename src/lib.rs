@@ -1,9 +1,19 @@
 //! sse-bridge: typed events from gRPC producers to browsers over
 //! Server-Sent Events.
 //!
-//! Modules by layer: transports [`grpc`] and [`http`] (plus [`cli`]); the
-//! domain [`publish`], [`auth`], [`schema`] and [`hub`]; the [`bus`]; and
-//! the value types [`channel`] and [`cursor`].
+//! Modules by layer, dependencies pointing down:
+//!
+//! - entry points: [`cli`] (the binary's commands), [`server`] (wires a
+//!   node), [`client`] (the Rust publisher client), [`bench`];
+//! - transports: [`grpc`], [`http`], and what bounds their connections,
+//!   [`connections`] and [`tls`];
+//! - the domain: [`publish`], [`auth`] (with [`key`] and [`jwks`]),
+//!   [`schema`], [`hub`], [`streams`] (open streams, their limits and
+//!   revocation), [`rate`], [`metrics`];
+//! - the [`bus`] (embedded and Valkey);
+//! - value types and formats: [`channel`], [`cursor`], [`revocation`],
+//!   [`wire`], [`proto`], [`clock`], [`token`] (minting, for the CLI and
+//!   tests).
 
 pub mod auth;
 pub mod bench;

@@ -1,6 +1,6 @@
 //! Publishing: the checks every event passes before it reaches the bus, in
-//! the order the contract fixes (rate, channel, tenant, size, schema), then
-//! the bus append. Transports map [`PublishError`] to their own status codes.
+//! the order the contract fixes (rate, channel, tenant, size, idempotency
+//! key, schema; see [`PublishService::prepare`]), then the bus append. Transports map [`PublishError`] to their own status codes.
 
 use std::sync::Arc;
 
@@ -140,8 +140,9 @@ impl PublishService {
         self
     }
 
-    /// Checks a request in the contract's order (channel, tenant, size,
-    /// schema) and turns it into what the bus carries.
+    /// Checks a request in the contract's order — rate, channel, tenant,
+    /// size, idempotency key, schema — and turns it into what the bus
+    /// carries.
     pub fn prepare(
         &self,
         publisher: &auth::Publisher,

@@ -35,7 +35,8 @@ pub struct Outgoing {
     pub channel: Channel,
     pub event: Arc<str>,
     pub data: Bytes,
-    /// Scoped to the channel; empty means none.
+    /// Scoped to the channel; `None` when the request sent none (an empty
+    /// key in the request means none).
     pub idempotency_key: Option<String>,
 }
 

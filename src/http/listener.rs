@@ -73,8 +73,9 @@ pub async fn serve(
     let tls = config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
     let gate = Gate::new(config.max_connections, "http");
-    // One clone per connection served outside hyper.
-    let direct_open = Arc::new(());
+    // Every connection's task, so shutdown can wait for the streams served
+    // outside hyper too.
+    let tasks = tokio_util::task::TaskTracker::new();
     let down = async move {
         // An error means the node is gone: stop too.
         let _ = shutdown.wait_for(|d| *d).await;
@@ -113,12 +114,9 @@ pub async fn serve(
         let idle = config.idle_timeout;
         let router = router.clone();
         let max_head = config.max_head_bytes;
-        let direct = direct_open.clone();
         let fut = async move {
             let result = match tls {
                 None => {
-                    // Counted so shutdown waits for streams served directly.
-                    let _open = direct;
                     let io = match super::direct::serve(io, router, max_head, idle, &activity).await
                     {
                         super::direct::Outcome::Done => return,
@@ -157,16 +155,15 @@ pub async fn serve(
                 log_connection_error(peer, &*e);
             }
         };
-        tokio::spawn(fut);
+        tasks.spawn(fut);
     }
     drop(listener);
+    tasks.close();
     let drained = async {
         graceful.shutdown().await;
         // Direct streams end on the same shutdown signal; wait for their
         // last bytes to be written.
-        while Arc::strong_count(&direct_open) > 1 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        tasks.wait().await;
     };
     if tokio::time::timeout(grace, drained).await.is_err() {
         tracing::warn!(

@@ -6,6 +6,11 @@ use std::time::Duration;
 
 use crate::bus::BusError;
 
+/// Reconnect backoff of both of a node's Valkey connections (commands and
+/// subscriptions): the first retry after `MIN`, doubling up to `MAX`.
+pub(super) const RECONNECT_MIN: Duration = Duration::from_millis(50);
+pub(super) const RECONNECT_MAX: Duration = Duration::from_secs(2);
+
 /// A bus failure with `e` as its detail.
 pub(super) fn unavailable(e: impl std::fmt::Display) -> BusError {
     BusError::Unavailable(e.to_string())

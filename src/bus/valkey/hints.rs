@@ -47,7 +47,8 @@ struct Hint {
 }
 
 impl Hint {
-    /// Whether a step that sends `events` more must measure the length.
+    /// Whether the step about to run must measure the length: `sent`
+    /// already counts its events.
     fn must_measure(&self, max_len: u64, slack: u64) -> bool {
         match self.measured {
             None => true,

@@ -127,8 +127,8 @@ impl ValkeyBus {
             ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(config.timeout))
                 .set_response_timeout(Some(config.timeout))
-                .set_min_delay(Duration::from_millis(50))
-                .set_max_delay(Duration::from_secs(2))
+                .set_min_delay(call::RECONNECT_MIN)
+                .set_max_delay(call::RECONNECT_MAX)
         };
         let (tx, rx) = mpsc::unbounded_channel::<Push>();
         let subs = at_start(config, Subscriber::connect(target, tx)).await?;

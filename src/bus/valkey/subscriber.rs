@@ -16,13 +16,13 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use redis::{ConnectionAddr, ConnectionInfo};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
+use super::call::{RECONNECT_MAX, RECONNECT_MIN};
 use super::resp::{self, Frame, Parsed};
 
 /// What the connection reports to the pump.
@@ -301,8 +301,6 @@ impl Subscriber {
     }
 }
 
-const MIN_DELAY: Duration = Duration::from_millis(50);
-const MAX_DELAY: Duration = Duration::from_secs(2);
 
 /// The connection's task: serves requests and reads pushes; after a drop,
 /// reconnects and subscribes again to what it holds.
@@ -315,19 +313,19 @@ async fn run(
     // The subscriptions Valkey should hold for this node.
     let mut held: HashSet<(Kind, String)> = HashSet::new();
     let mut conn = Some(first);
-    let mut delay = MIN_DELAY;
+    let mut delay = RECONNECT_MIN;
     loop {
         let Some(mut current) = conn.take() else {
             match Conn::open(&target).await {
                 Ok(c) => {
-                    delay = MIN_DELAY;
+                    delay = RECONNECT_MIN;
                     conn = Some(c);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot reach Valkey for subscriptions; retrying");
                     let wait = tokio::time::sleep(delay);
                     tokio::pin!(wait);
-                    delay = (delay * 2).min(MAX_DELAY);
+                    delay = (delay * 2).min(RECONNECT_MAX);
                     // Meanwhile requests are answered: nothing can be
                     // subscribed, and what is dropped is simply not
                     // subscribed again.
