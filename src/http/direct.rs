@@ -415,7 +415,54 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Rewind<IO> {
 
 #[cfg(test)]
 mod tests {
-    use super::put_chunk_size;
+    use super::{put_chunk_size, to_request};
+
+    /// Parses `head` as the listener does and asks `to_request`.
+    fn served(head: &[u8], whole: bool) -> Option<axum::http::Request<axum::body::Body>> {
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut request = httparse::Request::new(&mut headers);
+        match request.parse(head) {
+            Ok(httparse::Status::Complete(_)) => to_request(&request, whole),
+            _ => panic!("a complete head"),
+        }
+    }
+
+    #[test]
+    fn only_plain_stream_requests_are_served_here() {
+        let r = served(
+            b"GET /v1/events?channel=a HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\nAuthorization: Bearer u\r\n\r\n",
+            true,
+        )
+        .expect("a stream request");
+        assert_eq!(r.uri(), "/v1/events?channel=a");
+        // Repeated headers stay repeated, for the handler to refuse.
+        assert_eq!(r.headers().get_all("authorization").iter().count(), 2);
+        assert!(
+            served(
+                b"GET /v1/events HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+                true
+            )
+            .is_some()
+        );
+        for head in [
+            &b"POST /v1/events HTTP/1.1\r\n\r\n"[..],
+            b"GET /v1/events HTTP/1.0\r\n\r\n",
+            b"GET /healthz HTTP/1.1\r\n\r\n",
+            b"GET /v1/eventsx HTTP/1.1\r\n\r\n",
+            b"GET /v1/events HTTP/1.1\r\nContent-Length: 5\r\n\r\n",
+            b"GET /v1/events HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET /v1/events HTTP/1.1\r\nUpgrade: h2c\r\n\r\n",
+            b"GET /v1/events HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+        ] {
+            assert!(
+                served(head, true).is_none(),
+                "{}",
+                String::from_utf8_lossy(head)
+            );
+        }
+        // Bytes after the head (pipelining) go to hyper.
+        assert!(served(b"GET /v1/events HTTP/1.1\r\n\r\n", false).is_none());
+    }
 
     #[test]
     fn chunk_sizes_fill_their_slot_in_hex() {

@@ -205,22 +205,16 @@ impl Slots {
     }
 
     /// Changes a slot's recent frames, keeping the node-wide account true;
-    /// every change to a `Recent` goes through here.
+    /// every change to a `Recent` goes through here (or [`account`]).
     fn recent<R>(&mut self, channel: &Channel, change: impl FnOnce(&mut Recent) -> R) -> Option<R> {
         let slot = self.map.get_mut(channel)?;
-        let (oldest, bytes) = (slot.recent.oldest(), slot.recent.bytes);
-        let out = change(&mut slot.recent);
-        let (now_oldest, now_bytes) = (slot.recent.oldest(), slot.recent.bytes);
-        self.recent_bytes = self.recent_bytes - bytes + now_bytes;
-        if oldest != now_oldest {
-            if let Some(id) = oldest {
-                self.oldest.remove(&(id, channel.clone()));
-            }
-            if let Some(id) = now_oldest {
-                self.oldest.insert((id, channel.clone()));
-            }
-        }
-        Some(out)
+        Some(account(
+            &mut self.recent_bytes,
+            &mut self.oldest,
+            channel,
+            &mut slot.recent,
+            change,
+        ))
     }
 
     /// Evicts the oldest frames of any channel until all of them fit
@@ -235,6 +229,31 @@ impl Slots {
         }
         gauges.bytes.set(self.recent_bytes as f64);
     }
+}
+
+/// Changes `recent`, the cache of `channel`, and brings the node-wide
+/// account (`bytes`, `oldest`) up to date: apart from [`Slots::recent`] so
+/// that a caller already holding the slot need not look it up again.
+fn account<R>(
+    bytes: &mut usize,
+    oldest: &mut BTreeSet<(StreamId, Channel)>,
+    channel: &Channel,
+    recent: &mut Recent,
+    change: impl FnOnce(&mut Recent) -> R,
+) -> R {
+    let (was_oldest, was_bytes) = (recent.oldest(), recent.bytes);
+    let out = change(recent);
+    let now_oldest = recent.oldest();
+    *bytes = *bytes - was_bytes + recent.bytes;
+    if was_oldest != now_oldest {
+        if let Some(id) = was_oldest {
+            oldest.remove(&(id, channel.clone()));
+        }
+        if let Some(id) = now_oldest {
+            oldest.insert((id, channel.clone()));
+        }
+    }
+    out
 }
 
 /// Metric handles of the cache, looked up once rather than per event.
@@ -296,7 +315,8 @@ impl Fanout {
 impl Sink for Fanout {
     fn deliver(&self, channel: &Channel, entry: Entry) {
         let frame = Arc::new(Frame::encode(&entry));
-        let mut slots = self.lock();
+        let mut guard = self.lock();
+        let slots = &mut *guard;
         let Some(slot) = slots.map.get_mut(channel) else {
             return;
         };
@@ -305,7 +325,14 @@ impl Sink for Fanout {
         // order. No receivers left is not an error: the last listener just
         // went.
         let _ = slot.tx.send(Delivery::Frame(frame.clone()));
-        slots.recent(channel, |r| r.push(frame, self.recent_frames));
+        let max_frames = self.recent_frames;
+        account(
+            &mut slots.recent_bytes,
+            &mut slots.oldest,
+            channel,
+            &mut slot.recent,
+            |r| r.push(frame, max_frames),
+        );
         slots.fit(self.recent_budget, &self.gauges);
     }
 

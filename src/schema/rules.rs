@@ -461,3 +461,28 @@ fn check_value(
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::is_canonical_uuid;
+
+    #[test]
+    fn only_the_canonical_uuid_form_passes() {
+        let canonical = "0b6e1a52-3a8e-4a47-9d0e-2c4f5d6e7f80";
+        assert!(is_canonical_uuid(canonical));
+        assert!(is_canonical_uuid("00000000-0000-0000-0000-000000000000"));
+        for other in [
+            "{0b6e1a52-3a8e-4a47-9d0e-2c4f5d6e7f80}",
+            "urn:uuid:0b6e1a52-3a8e-4a47-9d0e-2c4f5d6e7f80",
+            "0b6e1a523a8e4a479d0e2c4f5d6e7f80",
+            "0B6E1A52-3A8E-4A47-9D0E-2C4F5D6E7F80",
+            "0b6e1a52-3a8e-4a47-9d0e-2c4f5d6e7f8",
+            "0b6e1a52-3a8e-4a47-9d0e-2c4f5d6e7f800",
+            "0b6e1a52+3a8e-4a47-9d0e-2c4f5d6e7f80",
+            "0b6e1a52-3a8e-4a47-9d0e-2c4f5d6e7fg0",
+            "",
+        ] {
+            assert!(!is_canonical_uuid(other), "{other}");
+        }
+    }
+}

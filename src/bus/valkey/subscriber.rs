@@ -301,7 +301,6 @@ impl Subscriber {
     }
 }
 
-
 /// The connection's task: serves requests and reads pushes; after a drop,
 /// reconnects and subscribes again to what it holds.
 async fn run(
