@@ -1,0 +1,51 @@
+//! An event encoded once per node as SSE bytes, shared by every listener.
+
+use crate::bus::Entry;
+use crate::cursor::StreamId;
+use crate::wire;
+
+/// An event encoded once as an SSE frame.
+#[derive(Debug)]
+pub struct Frame {
+    pub id: StreamId,
+    /// `id: <id>\nevent: <name>\ndata: <json>\n\n`
+    bytes: bytes::Bytes,
+    /// Where `event:` starts in `bytes`.
+    body_at: usize,
+}
+
+impl Frame {
+    /// Bytes the frame holds: what caches count.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    pub fn encode(entry: &Entry) -> Frame {
+        // 41 bytes: the longest `<ms>-<seq>`, two u64s and a hyphen.
+        let mut buf = Vec::with_capacity(41 + entry.event.len() + entry.data.len() + 24);
+        wire::put_stream_id(&mut buf, entry.id);
+        let body_at = buf.len();
+        wire::put_event(&mut buf, &entry.event);
+        wire::put_data_and_end(&mut buf, &entry.data);
+        Frame {
+            id: entry.id,
+            bytes: buf.into(),
+            body_at,
+        }
+    }
+
+    /// The whole frame with the channel's own id (one-channel streams).
+    pub fn with_own_id(&self) -> bytes::Bytes {
+        self.bytes.clone()
+    }
+
+    /// The frame without its `id:` line, for streams that send their own
+    /// cursor.
+    pub fn body(&self) -> bytes::Bytes {
+        self.bytes.slice(self.body_at..)
+    }
+}
