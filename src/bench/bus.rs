@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use futures::StreamExt;
-use serde_json::json;
+use serde::Serialize;
 
 use super::BenchArgs;
 use crate::bus::memory::MemoryBus;
@@ -59,7 +59,22 @@ async fn script_usec(url: &str) -> Result<u64> {
         .unwrap_or(0))
 }
 
-pub(super) async fn run(args: BenchArgs) -> Result<()> {
+#[derive(Serialize)]
+pub(super) struct BusRun {
+    channels: usize,
+    events_per_channel: usize,
+    payload_bytes: usize,
+    published: u64,
+    published_per_sec: f64,
+    delivered: u64,
+    delivered_per_sec: f64,
+    lost: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    valkey_script_usec_per_event: Option<f64>,
+}
+
+/// Runs the scenario; returns which bus it ran on and its figures.
+pub(super) async fn run(args: &BenchArgs) -> Result<(&'static str, BusRun)> {
     let sink = Arc::new(Counting::default());
     let retention = Retention {
         max_len: args.events.max(1000) + 10,
@@ -130,26 +145,29 @@ pub(super) async fn run(args: BenchArgs) -> Result<()> {
     }
     let delivered = sink.delivered.load(Ordering::Relaxed);
     let secs = started.elapsed().as_secs_f64();
-    let mut report = json!({
-        "scenario": "bus",
-        "bus": if args.valkey_url.is_some() { "valkey" } else { "embedded" },
-        "channels": args.subscribers,
-        "events_per_channel": args.events,
-        "payload_bytes": args.payload,
-        "published": published,
-        "published_per_sec": (published as f64 / publish_secs).round(),
-        "delivered": delivered,
-        "delivered_per_sec": (delivered as f64 / secs).round(),
-        "lost": (total as u64).saturating_sub(delivered),
-    });
+    let mut figures = BusRun {
+        channels: args.subscribers,
+        events_per_channel: args.events,
+        payload_bytes: args.payload,
+        published,
+        published_per_sec: (published as f64 / publish_secs).round(),
+        delivered,
+        delivered_per_sec: (delivered as f64 / secs).round(),
+        lost: (total as u64).saturating_sub(delivered),
+        valkey_script_usec_per_event: None,
+    };
     if let Some(url) = &args.valkey_url {
         let usec = script_usec(url)
             .await
             .context("read Valkey's command stats")?
             .saturating_sub(usec_before);
-        report["valkey_script_usec_per_event"] =
-            json!((usec as f64 / published.max(1) as f64 * 100.0).round() / 100.0);
+        figures.valkey_script_usec_per_event =
+            Some((usec as f64 / published.max(1) as f64 * 100.0).round() / 100.0);
     }
-    println!("{}", serde_json::to_string_pretty(&report)?);
-    Ok(())
+    let bus = if args.valkey_url.is_some() {
+        "valkey"
+    } else {
+        "embedded"
+    };
+    Ok((bus, figures))
 }

@@ -12,9 +12,25 @@ use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use serde_json::json;
+use serde::Serialize;
 
-use super::{BenchArgs, Target, now_us, open_streams};
+use super::BenchArgs;
+use super::events::now_us;
+use super::readers::open_streams;
+use super::report::{Deliveries, Load};
+use super::target::Target;
+
+/// What the report names as the bus: there is none.
+pub(super) const BUS: &str = "none (no server: kernel and load generator only)";
+
+#[derive(Serialize)]
+pub(super) struct Floor {
+    #[serde(flatten)]
+    load: Load,
+    rate: u64,
+    #[serde(flatten)]
+    deliveries: Deliveries,
+}
 
 /// What the stand-in server answers each stream request with.
 const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
@@ -50,7 +66,7 @@ fn answer(mut socket: &TcpStream) -> Result<()> {
     Ok(())
 }
 
-pub(super) async fn run(args: BenchArgs) -> Result<()> {
+pub(super) async fn run(args: &BenchArgs) -> Result<Floor> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let (n, events, payload) = (args.subscribers, args.events, args.payload);
@@ -93,24 +109,17 @@ pub(super) async fn run(args: BenchArgs) -> Result<()> {
         pid: None,
         child: None,
     };
-    let streams = open_streams(&target, &["floor".into()], |_| 0, n, "floor", true).await?;
+    let streams = open_streams(&target, &["floor".into()], n, "floor", true).await?;
     let start_us = now_us();
     go.send(()).context("the floor server stopped")?;
-    let mut report = json!({
-        "scenario": "floor",
-        "bus": "none (no server: kernel and load generator only)",
-        "subscribers": n,
-        "events": events,
-        "payload_bytes": payload,
-        "rate": args.rate,
-    });
-    streams
-        .report_deliveries((n * events) as u64, start_us, &mut report)
-        .await;
+    let deliveries = streams.deliveries((n * events) as u64, start_us).await;
     let sockets = tokio::task::spawn_blocking(move || server.join())
         .await?
         .map_err(|_| anyhow::anyhow!("the floor server panicked"))??;
     drop(sockets);
-    println!("{}", serde_json::to_string_pretty(&report)?);
-    Ok(())
+    Ok(Floor {
+        load: Load::of(args),
+        rate: args.rate,
+        deliveries,
+    })
 }

@@ -1,0 +1,52 @@
+//! The `idle` scenario: N open streams with nothing to deliver, and what
+//! each costs in the (spawned) bridge's resident memory.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::BenchArgs;
+use super::report::Load;
+use super::target::{Bridge, rss_kib};
+
+#[derive(Serialize)]
+pub(super) struct Idle {
+    #[serde(flatten)]
+    load: Load,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_rss_kib_before: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_rss_kib_after: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_bytes_per_stream: Option<u64>,
+}
+
+pub(super) async fn run(args: &BenchArgs, bridge: &mut Bridge) -> Result<Idle> {
+    let tenant = bridge.tenant.clone();
+    let tenant = &tenant;
+    let names: Vec<String> = (0..args.subscribers)
+        .map(|i| format!("bench:{tenant}:idle{}", i % 100))
+        .collect();
+    let streams = bridge.open_streams(&names, args.subscribers, false).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_after = bridge.target.pid.and_then(rss_kib);
+    let mut figures = Idle {
+        load: Load::of(args),
+        server_rss_kib_before: None,
+        server_rss_kib_after: None,
+        server_bytes_per_stream: None,
+    };
+    if let (Some(before), Some(after)) = (bridge.rss_before, rss_after) {
+        figures.server_rss_kib_before = Some(before);
+        figures.server_rss_kib_after = Some(after);
+        // No streams, no figure per stream (rather than all the growth
+        // charged to one that does not exist).
+        if args.subscribers > 0 {
+            figures.server_bytes_per_stream =
+                Some((after.saturating_sub(before) * 1024) / args.subscribers as u64);
+        }
+    }
+    streams.finish().await;
+    Ok(figures)
+}
