@@ -15,7 +15,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use serde::Serialize;
 
-use super::BenchArgs;
+use super::args::BenchArgs;
 use crate::bus::memory::MemoryBus;
 use crate::bus::valkey::{ValkeyBus, ValkeyConfig};
 use crate::bus::{Bus, Entry, Orders, Outgoing, Retention, Sink};

@@ -5,10 +5,10 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use super::BenchArgs;
+use super::args::BenchArgs;
+use super::bridge::Bridge;
 use super::events::{now_us, publish_stream, request};
 use super::fanout::Delivered;
-use super::target::Bridge;
 use crate::client;
 use crate::proto::ssebridge::v1 as pb;
 

@@ -9,10 +9,10 @@ use anyhow::Result;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use super::args::{BenchArgs, Scenario};
+use super::bridge::Bridge;
 use super::events::{now_us, publish_stream, request};
 use super::report::{Deliveries, Load};
-use super::target::Bridge;
-use super::{BenchArgs, Scenario};
 use crate::client;
 
 /// What a run that delivers events reports (`fanout`, `latency`, `channels`).

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use super::BenchArgs;
+use super::args::BenchArgs;
 use super::events::now_us;
 use super::readers::open_streams;
 use super::report::{Deliveries, Load};

@@ -6,9 +6,10 @@ use std::time::Duration;
 use anyhow::Result;
 use serde::Serialize;
 
-use super::BenchArgs;
+use super::args::BenchArgs;
+use super::bridge::Bridge;
 use super::report::Load;
-use super::target::{Bridge, rss_kib};
+use super::target::rss_kib;
 
 #[derive(Serialize)]
 pub(super) struct Idle {

@@ -8,16 +8,18 @@
 
 //!
 //! One file per scenario; what they share is the bridge they run against
-//! (`target.rs`), the publisher (`events.rs`), the readers (`readers.rs`)
+//! (`target.rs`, `bridge.rs`), the publisher (`events.rs`), the readers (`readers.rs`)
 //! and the report's typed keys (`report.rs`).
 
 use anyhow::Result;
-use clap::{Args, ValueEnum};
 use serde::Serialize;
 
+pub use args::{BenchArgs, Scenario};
+use bridge::Bridge;
 use report::Report;
-use target::Bridge;
 
+mod args;
+mod bridge;
 mod bus;
 mod channels;
 mod events;
@@ -29,65 +31,6 @@ mod readers;
 mod report;
 mod resume;
 mod target;
-
-#[derive(ValueEnum, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Scenario {
-    /// N subscribers of one channel; E events as fast as possible.
-    Fanout,
-    /// N subscribers, each on its own channel; E events per channel.
-    Channels,
-    /// N idle streams; server memory per stream.
-    Idle,
-    /// Events/s accepted by PublishStream and by unary Publish.
-    Publish,
-    /// Latency at a fixed publish rate to N subscribers of one channel.
-    Latency,
-    /// Time for a client resuming across E missed events to catch up.
-    Resume,
-    /// The latency scenario with no bridge: what the kernel and the load
-    /// generator alone cost on this machine (see `floor.rs`).
-    Floor,
-    /// The many-channels publish pattern on the bus alone, no bridge
-    /// around it (see `bus.rs`).
-    Bus,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct BenchArgs {
-    #[arg(value_enum)]
-    pub scenario: Scenario,
-    /// Subscribers (streams).
-    #[arg(long, default_value_t = 1000)]
-    pub subscribers: usize,
-    /// Events (per channel for `channels`; total for the others).
-    #[arg(long, default_value_t = 2000)]
-    pub events: usize,
-    /// Publish rate for `latency`, events per second.
-    #[arg(long, default_value_t = 200)]
-    pub rate: u64,
-    /// Concurrent unary callers for `publish`.
-    #[arg(long, default_value_t = 16)]
-    pub callers: usize,
-    /// Start a bridge process for the run (needed for memory figures).
-    #[arg(long)]
-    pub spawn: bool,
-    /// With --spawn (or for `bus`): the Valkey to use (else embedded).
-    #[arg(long)]
-    pub valkey_url: Option<String>,
-    /// A running bridge's HTTP base URL (without --spawn).
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    pub http: String,
-    /// A running bridge's gRPC target (without --spawn).
-    #[arg(long, default_value = "http://127.0.0.1:50051")]
-    pub grpc: String,
-    /// The running bridge's HS256 secret, to mint tokens (without --spawn).
-    #[arg(long, env = "SSE_BRIDGE_JWT_SECRET", hide_env_values = true)]
-    pub secret: Option<String>,
-    /// Payload bytes per event (content of a message.delta).
-    #[arg(long, default_value_t = 64)]
-    pub payload: usize,
-}
 
 /// Runs one scenario and prints its figures as one JSON object.
 pub async fn run(args: BenchArgs) -> Result<()> {

@@ -6,10 +6,10 @@ use std::time::Instant;
 use anyhow::Result;
 use serde::Serialize;
 
-use super::BenchArgs;
+use super::args::BenchArgs;
+use super::bridge::Bridge;
 use super::events::{publish_stream, request};
 use super::report::Load;
-use super::target::Bridge;
 use crate::client;
 
 #[derive(Serialize)]

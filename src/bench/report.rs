@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::{BenchArgs, Scenario};
+use super::args::{BenchArgs, Scenario};
 
 /// The figures of one run under the header every run shares.
 #[derive(Serialize)]

@@ -7,10 +7,10 @@ use anyhow::Result;
 use futures::StreamExt;
 use serde::Serialize;
 
-use super::BenchArgs;
+use super::args::BenchArgs;
+use super::bridge::Bridge;
 use super::events::{publish_stream, request};
 use super::report::Load;
-use super::target::Bridge;
 use crate::{client, token};
 
 #[derive(Serialize)]

@@ -1,16 +1,11 @@
 //! The bridge a run measures: one this command spawns (so its memory can be
-//! read from `/proc/<pid>/status`) or one already running, and what every
-//! bridge scenario needs from it before it starts: a tenant of its own and
-//! a connected publisher.
+//! read from `/proc/<pid>/status`) or one already running.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::BenchArgs;
-use super::readers::{self, Streams};
-use crate::client::{self, Client};
-use crate::token;
+use super::args::BenchArgs;
 
 pub(super) struct Target {
     pub(super) http: String,
@@ -44,7 +39,7 @@ fn free_port() -> Result<u16> {
         .port())
 }
 
-async fn spawn_bridge(args: &BenchArgs) -> Result<Target> {
+pub(super) async fn spawn_bridge(args: &BenchArgs) -> Result<Target> {
     let secret = format!("bench-{}", uuid::Uuid::new_v4());
     let (http_port, grpc_port) = (free_port()?, free_port()?);
     let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
@@ -109,75 +104,4 @@ pub(super) fn rss_kib(pid: u32) -> Option<u64> {
         .nth(1)?
         .parse()
         .ok()
-}
-
-/// A bridge ready for a scenario: its tenant for this run, a connected
-/// publisher, and its memory before any stream opened.
-pub(super) struct Bridge {
-    pub(super) target: Target,
-    pub(super) tenant: String,
-    pub(super) publisher: Client,
-    pub(super) rss_before: Option<u64>,
-    pub(super) bus: &'static str,
-}
-
-impl Bridge {
-    pub(super) async fn start(args: &BenchArgs) -> Result<Self> {
-        let mut target = if args.spawn {
-            spawn_bridge(args).await?
-        } else {
-            Target {
-                http: args.http.clone(),
-                grpc: args.grpc.clone(),
-                secret: args
-                    .secret
-                    .clone()
-                    .context("--secret is needed without --spawn")?,
-                pid: None,
-                child: None,
-            }
-        };
-        let tenant = uuid::Uuid::new_v4().to_string();
-        let pub_token = token::mint(
-            &target.secret,
-            token::publisher_claims("bench", crate::auth::PUBLISH_SCOPE, &["*".to_owned()]),
-            3600,
-        )?;
-        let connected = client::connect(&target.grpc, &pub_token).await;
-        let publisher = target.explain(connected.map_err(Into::into)).await?;
-        let rss_before = target.pid.and_then(rss_kib);
-        let bus = if args.valkey_url.is_some() {
-            "valkey"
-        } else if args.spawn {
-            "embedded"
-        } else {
-            "unknown (running bridge)"
-        };
-        Ok(Self {
-            target,
-            tenant,
-            publisher,
-            rss_before,
-            bus,
-        })
-    }
-
-    /// Opens `n` streams of this run's tenant, stream `i` on channel
-    /// `i % channels.len()`.
-    pub(super) async fn open_streams(
-        &mut self,
-        channels: &[String],
-        n: usize,
-        latency: bool,
-    ) -> Result<Streams> {
-        let streams = readers::open_streams(&self.target, channels, n, &self.tenant, latency).await;
-        self.target.explain(streams).await
-    }
-
-    /// Stops a bridge this run spawned; one it found running is left be.
-    pub(super) async fn stop(mut self) {
-        if let Some(mut child) = self.target.child.take() {
-            let _ = child.kill().await;
-        }
-    }
 }

@@ -5,49 +5,26 @@ mod direct;
 mod error;
 pub mod listener;
 mod sse;
+mod state;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderName, Method, StatusCode, header};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use error::ApiError;
+use state::AppState;
+pub use state::HttpConfig;
 
 use crate::auth::SubscriberAuth;
 use crate::hub::Hub;
 use crate::streams::Streams;
-
-/// What the SSE endpoint needs.
-#[derive(Clone)]
-pub struct HttpConfig {
-    pub max_channels: usize,
-    pub keepalive: Duration,
-    /// Reconnect delay sent in the opening `retry:` line.
-    pub retry: Duration,
-    pub cors_origins: Vec<HeaderValue>,
-    /// Longest accepted request target (path and query), in bytes.
-    pub max_url_bytes: usize,
-    /// Largest accepted sum of header names and values, in bytes.
-    pub max_header_bytes: usize,
-}
-
-#[derive(Clone)]
-pub(crate) struct AppState {
-    hub: Hub,
-    /// The node's open streams and their limits.
-    streams: Arc<Streams>,
-    auth: Arc<SubscriberAuth>,
-    config: Arc<HttpConfig>,
-    /// Flips to true when the node shuts down; open streams then close.
-    shutdown: watch::Receiver<bool>,
-    metrics: Option<PrometheusHandle>,
-}
 
 /// Builds the router of the HTTP listener.
 pub fn router(

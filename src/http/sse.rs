@@ -15,7 +15,8 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::direct::DirectFrames;
-use super::{ApiError, AppState};
+use super::error::ApiError;
+use super::state::{AppState, HttpConfig};
 use crate::auth::{self, AuthError, Subscriber};
 use crate::channel::{Channel, ChannelSet};
 use crate::hub::{Item, Subscription};
@@ -193,7 +194,7 @@ fn control(id: Option<&str>, event: ControlEvent, data: &str) -> Bytes {
 }
 
 fn stream(
-    config: std::sync::Arc<super::HttpConfig>,
+    config: std::sync::Arc<HttpConfig>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
     mut sub: Subscription,
     mut ticket: Ticket,

@@ -1,0 +1,81 @@
+//! A bridge ready for a scenario: the target, plus what every bridge
+//! scenario needs before it starts.
+
+use anyhow::{Context, Result};
+
+use super::args::BenchArgs;
+use super::readers::{self, Streams};
+use super::target::{Target, rss_kib, spawn_bridge};
+use crate::client::{self, Client};
+use crate::token;
+
+/// A bridge ready for a scenario: its tenant for this run, a connected
+/// publisher, and its memory before any stream opened.
+pub(super) struct Bridge {
+    pub(super) target: Target,
+    pub(super) tenant: String,
+    pub(super) publisher: Client,
+    pub(super) rss_before: Option<u64>,
+    pub(super) bus: &'static str,
+}
+
+impl Bridge {
+    pub(super) async fn start(args: &BenchArgs) -> Result<Self> {
+        let mut target = if args.spawn {
+            spawn_bridge(args).await?
+        } else {
+            Target {
+                http: args.http.clone(),
+                grpc: args.grpc.clone(),
+                secret: args
+                    .secret
+                    .clone()
+                    .context("--secret is needed without --spawn")?,
+                pid: None,
+                child: None,
+            }
+        };
+        let tenant = uuid::Uuid::new_v4().to_string();
+        let pub_token = token::mint(
+            &target.secret,
+            token::publisher_claims("bench", crate::auth::PUBLISH_SCOPE, &["*".to_owned()]),
+            3600,
+        )?;
+        let connected = client::connect(&target.grpc, &pub_token).await;
+        let publisher = target.explain(connected.map_err(Into::into)).await?;
+        let rss_before = target.pid.and_then(rss_kib);
+        let bus = if args.valkey_url.is_some() {
+            "valkey"
+        } else if args.spawn {
+            "embedded"
+        } else {
+            "unknown (running bridge)"
+        };
+        Ok(Self {
+            target,
+            tenant,
+            publisher,
+            rss_before,
+            bus,
+        })
+    }
+
+    /// Opens `n` streams of this run's tenant, stream `i` on channel
+    /// `i % channels.len()`.
+    pub(super) async fn open_streams(
+        &mut self,
+        channels: &[String],
+        n: usize,
+        latency: bool,
+    ) -> Result<Streams> {
+        let streams = readers::open_streams(&self.target, channels, n, &self.tenant, latency).await;
+        self.target.explain(streams).await
+    }
+
+    /// Stops a bridge this run spawned; one it found running is left be.
+    pub(super) async fn stop(mut self) {
+        if let Some(mut child) = self.target.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! What every HTTP handler shares: the node's hub and streams, the
+//! subscriber auth, the endpoint's settings and the shutdown signal.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::HeaderValue;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::watch;
+
+use crate::auth::SubscriberAuth;
+use crate::hub::Hub;
+use crate::streams::Streams;
+
+/// What the SSE endpoint needs.
+#[derive(Clone)]
+pub struct HttpConfig {
+    pub max_channels: usize,
+    pub keepalive: Duration,
+    /// Reconnect delay sent in the opening `retry:` line.
+    pub retry: Duration,
+    pub cors_origins: Vec<HeaderValue>,
+    /// Longest accepted request target (path and query), in bytes.
+    pub max_url_bytes: usize,
+    /// Largest accepted sum of header names and values, in bytes.
+    pub max_header_bytes: usize,
+}
+
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(super) hub: Hub,
+    /// The node's open streams and their limits.
+    pub(super) streams: Arc<Streams>,
+    pub(super) auth: Arc<SubscriberAuth>,
+    pub(super) config: Arc<HttpConfig>,
+    /// Flips to true when the node shuts down; open streams then close.
+    pub(super) shutdown: watch::Receiver<bool>,
+    pub(super) metrics: Option<PrometheusHandle>,
+}
