@@ -158,10 +158,6 @@ impl<T> IdleIo<T> {
         }
     }
 
-    pub fn activity(&self) -> &Arc<Activity> {
-        &self.activity
-    }
-
     /// Whether the idle bound has run out; arms the timer otherwise.
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
         // A connection with a request open is not idle, and the timer is

@@ -12,7 +12,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::auth::{PublisherAuth, SubscriberAuth};
-use crate::bus::valkey::{ConnectError, ValkeyBus, ValkeyConfig};
+use crate::bus::valkey::{ValkeyBus, ValkeyConfig};
 use crate::bus::{Bus, Retention, memory::MemoryBus};
 use crate::connections::{Activity, Gate, IdleIo, TrackLayer, tune};
 use crate::grpc::PublisherApi;
@@ -25,46 +25,51 @@ use crate::rate::Rate;
 use crate::schema::Schema;
 use crate::streams::{StreamLimits, Streams};
 
+/// Why a node could not reach its Valkey at start.
+pub use crate::bus::valkey::ConnectError as ValkeyError;
+
 /// How often the gRPC health status is matched to the bus.
 const HEALTH_EVERY: Duration = Duration::from_millis(500);
 
-/// Everything a node needs to start.
+/// Everything a node needs to start. Built from the `serve` flags
+/// ([`crate::cli::ServeArgs::settings`]): one way to configure a node, with
+/// the flags' names, checks and defaults.
 #[derive(Clone)]
 pub struct Settings {
-    pub http_addr: SocketAddr,
-    pub grpc_addr: SocketAddr,
-    pub subscriber_auth: SubscriberAuth,
-    pub publisher_auth: PublisherAuth,
-    pub http: HttpConfig,
-    pub retention: Retention,
-    pub max_payload_bytes: usize,
+    pub(crate) http_addr: SocketAddr,
+    pub(crate) grpc_addr: SocketAddr,
+    pub(crate) subscriber_auth: SubscriberAuth,
+    pub(crate) publisher_auth: PublisherAuth,
+    pub(crate) http: HttpConfig,
+    pub(crate) retention: Retention,
+    pub(crate) max_payload_bytes: usize,
     /// Bound on the embedded bus's history over all channels, in bytes.
-    pub max_history_bytes: usize,
+    pub(crate) max_history_bytes: usize,
     /// Listener buffers, the recent-frame cache and catch-up pages.
-    pub fanout: FanoutConfig,
+    pub(crate) fanout: FanoutConfig,
     /// `None`: the embedded bus.
-    pub valkey: Option<ValkeyConfig>,
-    pub limits: StreamLimits,
+    pub(crate) valkey: Option<ValkeyConfig>,
+    pub(crate) limits: StreamLimits,
     /// Per-publisher rate; `None` for no limit.
-    pub publish_rate: Option<Rate>,
-    pub listener: ListenerConfig,
-    pub grpc: GrpcListener,
+    pub(crate) publish_rate: Option<Rate>,
+    pub(crate) listener: ListenerConfig,
+    pub(crate) grpc: GrpcListener,
     /// How long shutdown waits for open connections and in-flight calls.
-    pub shutdown_grace: Duration,
+    pub(crate) shutdown_grace: Duration,
 }
 
 /// Connection bounds of the gRPC listener.
 #[derive(Clone)]
 pub struct GrpcListener {
     /// TLS (and client certificates, for mTLS).
-    pub tls: Option<tonic::transport::ServerTlsConfig>,
+    pub(crate) tls: Option<tonic::transport::ServerTlsConfig>,
     /// A connection with no call open this long is closed; also the HTTP/2
     /// keep-alive timeout.
-    pub idle_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
     /// HTTP/2 PING interval, to find dead peers.
-    pub ping_every: Duration,
+    pub(crate) ping_every: Duration,
     /// Connections open at once; more are closed at accept (0: no cap).
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +84,7 @@ pub enum StartError {
     #[error("cannot set up gRPC TLS: {0}")]
     GrpcTls(String),
     #[error(transparent)]
-    Valkey(#[from] ConnectError),
+    Valkey(#[from] ValkeyError),
 }
 
 /// A started node.

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use sse_bridge::channel::{Channel, ChannelSet};
-use sse_bridge::cursor;
+use sse_bridge::fuzzing::cursor;
 
 const NAMES: [&str; 10] = [
     "a:0b6e1a52-3a8e-4a47-9d0e-2c4f5d6e7f80:0",

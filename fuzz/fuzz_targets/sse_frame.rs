@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sse_bridge::wire;
+use sse_bridge::fuzzing::wire;
 
 #[derive(Default, Debug, PartialEq)]
 struct Event {

@@ -8,8 +8,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use sse_bridge::auth::{Keys, Rules, SubscriberAuth, Verifier, bearer};
-use sse_bridge::key::Key;
+use sse_bridge::fuzzing::auth::{Key, Keys, Rules, SubscriberAuth, Verifier, bearer};
 
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();

@@ -20,10 +20,6 @@ impl Frame {
         self.bytes.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
-    }
-
     pub fn encode(entry: &Entry) -> Frame {
         // 41 bytes: the longest `<ms>-<seq>`, two u64s and a hyphen.
         let mut buf = Vec::with_capacity(41 + entry.event.len() + entry.data.len() + 24);

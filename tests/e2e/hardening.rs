@@ -2,8 +2,8 @@
 //! interface: absent claims, duplicate credentials, a hanging JWKS server,
 //! an `exp` at the end of time, and hostile gRPC bytes.
 
+use crate::harness::now_secs;
 use serde_json::{Value, json};
-use sse_bridge::clock::now_secs;
 use sse_bridge::proto::ssebridge::v1::publisher_client::PublisherClient;
 use tonic::Code;
 

@@ -367,3 +367,11 @@ impl Sse {
             .unwrap_or_else(|_| panic!("no SSE event within {PATIENCE:?}"))
     }
 }
+
+/// Whole seconds since 1970, the clock tokens' `exp` and `iat` are on.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

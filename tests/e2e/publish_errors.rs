@@ -270,7 +270,7 @@ async fn publisher_tokens_scope_and_tenants() {
 #[tokio::test]
 async fn a_publish_stream_ends_when_its_token_expires() {
     let bridge = Bridge::start(&[]).await;
-    let exp = sse_bridge::clock::now_secs() + 2;
+    let exp = crate::harness::now_secs() + 2;
     let token = hs256(json!({"scope": "events:publish", "tenants": ["*"], "exp": exp}));
     let mut p = bridge.publisher_with(&token).await;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
@@ -284,7 +284,7 @@ async fn a_publish_stream_ends_when_its_token_expires() {
     let first = responses.message().await.unwrap().unwrap();
     assert!(first.error.is_none());
     // Past the token's exp (whole seconds), the next item ends the stream.
-    while sse_bridge::clock::now_secs() < exp {
+    while crate::harness::now_secs() < exp {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     tx.send(req()).await.unwrap();

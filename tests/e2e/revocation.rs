@@ -14,7 +14,7 @@ fn old_token(subject: &str) -> String {
     hs256(json!({
         "tenant_id": TENANT,
         "sub": subject,
-        "iat": sse_bridge::clock::now_secs() - 5,
+        "iat": crate::harness::now_secs() - 5,
     }))
 }
 

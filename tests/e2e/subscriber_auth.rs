@@ -1,8 +1,8 @@
 //! Subscriber authentication, request shape and tenancy, in that order, each
 //! with its exact status and error code.
 
+use crate::harness::now_secs;
 use serde_json::{Value, json};
-use sse_bridge::clock::now_secs;
 
 use crate::harness::*;
 
