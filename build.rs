@@ -5,6 +5,10 @@
 use std::path::{Path, PathBuf};
 
 #[allow(dead_code)]
+#[path = "src/schema/name.rs"]
+mod name;
+
+#[allow(dead_code)]
 #[path = "src/schema/rules.rs"]
 mod rules;
 
@@ -33,6 +37,7 @@ fn main() {
     println!("cargo:rerun-if-changed=proto");
     println!("cargo:rerun-if-changed=src/schema/rules.rs");
     println!("cargo:rerun-if-changed=src/schema/catalogue.rs");
+    println!("cargo:rerun-if-changed=src/schema/name.rs");
 
     let root = Path::new("proto");
     let mut files = Vec::new();

@@ -9,7 +9,7 @@
 //! `data:` line, which the client joins back with `\n`.
 
 /// The bridge's own events on a stream. Their names start with `bridge.`,
-/// which the catalogue may not use (`schema::catalogue::RESERVED_PREFIX`),
+/// which the catalogue may not use (`schema::name::RESERVED_PREFIX`),
 /// so they can never be mistaken for a published event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ControlEvent {
@@ -106,8 +106,7 @@ mod tests {
             ControlEvent::Revoked,
         ] {
             assert!(
-                e.name()
-                    .starts_with(crate::schema::catalogue::RESERVED_PREFIX),
+                e.name().starts_with(crate::schema::name::RESERVED_PREFIX),
                 "{e:?}"
             );
         }

@@ -109,7 +109,12 @@ pub(super) async fn run(args: &BenchArgs) -> Result<(&'static str, BusRun)> {
         channels.push(channel);
     }
     let data = Bytes::from(format!(r#"{{"content":"{}"}}"#, "x".repeat(args.payload)));
-    let event: Arc<str> = Arc::from("message.delta");
+    let event = crate::schema::Schema::embedded()
+        .catalogue()
+        .by_name("message.delta")
+        .context("the catalogue has no message.delta")?
+        .name
+        .clone();
     let total = args.subscribers * args.events;
     let outgoing = (0..total).map(|k| Outgoing {
         channel: channels[k % channels.len()].clone(),

@@ -358,7 +358,7 @@ mod tests {
     fn out(c: &Channel, key: Option<&str>) -> Outgoing {
         Outgoing {
             channel: c.clone(),
-            event: "a.b".into(),
+            event: crate::schema::EventName::published("a.b").expect("a name"),
             data: "{}".into(),
             idempotency_key: key.map(str::to_owned),
         }

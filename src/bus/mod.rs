@@ -9,7 +9,6 @@ pub mod memory;
 pub mod valkey;
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -18,13 +17,14 @@ use bytes::Bytes;
 use crate::channel::Channel;
 use crate::cursor::StreamId;
 use crate::revocation::Revocation;
+use crate::schema::EventName;
 
 /// One stored event of a channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub id: StreamId,
     /// The `resource.verb` event name.
-    pub event: Arc<str>,
+    pub event: EventName,
     /// The payload as one line of JSON.
     pub data: Bytes,
 }
@@ -33,7 +33,7 @@ pub struct Entry {
 #[derive(Debug, Clone)]
 pub struct Outgoing {
     pub channel: Channel,
-    pub event: Arc<str>,
+    pub event: EventName,
     pub data: Bytes,
     /// Scoped to the channel; `None` when the request sent none (an empty
     /// key in the request means none).

@@ -150,7 +150,7 @@ mod tests {
     fn frame(ms: u64) -> Arc<Frame> {
         Arc::new(Frame::encode(&Entry {
             id: StreamId::new(ms, 0),
-            event: "a.b".into(),
+            event: crate::schema::EventName::published("a.b").expect("a name"),
             data: "{}".into(),
         }))
     }

@@ -294,7 +294,7 @@ mod tests {
     async fn publish(bus: &MemoryBus, c: &Channel) -> StreamId {
         bus.publish(Outgoing {
             channel: c.clone(),
-            event: "a.b".into(),
+            event: crate::schema::EventName::published("a.b").expect("a name"),
             data: "{}".into(),
             idempotency_key: None,
         })

@@ -8,63 +8,19 @@ use std::collections::HashMap;
 
 use prost_reflect::{DescriptorPool, FieldDescriptor, Kind, MessageDescriptor, Value};
 
+use super::name::EventName;
 use super::rules::{EVENT_NAME_EXT, MessageRules, RuleError};
 
 /// Full name of the envelope message producers publish.
 pub const ENVELOPE: &str = "events.v1.Event";
 /// The oneof of the envelope that holds the payload.
 pub const PAYLOAD_ONEOF: &str = "payload";
-/// Event names with this prefix are the bridge's own control events.
-pub const RESERVED_PREFIX: &str = "bridge.";
-
-/// Why an event name is not a valid `<resource>.<verb>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NameError {
-    Shape,
-    Reserved,
-}
-
-impl std::fmt::Display for NameError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            NameError::Shape => f.write_str(
-                "event names must be `<resource>.<verb>` matching ^[a-z][a-z0-9_]*\\.[a-z][a-z0-9_]*$",
-            ),
-            NameError::Reserved => write!(
-                f,
-                "the `{RESERVED_PREFIX}` prefix is reserved for the bridge's control events"
-            ),
-        }
-    }
-}
-
-fn is_word(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some('a'..='z'))
-        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
-}
-
-/// Checks `name` against `^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$`, with the
-/// reserved prefix allowed only when `allow_reserved`.
-pub fn check_event_name(name: &str, allow_reserved: bool) -> Result<(), NameError> {
-    let Some((resource, verb)) = name.split_once('.') else {
-        return Err(NameError::Shape);
-    };
-    if !is_word(resource) || !is_word(verb) {
-        return Err(NameError::Shape);
-    }
-    if !allow_reserved && name.starts_with(RESERVED_PREFIX) {
-        return Err(NameError::Reserved);
-    }
-    Ok(())
-}
-
 /// One event type of the catalogue.
 #[derive(Debug, Clone)]
 pub struct EventType {
     /// The SSE `event:` name, `<resource>.<verb>`; shared, since every
     /// publish of the type carries it.
-    pub name: std::sync::Arc<str>,
+    pub name: EventName,
     /// The payload message.
     pub message: MessageDescriptor,
     /// The envelope field that carries it.
@@ -141,13 +97,16 @@ impl Catalogue {
                 });
                 continue;
             };
-            if let Err(e) = check_event_name(&name, false) {
-                errors.push(RuleError {
-                    location: message.full_name().to_owned(),
-                    problem: format!("event name `{name}`: {e}"),
-                });
-                continue;
-            }
+            let event_name = match EventName::published(&name) {
+                Ok(checked) => checked,
+                Err(e) => {
+                    errors.push(RuleError {
+                        location: message.full_name().to_owned(),
+                        problem: format!("event name `{name}`: {e}"),
+                    });
+                    continue;
+                }
+            };
             if let Some(&first) = by_name.get(&name) {
                 errors.push(RuleError {
                     location: message.full_name().to_owned(),
@@ -168,7 +127,7 @@ impl Catalogue {
             by_name.insert(name.clone(), events.len());
             by_field.insert(field.number(), events.len());
             events.push(EventType {
-                name: name.into(),
+                name: event_name,
                 path: format!("event.{}", field.name()),
                 message,
                 field,

@@ -3,6 +3,7 @@
 
 pub mod catalogue;
 mod envelope;
+pub mod name;
 pub mod rules;
 pub mod typescript;
 
@@ -14,7 +15,8 @@ use prost_reflect::{
 };
 use serde_json::json;
 
-pub use catalogue::{Catalogue, EventType, check_event_name};
+pub use catalogue::{Catalogue, EventType};
+pub use name::{EventName, NameError};
 pub use rules::Violation;
 
 use crate::proto::events::v1::Event;
@@ -44,7 +46,7 @@ fn describe(v: &[Violation]) -> String {
 /// An event that passed the schema: its SSE name and JSON body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Prepared {
-    pub name: std::sync::Arc<str>,
+    pub name: EventName,
     pub json: String,
 }
 

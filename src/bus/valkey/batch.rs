@@ -41,7 +41,7 @@ mod tests {
         };
         let out = |c: &Channel| Outgoing {
             channel: c.clone(),
-            event: "a.b".into(),
+            event: crate::schema::EventName::published("a.b").expect("a name"),
             data: "{}".into(),
             idempotency_key: None,
         };

@@ -11,7 +11,6 @@
 //! break inside a string is escaped), so each `\n` splits.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use redis::Value;
@@ -19,6 +18,7 @@ use redis::Value;
 use super::batch::Group;
 use crate::bus::{Entry, Outgoing};
 use crate::cursor::StreamId;
+use crate::schema::EventName;
 
 /// An event as the publish script takes it and the history stream keeps it
 /// (field `m`): `<event>\n<json>`, written straight into the command.
@@ -86,26 +86,26 @@ pub(super) fn parse_entry(v: &Value) -> Option<Entry> {
     }
     Some(Entry {
         id,
-        event: std::str::from_utf8(event?).ok()?.into(),
+        event: EventName::stored(std::str::from_utf8(event?).ok()?).ok()?,
         data: Bytes::copy_from_slice(data?),
     })
 }
 
 /// Event names as the pump has seen them, shared: every delivered event
-/// carries its name, and a new `Arc<str>` per event was an allocation and a
+/// carries its name, and a new name per event was an allocation and a
 /// copy. Names come from the catalogue, so there are few; a bus that
 /// carried ever new ones would only make the map start over.
 #[derive(Default)]
-pub(super) struct EventNames(HashMap<Box<[u8]>, Arc<str>, foldhash::fast::RandomState>);
+pub(super) struct EventNames(HashMap<Box<[u8]>, EventName, foldhash::fast::RandomState>);
 
 impl EventNames {
     const MAX: usize = 1024;
 
-    pub(super) fn get(&mut self, name: &[u8]) -> Option<Arc<str>> {
+    pub(super) fn get(&mut self, name: &[u8]) -> Option<EventName> {
         if let Some(known) = self.0.get(name) {
             return Some(known.clone());
         }
-        let text: Arc<str> = std::str::from_utf8(name).ok()?.into();
+        let text = EventName::stored(std::str::from_utf8(name).ok()?).ok()?;
         if self.0.len() >= Self::MAX {
             self.0.clear();
         }
@@ -161,7 +161,7 @@ mod tests {
     fn entry(id: StreamId, event: &str, data: &'static str) -> Entry {
         Entry {
             id,
-            event: event.into(),
+            event: EventName::stored(event).expect("a name"),
             data: Bytes::from_static(data.as_bytes()),
         }
     }
@@ -185,7 +185,7 @@ mod tests {
         let out = Outgoing {
             channel: crate::channel::Channel::parse("scans:0b6e1a52-3a8e-4a47-9d0e-2c4f5d6e7f80:r")
                 .unwrap(),
-            event: "scan.progress".into(),
+            event: EventName::published("scan.progress").expect("a name"),
             data: Bytes::from_static(br#"{"checked":1}"#),
             idempotency_key: None,
         };
@@ -228,7 +228,7 @@ mod tests {
         assert_eq!(&*two[1].event, "c.d");
         // A name seen before is the same shared string; the map stays bounded.
         let again = parse_messages(&Bytes::from_static(b"2-0\nscan.progress\n{}"), &mut names);
-        assert!(Arc::ptr_eq(&again.unwrap()[0].event, &one[0].event));
+        assert!(EventName::same(&again.unwrap()[0].event, &one[0].event));
         for i in 0..=EventNames::MAX {
             names.get(format!("n.{i}").as_bytes());
         }
