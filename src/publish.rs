@@ -34,7 +34,7 @@ pub enum PublishError {
         retry_after.as_millis().max(1)
     )]
     Throttled {
-        per_sec: f64,
+        per_sec: u32,
         retry_after: std::time::Duration,
     },
 }
@@ -136,7 +136,7 @@ impl PublishService {
     /// Limits each publisher (token `sub`; tokens without one share a
     /// bucket) to `rate`.
     pub fn with_rate_limit(mut self, rate: Rate) -> Self {
-        self.limiter = Some(Arc::new(RateLimiter::new(rate)));
+        self.limiter = Some(RateLimiter::new(rate));
         self
     }
 
@@ -151,9 +151,9 @@ impl PublishService {
         if let Some(limiter) = &self.limiter {
             // First: a flood is refused before it costs any validation.
             limiter
-                .take(publisher.subject.as_deref().unwrap_or(""))
+                .take(&publisher.subject)
                 .map_err(|t| PublishError::Throttled {
-                    per_sec: limiter.rate().per_sec,
+                    per_sec: limiter.rate().per_sec.get(),
                     retry_after: t.retry_after,
                 })?;
         }

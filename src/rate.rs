@@ -1,32 +1,37 @@
-//! Per-publisher rate limits: a token bucket per key (the publisher
-//! token's `sub`), refilled continuously.
+//! Per-publisher rate limits: a GCRA limit per key (the publisher token's
+//! `sub`; tokens without one share a key), from `governor`. Its keyed state
+//! is one atomic per publisher in a sharded map, so publishers on other
+//! cores never wait on one lock, and a publish allocates nothing.
 //!
 //! Limits count this node's publishes; a producer spread over N nodes gets
 //! up to N times the rate.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::num::NonZeroU32;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
-/// Buckets kept before full (idle) ones are forgotten.
-const PRUNE_ABOVE: usize = 10_000;
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DashMapStateStore;
+use governor::{Quota, RateLimiter as Gcra};
+
+/// How often publishers whose limit is back to full are forgotten.
+const FORGET_EVERY: Duration = Duration::from_secs(60);
 
 /// Events per second and the burst allowed above it.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rate {
-    pub per_sec: f64,
-    pub burst: f64,
+    pub per_sec: NonZeroU32,
+    pub burst: NonZeroU32,
 }
 
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
+/// The key: a publisher token's `sub`, if it has one.
+type Publisher = Option<String>;
 
-/// Keyed token buckets.
-pub struct RateLimiter {
+/// Keyed rate limits.
+pub struct RateLimiter<C: Clock = DefaultClock> {
     rate: Rate,
-    buckets: Mutex<HashMap<String, Bucket>>,
+    gcra: Gcra<Publisher, DashMapStateStore<Publisher>, C, NoOpMiddleware<C::Instant>>,
 }
 
 /// Over the limit; the next event is accepted after this wait.
@@ -36,13 +41,21 @@ pub struct Throttled {
 }
 
 impl RateLimiter {
-    pub fn new(rate: Rate) -> RateLimiter {
+    /// A limiter that forgets idle publishers in the background for as
+    /// long as it is in use (it must be made inside the runtime).
+    pub fn new(rate: Rate) -> Arc<RateLimiter> {
+        let limiter = Arc::new(RateLimiter::with_clock(rate, DefaultClock::default()));
+        tokio::spawn(forget_idle(Arc::downgrade(&limiter)));
+        limiter
+    }
+}
+
+impl<C: Clock> RateLimiter<C> {
+    fn with_clock(rate: Rate, clock: C) -> Self {
+        let quota = Quota::per_second(rate.per_sec).allow_burst(rate.burst);
         RateLimiter {
-            rate: Rate {
-                per_sec: rate.per_sec.max(f64::MIN_POSITIVE),
-                burst: rate.burst.max(1.0),
-            },
-            buckets: Mutex::new(HashMap::new()),
+            rate,
+            gcra: Gcra::new(quota, DashMapStateStore::default(), clock),
         }
     }
 
@@ -50,72 +63,88 @@ impl RateLimiter {
         self.rate
     }
 
-    /// Takes one event's token for `key`.
-    pub fn take(&self, key: &str) -> Result<(), Throttled> {
-        self.take_at(key, Instant::now())
+    /// Takes one event's worth of `publisher`'s limit.
+    pub fn take(&self, publisher: &Publisher) -> Result<(), Throttled> {
+        self.gcra
+            .check_key(publisher)
+            .map_err(|not_until| Throttled {
+                retry_after: not_until.wait_time_from(self.gcra.clock().now()),
+            })
     }
 
-    fn take_at(&self, key: &str, now: Instant) -> Result<(), Throttled> {
-        let Rate { per_sec, burst } = self.rate;
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.len() > PRUNE_ABOVE {
-            buckets.retain(|_, b| {
-                b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * per_sec < burst
-            });
-        }
-        let bucket = match buckets.get_mut(key) {
-            Some(b) => b,
-            None => buckets.entry(key.to_owned()).or_insert(Bucket {
-                tokens: burst,
-                at: now,
-            }),
-        };
-        let refill = now.saturating_duration_since(bucket.at).as_secs_f64() * per_sec;
-        bucket.tokens = (bucket.tokens + refill).min(burst);
-        bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            let wait = (1.0 - bucket.tokens) / per_sec;
-            Err(Throttled {
-                retry_after: Duration::from_secs_f64(wait),
-            })
+    /// Forgets publishers whose limit is back to full: they are the same
+    /// as new ones.
+    fn forget(&self) {
+        self.gcra.retain_recent();
+        self.gcra.shrink_to_fit();
+    }
+}
+
+async fn forget_idle(limiter: Weak<RateLimiter>) {
+    let mut every = tokio::time::interval(FORGET_EVERY);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        match limiter.upgrade() {
+            Some(limiter) => limiter.forget(),
+            None => return,
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use governor::clock::FakeRelativeClock;
+
     use super::*;
 
+    fn limiter(per_sec: u32, burst: u32) -> (RateLimiter<FakeRelativeClock>, FakeRelativeClock) {
+        let clock = FakeRelativeClock::default();
+        let rate = Rate {
+            per_sec: NonZeroU32::new(per_sec).expect("a rate"),
+            burst: NonZeroU32::new(burst).expect("a burst"),
+        };
+        (RateLimiter::with_clock(rate, clock.clone()), clock)
+    }
+
     #[test]
-    fn a_bucket_allows_its_burst_then_its_rate() {
-        let limiter = RateLimiter::new(Rate {
-            per_sec: 10.0,
-            burst: 3.0,
-        });
-        let t0 = Instant::now();
+    fn a_publisher_gets_its_burst_then_its_rate() {
+        let (limiter, clock) = limiter(10, 3);
+        let a = Some("a".to_owned());
         for _ in 0..3 {
-            assert_eq!(limiter.take_at("a", t0), Ok(()));
+            assert_eq!(limiter.take(&a), Ok(()));
         }
-        let refused = limiter.take_at("a", t0).unwrap_err();
-        assert_eq!(refused.retry_after, Duration::from_millis(100));
-        assert_eq!(limiter.take_at("b", t0), Ok(()), "keys are separate");
+        let refused = limiter.take(&a).map_err(|t| t.retry_after);
+        assert_eq!(refused, Err(Duration::from_millis(100)));
+        assert_eq!(limiter.take(&Some("b".into())), Ok(()), "keys are separate");
+        assert_eq!(limiter.take(&None), Ok(()), "no `sub` is a key too");
+        clock.advance(Duration::from_millis(100));
+        assert_eq!(limiter.take(&a), Ok(()));
+        clock.advance(Duration::from_millis(50));
         assert_eq!(
-            limiter.take_at("a", t0 + Duration::from_millis(100)),
-            Ok(())
-        );
-        assert!(
-            limiter
-                .take_at("a", t0 + Duration::from_millis(150))
-                .is_err()
+            limiter.take(&a).map_err(|t| t.retry_after),
+            Err(Duration::from_millis(50))
         );
         // Idle time refills up to the burst, not beyond.
-        let later = t0 + Duration::from_secs(60);
+        clock.advance(Duration::from_secs(60));
         for _ in 0..3 {
-            assert_eq!(limiter.take_at("a", later), Ok(()));
+            assert_eq!(limiter.take(&a), Ok(()));
         }
-        assert!(limiter.take_at("a", later).is_err());
+        assert!(limiter.take(&a).is_err());
+    }
+
+    #[test]
+    fn publishers_back_to_full_are_forgotten() {
+        let (limiter, clock) = limiter(10, 2);
+        for i in 0..100 {
+            assert_eq!(limiter.take(&Some(i.to_string())), Ok(()));
+        }
+        assert_eq!(limiter.gcra.len(), 100);
+        limiter.forget();
+        assert_eq!(limiter.gcra.len(), 100, "not yet back to full");
+        // governor keeps a key one emission interval past full.
+        clock.advance(Duration::from_millis(200));
+        limiter.forget();
+        assert_eq!(limiter.gcra.len(), 0);
     }
 }

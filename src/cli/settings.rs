@@ -2,6 +2,7 @@
 //! check that needs no I/O runs before any key is loaded (a JWKS may be
 //! fetched over the network).
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -112,14 +113,14 @@ impl ServeArgs {
             .as_ref()
             .map(|id| crate::tls::grpc_config(id, self.grpc_client_ca.as_deref()))
             .transpose()?;
-        let publish_rate = (self.publish_rate > 0).then(|| crate::rate::Rate {
-            per_sec: f64::from(self.publish_rate),
-            burst: f64::from(
-                self.publish_burst
-                    .unwrap_or(self.publish_rate.saturating_mul(2))
-                    .max(1),
-            ),
-        });
+        // A rate of 0 is no limit; the burst defaults to two seconds' worth.
+        let burst = self
+            .publish_burst
+            .unwrap_or(self.publish_rate.saturating_mul(2))
+            .max(1);
+        let publish_rate = NonZeroU32::new(self.publish_rate)
+            .zip(NonZeroU32::new(burst))
+            .map(|(per_sec, burst)| crate::rate::Rate { per_sec, burst });
         let cors_origins = self
             .cors_origins
             .iter()
