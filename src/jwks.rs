@@ -233,3 +233,124 @@ async fn fetch(source: &JwksSource, http: &reqwest::Client) -> Result<Cache, Jwk
     }
     Ok(cache)
 }
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    /// An Ed25519 public key: any 32 bytes decode as one.
+    fn okp(kid: Option<&str>, fill: u8) -> Value {
+        let mut jwk = json!({
+            "kty": "OKP", "crv": "Ed25519", "x": URL_SAFE_NO_PAD.encode([fill; 32]),
+        });
+        if let Some(kid) = kid {
+            jwk["kid"] = json!(kid);
+        }
+        jwk
+    }
+
+    /// A set in a file of its own, rewritten by `write`.
+    struct SetFile(PathBuf);
+
+    impl SetFile {
+        fn new(keys: &[Value]) -> SetFile {
+            let path = std::env::temp_dir().join(format!("jwks-{}.json", uuid::Uuid::new_v4()));
+            let file = SetFile(path);
+            file.write(keys);
+            file
+        }
+
+        fn write(&self, keys: &[Value]) {
+            std::fs::write(&self.0, json!({ "keys": keys }).to_string()).expect("write the set");
+        }
+
+        async fn load(&self) -> Result<Arc<Jwks>, JwksError> {
+            Jwks::load(JwksSource::File(self.0.clone()), Duration::from_secs(3600))
+                .await
+                .map(Arc::new)
+        }
+    }
+
+    impl Drop for SetFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn only_public_signing_keys_are_taken() {
+        let parse = |v: Value| serde_json::from_value(v).expect("a JWK");
+        assert!(key_of(&parse(okp(None, 1))).is_some());
+        let mut enc = okp(None, 1);
+        enc["use"] = json!("enc");
+        assert!(key_of(&parse(enc)).is_none(), "an encryption key");
+        let secret = json!({"kty": "oct", "k": URL_SAFE_NO_PAD.encode(b"shared")});
+        assert!(key_of(&parse(secret)).is_none(), "a symmetric key");
+        let x25519 = json!({"kty": "OKP", "crv": "X25519", "x": URL_SAFE_NO_PAD.encode([1u8; 32])});
+        assert!(key_of(&parse(x25519)).is_none(), "a key-agreement curve");
+    }
+
+    #[tokio::test]
+    async fn a_token_without_kid_needs_an_unambiguous_set() {
+        let one = SetFile::new(&[okp(Some("a"), 1)]);
+        let jwks = one.load().await.expect("loads");
+        assert!(jwks.key(None).await.is_some(), "the only key");
+        let two = SetFile::new(&[okp(Some("a"), 1), okp(None, 2)]);
+        let jwks = two.load().await.expect("loads");
+        assert!(jwks.key(None).await.is_none(), "two keys: which one?");
+        assert!(jwks.key(Some("a")).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn an_unknown_kid_fetches_again_at_most_once_per_interval() {
+        let file = SetFile::new(&[okp(Some("a"), 1)]);
+        let jwks = file.load().await.expect("loads");
+        // Rotation: the provider publishes `b`; a token naming it fetches.
+        file.write(&[okp(Some("a"), 1), okp(Some("b"), 2)]);
+        assert!(jwks.key(Some("b")).await.is_some());
+        // Within the interval a made-up kid does not fetch again, so a
+        // key published meanwhile waits for the next interval.
+        file.write(&[okp(Some("c"), 3)]);
+        assert!(jwks.key(Some("made-up")).await.is_none());
+        assert!(jwks.key(Some("c")).await.is_none());
+        assert!(jwks.key(Some("a")).await.is_some(), "the keys we have stay");
+    }
+
+    #[tokio::test]
+    async fn a_stale_set_is_served_while_it_is_refreshed_in_the_background() {
+        let file = SetFile::new(&[okp(Some("a"), 1)]);
+        let jwks = Jwks::load(JwksSource::File(file.0.clone()), Duration::ZERO)
+            .await
+            .map(Arc::new)
+            .expect("loads");
+        file.write(&[okp(Some("a"), 1), okp(Some("b"), 2)]);
+        assert!(jwks.key(Some("a")).await.is_some(), "served stale");
+        let mut refreshed = false;
+        for _ in 0..500 {
+            if jwks.current().by_kid.contains_key("b") {
+                refreshed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(refreshed, "the background fetch brought `b`");
+    }
+
+    #[tokio::test]
+    async fn a_set_that_cannot_be_used_stops_start_up() {
+        let missing = JwksSource::File(std::env::temp_dir().join("no-such-jwks.json"));
+        let err = Jwks::load(missing, Duration::from_secs(60)).await.err();
+        assert!(matches!(err, Some(JwksError::Fetch { .. })), "{err:?}");
+        let secrets_only = SetFile::new(&[json!({"kty": "oct", "k": "c2VjcmV0"})]);
+        let err = secrets_only.load().await.err();
+        assert!(matches!(err, Some(JwksError::Empty(_))), "{err:?}");
+        let garbage = SetFile::new(&[]);
+        std::fs::write(&garbage.0, "not json").expect("write");
+        let err = garbage.load().await.err();
+        assert!(matches!(err, Some(JwksError::Fetch { .. })), "{err:?}");
+    }
+}

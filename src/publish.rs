@@ -1,6 +1,7 @@
 //! Publishing: the checks every event passes before it reaches the bus, in
 //! the order the contract fixes (rate, channel, tenant, size, idempotency
-//! key, schema; see [`PublishService::prepare`]), then the bus append. Transports map [`PublishError`] to their own status codes.
+//! key, schema; see [`PublishService::prepare`]), then the bus append.
+//! Transports map [`PublishError`] to their own status codes.
 
 use std::sync::Arc;
 
@@ -259,5 +260,218 @@ impl PublishService {
                     .map_err(PublishError::Unavailable),
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::num::NonZeroU32;
+
+    use bytes::Bytes;
+    use prost::Message;
+
+    use super::*;
+    use crate::bus::memory::MemoryBus;
+    use crate::bus::{Entry, Orders, Retention, Sink};
+    use crate::channel::Channel;
+    use crate::proto::events::v1::{Event, MessageDelta, ScanProgress, event::Payload};
+    use crate::proto::server;
+    use crate::revocation::Revocation;
+
+    const TENANT: &str = "0b5e5f9c-7d64-4f1e-9a43-3c2d9a4f7e10";
+    const OTHER: &str = "5d7b3f41-2c1a-4c8e-b0f6-8e2d1a9c4b33";
+
+    struct Quiet;
+    impl Sink for Quiet {
+        fn deliver(&self, _: &Channel, _: Entry) {}
+        fn resync(&self, _: &Channel) {}
+    }
+    impl Orders for Quiet {
+        fn apply(&self, _: &Revocation) {}
+    }
+
+    fn service(max_payload_bytes: usize) -> PublishService {
+        let bus = MemoryBus::new(
+            Retention::default(),
+            usize::MAX,
+            Arc::new(Quiet),
+            Arc::new(Quiet),
+        );
+        PublishService::new(Schema::embedded(), Arc::new(bus), max_payload_bytes)
+    }
+
+    fn publisher(tenant: &str) -> auth::Publisher {
+        let tenant = tenant.parse().expect("a uuid");
+        auth::Publisher {
+            subject: Some("svc".to_owned()),
+            tenants: auth::Tenants::Only(HashSet::from([tenant])),
+            exp: u64::MAX,
+        }
+    }
+
+    fn delta(content: &str) -> Event {
+        Event {
+            payload: Some(Payload::MessageDelta(MessageDelta {
+                content: content.to_owned(),
+            })),
+        }
+    }
+
+    fn request(prefix: &str, tenant: &str, event: Option<Event>, key: &str) -> PublishRequest {
+        PublishRequest {
+            channel: Some(server::Channel {
+                prefix: Bytes::copy_from_slice(prefix.as_bytes()),
+                tenant_id: Bytes::copy_from_slice(tenant.as_bytes()),
+                resource_id: Bytes::from_static(b"r1"),
+            }),
+            event: event.map(|e| Bytes::from(e.encode_to_vec())),
+            idempotency_key: key.to_owned(),
+        }
+    }
+
+    /// The field the first violation names, or the error's kind.
+    fn refused(e: PublishError) -> String {
+        match e {
+            PublishError::Invalid { violations, .. } => violations[0].field.clone(),
+            PublishError::Tenant(_) => "tenant".to_owned(),
+            PublishError::TooLarge { .. } => "too large".to_owned(),
+            PublishError::Throttled { .. } => "throttled".to_owned(),
+            PublishError::Unavailable(_) => "unavailable".to_owned(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_valid_request_becomes_what_the_bus_carries() {
+        let outgoing = service(1024)
+            .prepare(
+                &publisher(TENANT),
+                request("chat", TENANT, Some(delta("hi")), "k1"),
+            )
+            .map_err(refused);
+        let outgoing = outgoing.expect("accepted");
+        assert_eq!(outgoing.channel.to_string(), format!("chat:{TENANT}:r1"));
+        assert_eq!(&*outgoing.event, "message.delta");
+        assert_eq!(&outgoing.data[..], br#"{"content":"hi"}"#);
+        assert_eq!(outgoing.idempotency_key.as_deref(), Some("k1"));
+        let no_key = service(1024).prepare(
+            &publisher(TENANT),
+            request("chat", TENANT, Some(delta("hi")), ""),
+        );
+        assert!(
+            no_key.is_ok_and(|o| o.idempotency_key.is_none()),
+            "empty is none"
+        );
+    }
+
+    #[tokio::test]
+    async fn each_missing_part_is_named() {
+        let svc = service(1024);
+        let p = publisher(TENANT);
+        let mut no_channel = request("chat", TENANT, Some(delta("x")), "");
+        no_channel.channel = None;
+        assert_eq!(refused(svc.prepare(&p, no_channel).unwrap_err()), "channel");
+        let no_event = request("chat", TENANT, None, "");
+        assert_eq!(refused(svc.prepare(&p, no_event).unwrap_err()), "event");
+        let no_payload = request("chat", TENANT, Some(Event { payload: None }), "");
+        assert_eq!(
+            refused(svc.prepare(&p, no_payload).unwrap_err()),
+            "event.payload"
+        );
+    }
+
+    /// Each pair fails two checks; the earlier check in the contract's
+    /// order (rate, channel, tenant, size, idempotency key, schema) wins.
+    #[tokio::test]
+    async fn checks_run_in_the_contract_order() {
+        let svc = service(64);
+        let p = publisher(TENANT);
+        let long_key = "k".repeat(MAX_IDEMPOTENCY_KEY + 1);
+        let huge = delta(&"x".repeat(100));
+        let bad_rules = Event {
+            payload: Some(Payload::ScanProgress(ScanProgress {
+                scan_id: "not a uuid".to_owned(),
+                checked: 0,
+                total: 0,
+            })),
+        };
+        let cases = [
+            (
+                request("BAD!", OTHER, Some(huge.clone()), ""),
+                "channel.prefix",
+            ),
+            (request("chat", OTHER, Some(huge.clone()), ""), "tenant"),
+            (request("chat", TENANT, Some(huge), &long_key), "too large"),
+            (
+                request("chat", TENANT, Some(bad_rules.clone()), &long_key),
+                "idempotency_key",
+            ),
+            (
+                request("chat", TENANT, Some(bad_rules), ""),
+                "event.scan_progress.scan_id",
+            ),
+        ];
+        for (req, want) in cases {
+            assert_eq!(refused(svc.prepare(&p, req).unwrap_err()), want);
+        }
+        // A key of exactly the limit is accepted.
+        let at_limit = "k".repeat(MAX_IDEMPOTENCY_KEY);
+        assert!(
+            svc.prepare(&p, request("chat", TENANT, Some(delta("x")), &at_limit))
+                .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn the_rate_is_checked_first_and_per_publisher() {
+        let rate = crate::rate::Rate {
+            per_sec: NonZeroU32::MIN,
+            burst: NonZeroU32::MIN,
+        };
+        let svc = service(1024).with_rate_limit(rate);
+        let p = publisher(TENANT);
+        let bad_channel = || request("BAD!", TENANT, Some(delta("x")), "");
+        assert_eq!(
+            refused(svc.prepare(&p, bad_channel()).unwrap_err()),
+            "channel.prefix",
+            "the first takes the burst, then fails its own check"
+        );
+        assert_eq!(
+            refused(svc.prepare(&p, bad_channel()).unwrap_err()),
+            "throttled"
+        );
+        let other = auth::Publisher {
+            subject: Some("other".to_owned()),
+            ..publisher(TENANT)
+        };
+        assert!(
+            svc.prepare(&other, request("chat", TENANT, Some(delta("x")), ""))
+                .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn publish_many_keeps_request_order_around_refusals() {
+        let svc = service(1024);
+        let p = publisher(TENANT);
+        let outcomes = svc
+            .publish_many(
+                &p,
+                vec![
+                    request("chat", TENANT, Some(delta("a")), ""),
+                    request("chat", OTHER, Some(delta("b")), ""),
+                    request("chat", TENANT, Some(delta("c")), "k"),
+                    request("chat", TENANT, Some(delta("d")), "k"),
+                ],
+            )
+            .await;
+        let shape: Vec<Result<bool, String>> = outcomes
+            .into_iter()
+            .map(|o| o.map(|p| p.duplicate).map_err(refused))
+            .collect();
+        assert_eq!(
+            shape,
+            [Ok(false), Err("tenant".to_owned()), Ok(false), Ok(true)]
+        );
     }
 }
