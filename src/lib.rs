@@ -23,7 +23,8 @@
 //!   `streams` (open streams, their limits and revocation), `rate`,
 //!   `metrics`;
 //! - the `bus` (embedded and Valkey);
-//! - value types and formats: `cursor`, `revocation`, `wire`, `clock`.
+//! - value types and formats: `cursor`, `revocation`, `wire`, `clock`;
+//!   and `write_through`, the `AsyncWrite` the connection wrappers share.
 
 pub mod bench;
 pub mod channel;
@@ -51,6 +52,7 @@ pub(crate) mod revocation;
 pub(crate) mod streams;
 pub(crate) mod tls;
 pub(crate) mod wire;
+pub(crate) mod write_through;
 
 /// The parsers that face the network, for the fuzz targets in `fuzz/`
 /// (built with `--features fuzzing`). Not an API: it changes with them.

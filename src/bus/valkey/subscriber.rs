@@ -5,9 +5,9 @@
 //! Every event a node delivers arrives as a pushed message on this one
 //! connection. The client library's general RESP parser built a tree of
 //! values, an allocation and a copy per part, for each one (change 32 in
-//! docs/benchmarks.md measures what this connection saved). This connection only subscribes,
-//! unsubscribes and pings, and hands pushed messages on as slices of the
-//! bytes it read ([`resp`]).
+//! `docs/benchmarks.md` measures what this connection saved). This
+//! connection only subscribes, unsubscribes and pings, and hands pushed
+//! messages on as slices of the bytes it read ([`resp`]).
 //!
 //! It reconnects by itself (50 ms, doubling up to 2 s), subscribes again to
 //! every channel it holds, and says so: [`Push::Disconnected`] when the
