@@ -464,7 +464,108 @@ fn check_value(
 
 #[cfg(test)]
 mod tests {
-    use super::is_canonical_uuid;
+    use prost::Message;
+    use prost_reflect::DynamicMessage;
+
+    use super::{Violation, is_canonical_uuid};
+    use crate::proto::events::v1::{ScanError, ScanProgress};
+    use crate::schema::Schema;
+
+    const ID: &str = "0b6e1a52-3a8e-4a47-9d0e-2c4f5d6e7f80";
+
+    /// Checks `payload` with the rules the embedded catalogue compiled for
+    /// `event`; returns each violation as `field: description`.
+    fn violations(event: &str, payload: &impl Message) -> Vec<String> {
+        let Some(event) = Schema::embedded().catalogue().by_name(event) else {
+            panic!("{event} is in the catalogue");
+        };
+        let message =
+            DynamicMessage::decode(event.message.clone(), payload.encode_to_vec().as_slice())
+                .expect("decodes");
+        let mut out = Vec::new();
+        event.rules.check(&message, "event.x", &mut out);
+        out.into_iter()
+            .map(|Violation { field, description }| format!("{field}: {description}"))
+            .collect()
+    }
+
+    fn progress(scan_id: &str, checked: u32, total: u32) -> ScanProgress {
+        ScanProgress {
+            scan_id: scan_id.to_owned(),
+            checked,
+            total,
+        }
+    }
+
+    #[test]
+    fn a_payload_that_keeps_every_rule_passes() {
+        assert_eq!(
+            violations("scan.progress", &progress(ID, 3, 3)),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn uuid_fields_say_what_form_to_send() {
+        let upper = ID.to_uppercase();
+        assert_eq!(
+            violations("scan.progress", &progress(&upper, 0, 0)),
+            [format!(
+                "event.x.scan_id: must be a UUID in its canonical form (lowercase, hyphenated) such as {ID}; send `{ID}`"
+            )]
+        );
+        assert_eq!(
+            violations("scan.progress", &progress("", 0, 0)),
+            ["event.x.scan_id: must be a UUID, got an empty string"]
+        );
+        assert_eq!(
+            violations("scan.progress", &progress("scan-1", 0, 0)),
+            [format!("event.x.scan_id: must be a UUID such as {ID}")]
+        );
+    }
+
+    #[test]
+    fn a_cross_field_bound_names_both_fields() {
+        assert_eq!(
+            violations("scan.progress", &progress(ID, 4, 3)),
+            ["event.x.checked: must be <= total (4 > 3)"]
+        );
+    }
+
+    #[test]
+    fn required_and_length_rules_count_what_a_person_sees() {
+        let error = |code: &str, detail: &str| ScanError {
+            scan_id: ID.to_owned(),
+            code: code.to_owned(),
+            detail: detail.to_owned(),
+        };
+        assert_eq!(
+            violations("scan.error", &error("", " \t")),
+            [
+                "event.x.code: must not be empty",
+                "event.x.detail: must not be only whitespace"
+            ]
+        );
+        // 64 characters of two bytes each: within a limit in characters.
+        assert_eq!(
+            violations("scan.error", &error(&"é".repeat(64), "d")),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            violations("scan.error", &error(&"é".repeat(65), "d")),
+            ["event.x.code: must be at most 64 characters, got 65"]
+        );
+    }
+
+    #[test]
+    fn the_listing_shows_each_fields_rules() {
+        let Some(event) = Schema::embedded().catalogue().by_name("scan.progress") else {
+            panic!("scan.progress is in the catalogue");
+        };
+        let listed = event.rules.describe();
+        assert!(listed.contains(&("scan_id".to_owned(), vec!["uuid".to_owned()])));
+        assert!(listed.contains(&("checked".to_owned(), vec!["<= total".to_owned()])));
+    }
 
     #[test]
     fn only_the_canonical_uuid_form_passes() {
