@@ -16,8 +16,11 @@ pub(super) type Group<T> = smallvec::SmallVec<[T; 4]>;
 /// The indices of `events` by channel: one group per channel, each in
 /// publish order; groups in order of their channel's first event.
 pub(super) fn by_channel(events: &[Outgoing]) -> Vec<Group<usize>> {
-    let mut groups: Vec<Group<usize>> = Vec::new();
-    let mut index: HashMap<&Channel, usize, foldhash::fast::RandomState> = HashMap::default();
+    // Sized for the batch up front: grown from empty it rehashed its way
+    // up on every batch of many channels.
+    let mut groups: Vec<Group<usize>> = Vec::with_capacity(events.len());
+    let mut index: HashMap<&Channel, usize, foldhash::fast::RandomState> =
+        HashMap::with_capacity_and_hasher(events.len(), Default::default());
     for (i, e) in events.iter().enumerate() {
         match index.get(&e.channel) {
             Some(&g) => groups[g].push(i),
