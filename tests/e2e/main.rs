@@ -13,6 +13,7 @@ mod memory_bounds;
 mod publish_errors;
 mod resume;
 mod revocation;
+mod black_hole;
 mod subscriber_auth;
 mod tls;
 mod valkey_faults;

@@ -627,3 +627,63 @@ async fn after_a_flood_of_batches_the_next_publish_trims_to_the_bound() {
     }
     bridge.stop().await;
 }
+
+/// A subscription connection that goes silent (its route black-holed: no
+/// reset, no close, no byte ever again) is found out within about twice
+/// the command timeout; `/readyz` says 503 while the node has no working
+/// subscription; once a new connection gets through, the channel is
+/// refilled from history: the stream gets every event, in order, once.
+#[tokio::test]
+async fn a_silent_subscription_connection_is_found_out_and_refilled() {
+    let backend = Backend::valkey();
+    let server: std::net::SocketAddr = backend
+        .server()
+        .url()
+        .trim_start_matches("redis://")
+        .parse()
+        .unwrap();
+    let hole = crate::black_hole::BlackHole::start(server).await;
+    let via_hole = format!("redis://{}", hole.addr);
+    let a = Bridge::with_valkey_url(Some(&via_hole), &["--valkey-timeout-ms", "500"]).await;
+    let b = Bridge::on(&backend, &[]).await;
+    let mut sse = a
+        .subscribe(&[&channel("quiet")], &subscriber_token(TENANT), None)
+        .await;
+    let mut pb = b.publisher().await;
+    let first = publish(&mut pb, "quiet", progress(0, 100)).await;
+    assert_eq!(sse.next_event().await.id, Some(first));
+    assert_eq!(ready(&a).await, 200);
+
+    hole.cut(true);
+    let mut ids = Vec::new();
+    for i in 1..=20 {
+        ids.push(publish(&mut pb, "quiet", progress(i, 100)).await);
+    }
+    let mut status = 200;
+    for _ in 0..100 {
+        status = ready(&a).await;
+        if status == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 503, "not ready while the subscription is dead");
+
+    hole.cut(false);
+    for id in ids {
+        assert_eq!(sse.next_event().await.id, Some(id));
+    }
+    let last = publish(&mut pb, "quiet", progress(21, 100)).await;
+    assert_eq!(sse.next_event().await.id, Some(last), "live again, no duplicate");
+    let mut status = 503;
+    for _ in 0..100 {
+        status = ready(&a).await;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200);
+    a.stop().await;
+    b.stop().await;
+}

@@ -131,7 +131,7 @@ impl ValkeyBus {
                 .set_max_delay(call::RECONNECT_MAX)
         };
         let (tx, rx) = mpsc::unbounded_channel::<Push>();
-        let subs = at_start(config, Subscriber::connect(target, tx)).await?;
+        let subs = at_start(config, Subscriber::connect(target, tx, config.timeout)).await?;
         // Commands go on a connection of their own: Valkey holds subscribed
         // clients to the pub/sub output-buffer limit (32 MiB by default), and
         // the large history replies of many catching-up streams would get

@@ -9,6 +9,11 @@
 //! connection only subscribes, unsubscribes and pings, and hands pushed
 //! messages on as slices of the bytes it read ([`resp`]).
 //!
+//! A connection that goes silent (a black-holed route, a server that
+//! stopped answering) is found out: after a quiet spell as long as the
+//! command timeout it sends `PING`, and with no answer within as long again
+//! it is taken for dead. Only when quiet: a busy connection costs nothing.
+//!
 //! It reconnects by itself (50 ms, doubling up to 2 s), subscribes again to
 //! every channel it holds, and says so: [`Push::Disconnected`] when the
 //! connection drops, [`Push::Subscribed`] for each confirmed subscription,
@@ -16,11 +21,13 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use redis::{ConnectionAddr, ConnectionInfo};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use super::call::{RECONNECT_MAX, RECONNECT_MIN};
 use super::resp::{self, Frame, Parsed};
@@ -77,6 +84,10 @@ pub enum ConnError {
     Hello(String),
     #[error(transparent)]
     Resp(#[from] resp::RespError),
+    #[error("Valkey did not answer a ping within {0:?}; the connection is taken for dead")]
+    Silent(Duration),
+    #[error("Valkey did not answer within {0:?} while connecting")]
+    OpenTimeout(Duration),
     #[error("Valkey closed the connection")]
     Closed,
     #[error("a reply that no command asked for")]
@@ -104,7 +115,8 @@ type Answer = oneshot::Sender<Result<(), RequestError>>;
 enum Request {
     Subscribe(Kind, String, Answer),
     Unsubscribe(Kind, String, Answer),
-    Ping(Answer),
+    /// `None`: the connection's own liveness probe.
+    Ping(Option<Answer>),
 }
 
 /// What a sent command waits for, in the order the commands were sent
@@ -112,7 +124,8 @@ enum Request {
 enum Pending {
     Subscribe(Kind, String, Option<Answer>),
     Unsubscribe(Option<Answer>),
-    Ping(Answer),
+    /// `None`: the connection's own liveness probe.
+    Ping(Option<Answer>),
 }
 
 /// Where and as whom to connect.
@@ -267,13 +280,16 @@ impl Drop for Subscriber {
 impl Subscriber {
     /// Connects (failing if the first attempt fails, so a bad URL or a
     /// Valkey that is down stops start-up) and starts the connection's task.
+    /// `silence`: how long a quiet connection waits before it pings, and
+    /// then for the answer (the command timeout).
     pub async fn connect(
         target: Target,
         pushes: mpsc::UnboundedSender<Push>,
+        silence: Duration,
     ) -> Result<Subscriber, ConnError> {
         let conn = Conn::open(&target).await?;
         let (requests, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(conn, target, rx, pushes));
+        let task = tokio::spawn(run(conn, target, rx, pushes, silence));
         Ok(Subscriber { requests, task })
     }
 
@@ -297,7 +313,7 @@ impl Subscriber {
     }
 
     pub async fn ping(&self) -> Result<(), RequestError> {
-        self.ask(Request::Ping).await
+        self.ask(|a| Request::Ping(Some(a))).await
     }
 }
 
@@ -308,6 +324,7 @@ async fn run(
     target: Target,
     mut requests: mpsc::UnboundedReceiver<Request>,
     pushes: mpsc::UnboundedSender<Push>,
+    silence: Duration,
 ) {
     // The subscriptions Valkey should hold for this node.
     let mut held: HashSet<(Kind, String)> = HashSet::new();
@@ -315,7 +332,10 @@ async fn run(
     let mut delay = RECONNECT_MIN;
     loop {
         let Some(mut current) = conn.take() else {
-            match Conn::open(&target).await {
+            let opened = tokio::time::timeout(silence, Conn::open(&target))
+                .await
+                .unwrap_or(Err(ConnError::OpenTimeout(silence)));
+            match opened {
                 Ok(c) => {
                     delay = RECONNECT_MIN;
                     conn = Some(c);
@@ -341,7 +361,7 @@ async fn run(
             }
             continue;
         };
-        match serve(&mut current, &mut requests, &mut held, &pushes).await {
+        match serve(&mut current, &mut requests, &mut held, &pushes, silence).await {
             Ok(()) => return,
             Err(e) => {
                 tracing::warn!(error = %e, "lost the Valkey subscription connection");
@@ -355,8 +375,13 @@ async fn run(
 
 fn refuse(request: Request, held: &mut HashSet<(Kind, String)>) {
     match request {
-        Request::Subscribe(_, _, answer) | Request::Ping(answer) => {
+        Request::Subscribe(_, _, answer) => {
             let _ = answer.send(Err(RequestError::Down));
+        }
+        Request::Ping(answer) => {
+            if let Some(answer) = answer {
+                let _ = answer.send(Err(RequestError::Down));
+            }
         }
         Request::Unsubscribe(kind, channel, answer) => {
             held.remove(&(kind, channel));
@@ -372,8 +397,15 @@ async fn serve(
     requests: &mut mpsc::UnboundedReceiver<Request>,
     held: &mut HashSet<(Kind, String)>,
     pushes: &mpsc::UnboundedSender<Push>,
+    silence: Duration,
 ) -> Result<(), ConnError> {
     let mut pending: VecDeque<Pending> = VecDeque::new();
+    // Liveness: when anything was last read, and when the probe went out.
+    // One timer, moved only when it fires, not per read.
+    let mut heard = Instant::now();
+    let mut probe: Option<Instant> = None;
+    let check = tokio::time::sleep(silence);
+    tokio::pin!(check);
     for (kind, channel) in held.iter() {
         resp::command(&mut conn.write, &[kind.subscribe(), channel.as_bytes()]);
         pending.push_back(Pending::Subscribe(*kind, channel.clone(), None));
@@ -396,9 +428,28 @@ async fn serve(
                         }
                     },
                     filled = conn.fill() => match filled {
-                        Ok(()) => continue,
+                        Ok(()) => {
+                            heard = Instant::now();
+                            continue;
+                        }
                         Err(e) => break Err(e),
                     },
+                    () = &mut check => {
+                        let now = Instant::now();
+                        if probe.is_some_and(|sent| heard <= sent) {
+                            break Err(ConnError::Silent(silence));
+                        }
+                        probe = None;
+                        let quiet_until = heard + silence;
+                        if now >= quiet_until {
+                            send(conn, Request::Ping(None), held, &mut pending);
+                            probe = Some(now);
+                            check.as_mut().reset(now + silence);
+                        } else {
+                            check.as_mut().reset(quiet_until);
+                        }
+                        continue;
+                    }
                 }
             }
             Err(e) => break Err(e),
@@ -410,7 +461,7 @@ async fn serve(
     for waiting in pending {
         let answer = match waiting {
             Pending::Subscribe(_, _, a) | Pending::Unsubscribe(a) => a,
-            Pending::Ping(a) => Some(a),
+            Pending::Ping(a) => a,
         };
         if let Some(a) = answer {
             let _ = a.send(Err(RequestError::Dropped));
@@ -460,7 +511,9 @@ fn handle(
         };
         match pending.pop_front() {
             Some(Pending::Ping(a)) => {
-                let _ = a.send(error.map_or(Ok(()), Err));
+                if let Some(a) = a {
+                    let _ = a.send(error.map_or(Ok(()), Err));
+                }
             }
             Some(Pending::Subscribe(kind, channel, a)) => {
                 let e = error.unwrap_or(RequestError::Unexpected);
@@ -538,7 +591,7 @@ mod tests {
         let (ping_tx, mut ping_rx) = oneshot::channel();
         let mut pending = VecDeque::from([
             Pending::Subscribe(Kind::Shard, "a".into(), Some(a_tx)),
-            Pending::Ping(ping_tx),
+            Pending::Ping(Some(ping_tx)),
         ]);
         let message = b">3\r\n$8\r\nsmessage\r\n$1\r\nb\r\n$3\r\nxyz\r\n";
         handle(parsed(message), &mut held, &mut pending, &tx).unwrap();
