@@ -27,6 +27,8 @@ use crate::streams::{StreamLimits, Streams};
 
 /// Why a node could not reach its Valkey at start.
 pub use crate::bus::valkey::ConnectError as ValkeyError;
+/// When a publish on Valkey is acknowledged (`--valkey-durability`).
+pub use crate::bus::valkey::Durability as ValkeyDurability;
 
 /// How often the gRPC health status is matched to the bus.
 const HEALTH_EVERY: Duration = Duration::from_millis(500);

@@ -86,6 +86,8 @@ pub(super) async fn run(args: &BenchArgs) -> Result<(&'static str, BusRun)> {
                 &ValkeyConfig {
                     url: url.clone(),
                     timeout: Duration::from_secs(5),
+                    durability: Default::default(),
+                    durability_timeout: Duration::from_secs(1),
                 },
                 retention,
                 sink.clone(),

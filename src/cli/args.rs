@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use crate::bus::valkey::Durability;
+
 #[derive(Args, Debug)]
 pub struct CodegenArgs {
     /// What to generate.
@@ -44,6 +46,20 @@ pub struct ServeArgs {
     /// it publishes fail with UNAVAILABLE and /readyz reports not ready.
     #[arg(long, env = "SSE_BRIDGE_VALKEY_TIMEOUT_MS", default_value_t = 1000)]
     pub valkey_timeout_ms: u64,
+    /// When a publish is acknowledged: `none` once the Valkey primary has
+    /// it in memory; `aof` once it is fsynced to the primary's append-only
+    /// file; `replica` once a replica has it (docs/scaling.md).
+    #[arg(long, env = "SSE_BRIDGE_VALKEY_DURABILITY", value_enum, default_value_t = Durability::None)]
+    pub valkey_durability: Durability,
+    /// How long a publish waits for that confirmation, in milliseconds;
+    /// past it the publish fails with UNAVAILABLE (retry with the same
+    /// idempotency key).
+    #[arg(
+        long,
+        env = "SSE_BRIDGE_VALKEY_DURABILITY_TIMEOUT_MS",
+        default_value_t = 1000
+    )]
+    pub valkey_durability_timeout_ms: u64,
     /// HS256 secret for subscriber (and, by default, publisher) tokens.
     #[arg(long, env = "SSE_BRIDGE_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,

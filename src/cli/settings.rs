@@ -164,6 +164,8 @@ impl ServeArgs {
             valkey: self.valkey_url.as_ref().map(|url| ValkeyConfig {
                 url: url.clone(),
                 timeout: Duration::from_millis(self.valkey_timeout_ms.max(1)),
+                durability: self.valkey_durability,
+                durability_timeout: Duration::from_millis(self.valkey_durability_timeout_ms.max(1)),
             }),
             limits: StreamLimits {
                 per_tenant: self.max_streams_per_tenant,

@@ -1,10 +1,12 @@
 //! End-to-end tests: a real bridge, real gRPC calls through the generated
 //! client, real SSE reads over HTTP.
 
+mod black_hole;
 mod catalogue;
 mod cli;
 mod connections;
 mod delivery;
+mod durability;
 mod hardening;
 mod harness;
 mod lifecycle;
@@ -13,7 +15,6 @@ mod memory_bounds;
 mod publish_errors;
 mod resume;
 mod revocation;
-mod black_hole;
 mod subscriber_auth;
 mod tls;
 mod valkey_faults;

@@ -324,6 +324,16 @@ async fn listener_churn_leaves_no_subscriptions() {
 #[test]
 fn serve_refuses_a_valkey_cluster_node() {
     let node = crate::valkey_server::ValkeyServer::start_cluster_node();
+    let err = serve_fails(&["--valkey-url", &node.url()]);
+    assert!(
+        err.contains("Valkey Cluster node") && err.contains("--valkey-url"),
+        "{err}"
+    );
+}
+
+/// Runs `serve` with `args`, expects it to stop by itself with a failure,
+/// and returns what it said on stderr.
+pub fn serve_fails(args: &[&str]) -> String {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sse-bridge"))
         .args([
             "serve",
@@ -333,9 +343,8 @@ fn serve_refuses_a_valkey_cluster_node() {
             "127.0.0.1:0",
             "--grpc-addr",
             "127.0.0.1:0",
-            "--valkey-url",
-            &node.url(),
         ])
+        .args(args)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -348,7 +357,7 @@ fn serve_refuses_a_valkey_cluster_node() {
         if std::time::Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("the bridge started on a cluster node");
+            panic!("the bridge started with {args:?}");
         }
         std::thread::sleep(Duration::from_millis(50));
     };
@@ -356,10 +365,7 @@ fn serve_refuses_a_valkey_cluster_node() {
     std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
         .expect("read stderr");
     assert!(!status.success());
-    assert!(
-        err.contains("Valkey Cluster node") && err.contains("--valkey-url"),
-        "{err}"
-    );
+    err
 }
 
 /// One channel of a batch whose step fails in Valkey (its history key holds
@@ -674,7 +680,11 @@ async fn a_silent_subscription_connection_is_found_out_and_refilled() {
         assert_eq!(sse.next_event().await.id, Some(id));
     }
     let last = publish(&mut pb, "quiet", progress(21, 100)).await;
-    assert_eq!(sse.next_event().await.id, Some(last), "live again, no duplicate");
+    assert_eq!(
+        sse.next_event().await.id,
+        Some(last),
+        "live again, no duplicate"
+    );
     let mut status = 503;
     for _ in 0..100 {
         status = ready(&a).await;

@@ -23,6 +23,7 @@
 
 mod batch;
 mod call;
+mod durability;
 mod hints;
 mod history;
 mod keys;
@@ -60,7 +61,12 @@ pub struct ValkeyConfig {
     pub url: String,
     /// Bound on every command; past it the bus reports unavailable.
     pub timeout: Duration,
+    /// When a publish is acknowledged, and how long its wait may take.
+    pub durability: Durability,
+    pub durability_timeout: Duration,
 }
+
+pub use durability::Durability;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -73,6 +79,11 @@ pub enum ConnectError {
          server (a primary): point --valkey-url at one"
     )]
     Cluster,
+    #[error(
+        "--valkey-durability aof needs the append-only file on the Valkey primary \
+         (`appendonly yes`); it reports aof_enabled:0"
+    )]
+    NoAof,
 }
 
 /// The Valkey-backed bus.
@@ -153,8 +164,14 @@ impl ValkeyBus {
         if cluster.lines().any(|l| l.trim() == "cluster_enabled:1") {
             return Err(ConnectError::Cluster);
         }
+        check_durability(config, &mut probe).await?;
         // Publishes run the script by digest; load it before the first.
-        let publisher = Publisher::new(conn.clone(), retention, config.timeout);
+        let publisher = Publisher::new(
+            conn.clone(),
+            retention,
+            config.timeout,
+            (config.durability, config.durability_timeout),
+        );
         at_start(config, publisher.load_script()).await?;
         at_start(config, subs.subscribe(Kind::Plain, CONTROL)).await?;
         let shared = Arc::new(Shared {
@@ -182,6 +199,37 @@ impl ValkeyBus {
         f: impl std::future::Future<Output = Result<T, E>>,
     ) -> Result<T, BusError> {
         call::bounded(self.timeout, what, f).await
+    }
+}
+
+/// Refuses `aof` durability on a server without the append-only file
+/// (every publish would fail), and warns when `replica` durability has no
+/// replica yet (publishes fail until one connects).
+async fn check_durability(
+    config: &ValkeyConfig,
+    conn: &mut ConnectionManager,
+) -> Result<(), ConnectError> {
+    let section = match config.durability {
+        Durability::None => return Ok(()),
+        Durability::Aof => "persistence",
+        Durability::Replica => "replication",
+    };
+    let info: String = at_start(config, redis::cmd("INFO").arg(section).query_async(conn)).await?;
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.trim().strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    match config.durability {
+        Durability::Aof if field("aof_enabled") != Some(1) => Err(ConnectError::NoAof),
+        Durability::Replica if field("connected_slaves").unwrap_or(0) == 0 => {
+            tracing::warn!(
+                "--valkey-durability replica: the primary has no replica connected; \
+                 publishes fail with UNAVAILABLE until one is"
+            );
+            Ok(())
+        }
+        _ => Ok(()),
     }
 }
 

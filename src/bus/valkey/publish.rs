@@ -16,6 +16,7 @@ use redis::{Script, Value};
 
 use super::batch::{Group, by_channel};
 use super::call::{bounded, unavailable};
+use super::durability::Durability;
 use super::hints::{Hints, Report, StepHint};
 use super::keys::Name;
 use super::mode::Mode;
@@ -34,16 +35,26 @@ pub(super) struct Publisher {
     retention: Retention,
     hints: Hints,
     timeout: Duration,
+    durability: Durability,
+    /// How long a durability wait may take before the batch fails.
+    wait_timeout: Duration,
 }
 
 impl Publisher {
-    pub fn new(conn: ConnectionManager, retention: Retention, timeout: Duration) -> Publisher {
+    pub fn new(
+        conn: ConnectionManager,
+        retention: Retention,
+        timeout: Duration,
+        (durability, wait_timeout): (Durability, Duration),
+    ) -> Publisher {
         Publisher {
             conn,
             publish: Script::new(PUBLISH),
             hints: Hints::new(retention.max_age, retention.max_len),
             retention,
             timeout,
+            durability,
+            wait_timeout,
         }
     }
 
@@ -58,7 +69,7 @@ impl Publisher {
         let steps = self
             .hints
             .steps(channels().zip(groups.iter().map(|g| g.len())), now);
-        let reply = match self.run_groups(&events, &groups, &steps).await {
+        let (reply, waited) = match self.run_groups(&events, &groups, &steps).await {
             Ok(v) => v,
             Err(e) => return events.iter().map(|_| Err(e.clone())).collect(),
         };
@@ -67,7 +78,7 @@ impl Publisher {
         // here, because batches sent after it may already have run and a
         // retry now would reorder their channels. Later publishes find the
         // script loaded.
-        let outcomes = if is_noscript(&reply) {
+        let mut outcomes = if is_noscript(&reply) {
             let loaded = self.load_script().await;
             let e = unavailable(format_args!(
                 "Valkey had lost the publish script (restarted?){}",
@@ -95,6 +106,15 @@ impl Publisher {
                     self.hints.record(channel, step, report);
                 }
                 _ => {}
+            }
+        }
+        // Recorded above either way: the script ran. Unconfirmed, it is
+        // not acknowledged.
+        if let Some(waited) = waited {
+            if let Err(e) = self.durability.confirmed(&waited, self.wait_timeout) {
+                for outcome in outcomes.iter_mut().filter(|o| o.is_ok()) {
+                    *outcome = Err(e.clone());
+                }
             }
         }
         let mut out: Vec<Option<Result<Published, BusError>>> =
@@ -187,23 +207,40 @@ impl Publisher {
         .map(|_| ())
     }
 
-    /// Runs the batch's script and returns its reply.
+    /// Runs the batch's script, and the durability wait if there is one;
+    /// returns their replies.
     async fn run_groups(
         &self,
         events: &[Outgoing],
         groups: &[Group<usize>],
         steps: &[StepHint],
-    ) -> Result<Value, BusError> {
+    ) -> Result<(Value, Option<Value>), BusError> {
         // In a pipeline that keeps errors as replies, so a lost script
         // (`NOSCRIPT`) can be told from other failures.
         let mut pipe = redis::pipe();
         pipe.ignore_errors()
             .add_command(self.publish_command(events, groups, steps));
+        let wait = self.durability.wait(self.wait_timeout);
+        let mut bound = self.timeout;
+        if let Some(wait) = wait {
+            pipe.add_command(wait);
+            bound += self.wait_timeout;
+        }
         let mut conn = self.conn.clone();
-        let mut replies: Vec<Value> =
-            bounded(self.timeout, "publish", pipe.query_async(&mut conn)).await?;
-        replies
-            .pop()
-            .ok_or_else(|| unavailable("the publish script gave no reply"))
+        let mut replies = bounded(bound, "publish", pipe.query_async::<Vec<Value>>(&mut conn))
+            .await?
+            .into_iter();
+        let script = replies
+            .next()
+            .ok_or_else(|| unavailable("the publish script gave no reply"))?;
+        let waited = match self.durability {
+            Durability::None => None,
+            _ => Some(
+                replies
+                    .next()
+                    .ok_or_else(|| unavailable("the durability wait gave no reply"))?,
+            ),
+        };
+        Ok((script, waited))
     }
 }

@@ -1,0 +1,134 @@
+//! `--valkey-durability`: a publish is acknowledged only once Valkey
+//! confirms the promised durability; an unconfirmed one is UNAVAILABLE and
+//! a retry with the same idempotency key publishes it once.
+
+use std::time::Duration;
+
+use redis::Value;
+use sse_bridge::client;
+use tonic::Code;
+
+use crate::harness::*;
+use crate::valkey_server::{self, ValkeyServer};
+
+async fn info(url: &str, section: &str) -> String {
+    match valkey_server::cmd(url, &["INFO", section]).await {
+        Value::BulkString(b) => String::from_utf8(b).expect("INFO is text"),
+        Value::VerbatimString { text, .. } => text,
+        other => panic!("INFO replied {other:?}"),
+    }
+}
+
+/// Makes `replica` replicate `primary` and waits until its link is up
+/// (the first sync done: only then does `WAIT` count it).
+async fn replicate(primary: &str, replica: &ValkeyServer) {
+    let port = primary.rsplit(':').next().expect("a port");
+    valkey_server::cmd(&replica.url(), &["REPLICAOF", "127.0.0.1", port]).await;
+    for _ in 0..200 {
+        if info(&replica.url(), "replication")
+            .await
+            .lines()
+            .any(|l| l.trim() == "master_link_status:up")
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the replica did not sync");
+}
+
+fn keyed(
+    resource: &str,
+    checked: u32,
+    key: &str,
+) -> sse_bridge::proto::ssebridge::v1::PublishRequest {
+    client::request(pb_channel(TENANT, resource), progress(checked, 100), key)
+}
+
+#[tokio::test]
+async fn aof_durability_waits_for_the_fsync() {
+    let backend = Backend::valkey_persistent();
+    let bridge = Bridge::on(&backend, &["--valkey-durability", "aof"]).await;
+    let mut sse = bridge
+        .subscribe(&[&channel("aof")], &subscriber_token(TENANT), None)
+        .await;
+    let mut p = bridge.publisher().await;
+    let id = publish(&mut p, "aof", progress(1, 2)).await;
+    assert_eq!(sse.next_event().await.id, Some(id));
+    let url = backend.server().url();
+    let calls = info(&url, "commandstats").await;
+    assert!(
+        calls.contains("cmdstat_waitaof:calls="),
+        "no WAITAOF ran: {calls}"
+    );
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn replica_durability_acknowledges_only_what_a_replica_has() {
+    let backend = Backend::valkey();
+    let primary = backend.server().url();
+    let mut replica = ValkeyServer::start(false);
+    replicate(&primary, &replica).await;
+    let bridge = Bridge::on(
+        &backend,
+        &[
+            "--valkey-durability",
+            "replica",
+            "--valkey-durability-timeout-ms",
+            "300",
+        ],
+    )
+    .await;
+    let mut sse = bridge
+        .subscribe(&[&channel("rep")], &subscriber_token(TENANT), None)
+        .await;
+    let mut p = bridge.publisher().await;
+    let first = p.publish(keyed("rep", 1, "k1")).await.expect("confirmed");
+    let first = first.into_inner().id;
+    assert_eq!(sse.next_event().await.id, Some(first));
+
+    // No replica: stored on the primary, maybe delivered, not acknowledged.
+    replica.kill();
+    let refused = p
+        .publish(keyed("rep", 2, "k2"))
+        .await
+        .expect_err("no replica confirms it");
+    assert_eq!(refused.code(), Code::Unavailable);
+    assert!(
+        refused.message().contains("no replica confirmed it")
+            && refused.message().contains("same idempotency_key"),
+        "{}",
+        refused.message()
+    );
+    let stored = sse.next_event().await;
+    assert_eq!(stored.data_json()["checked"], 2);
+
+    // Back: the retry with the same key is confirmed, as the same event.
+    replica.restart();
+    replicate(&primary, &replica).await;
+    let retried = p.publish(keyed("rep", 2, "k2")).await.expect("confirmed");
+    assert_eq!(Some(retried.into_inner().id), stored.id, "the same event");
+    let last = p.publish(keyed("rep", 3, "k3")).await.expect("confirmed");
+    assert_eq!(
+        sse.next_event().await.id,
+        Some(last.into_inner().id),
+        "the retry was not delivered again"
+    );
+    bridge.stop().await;
+}
+
+#[test]
+fn aof_durability_refuses_a_server_without_the_aof() {
+    let server = ValkeyServer::start(false);
+    let err = crate::valkey_faults::serve_fails(&[
+        "--valkey-url",
+        &server.url(),
+        "--valkey-durability",
+        "aof",
+    ]);
+    assert!(
+        err.contains("appendonly yes") && err.contains("--valkey-durability aof"),
+        "{err}"
+    );
+}
