@@ -53,8 +53,9 @@ struct Slots {
     /// Bytes of every slot's recent frames together.
     recent_bytes: usize,
     /// Every slot that holds recent frames, by the id of its oldest one:
-    /// where the node-wide budget evicts first.
-    oldest: BTreeSet<(StreamId, Channel)>,
+    /// where the node-wide budget evicts first. Kept only under pressure
+    /// (see [`Slots::fit`]): it costs a tree update per delivered event.
+    oldest: Option<BTreeSet<(StreamId, Channel)>>,
 }
 
 impl Slots {
@@ -68,7 +69,7 @@ impl Slots {
         let slot = self.map.get_mut(channel)?;
         Some(account(
             &mut self.recent_bytes,
-            &mut self.oldest,
+            self.oldest.as_mut(),
             channel,
             &mut slot.recent,
             change,
@@ -77,9 +78,22 @@ impl Slots {
 
     /// Evicts the oldest frames of any channel until all of them fit
     /// `budget`. Evicting only sends a later catch-up to history.
+    ///
+    /// Only eviction reads the index of oldest frames, so it is built
+    /// (from every slot) when the cache passes half its budget and dropped
+    /// below a quarter: well under budget a delivery updates no tree.
     fn fit(&mut self, budget: usize, gauges: &Gauges) {
+        if self.oldest.is_none() && self.recent_bytes > budget / 2 {
+            let index = self
+                .map
+                .iter()
+                .filter_map(|(channel, slot)| Some((slot.recent.oldest()?, channel.clone())));
+            self.oldest = Some(index.collect());
+        } else if self.oldest.is_some() && self.recent_bytes < budget / 4 {
+            self.oldest = None;
+        }
         while self.recent_bytes > budget {
-            let Some((_, channel)) = self.oldest.first().cloned() else {
+            let Some((_, channel)) = self.oldest.as_ref().and_then(|o| o.first().cloned()) else {
                 break;
             };
             gauges.evicted.increment(1);
@@ -161,7 +175,7 @@ impl Sink for Fanout {
         let max_frames = self.recent_frames;
         account(
             &mut slots.recent_bytes,
-            &mut slots.oldest,
+            slots.oldest.as_mut(),
             channel,
             &mut slot.recent,
             |r| r.push(frame, max_frames),
@@ -464,7 +478,25 @@ mod tests {
         // Clearing a channel's cache takes it out of the account.
         slots.recent(&a, |r| *r = Recent::default());
         assert_eq!(slots.recent_bytes, size);
-        assert_eq!(slots.oldest.len(), 1);
+        assert_eq!(slots.oldest.as_ref().map(BTreeSet::len), Some(1));
+        // Well under the budget the index goes; past half, it is rebuilt
+        // from the slots and evicts the oldest again.
+        slots.fit(8 * size, &fanout.gauges);
+        assert!(slots.oldest.is_none());
+        for (c, ms) in [(&a, 5), (&b, 6)] {
+            slots.recent(c, |r| r.push(frame(ms), 100));
+        }
+        slots.fit(2 * size, &fanout.gauges);
+        assert_eq!(slots.recent_bytes, 2 * size);
+        assert_eq!(
+            ids(slots
+                .get(&b)
+                .unwrap()
+                .recent
+                .after(StreamId::new(3, 0), usize::MAX)),
+            Some(vec![6]),
+            "b's 3 was the oldest"
+        );
     }
 
     fn channel(resource: &str) -> Channel {

@@ -122,7 +122,7 @@ pub struct Page {
 /// that a caller already holding the slot need not look it up again.
 pub(super) fn account<R>(
     bytes: &mut usize,
-    oldest: &mut BTreeSet<(StreamId, Channel)>,
+    oldest: Option<&mut BTreeSet<(StreamId, Channel)>>,
     channel: &Channel,
     recent: &mut Recent,
     change: impl FnOnce(&mut Recent) -> R,
@@ -131,6 +131,9 @@ pub(super) fn account<R>(
     let out = change(recent);
     let now_oldest = recent.oldest();
     *bytes = *bytes - was_bytes + recent.bytes;
+    let Some(oldest) = oldest else {
+        return out;
+    };
     if was_oldest != now_oldest {
         if let Some(id) = was_oldest {
             oldest.remove(&(id, channel.clone()));
