@@ -3,7 +3,9 @@
 //! `sse-bridge-subscriptions` in their `HELLO`. A cut one never carries
 //! another byte and is never closed, as when a route dies without a reset;
 //! while the cut lasts, new ones get the same. Other connections (the
-//! node's commands) pass untouched.
+//! node's commands) pass untouched. It can also fail over: every
+//! connection is closed and new ones go to another server, as when a
+//! virtual address moves to a promoted replica.
 
 use std::net::SocketAddr;
 
@@ -16,6 +18,7 @@ const SUBSCRIPTIONS: &[u8] = b"sse-bridge-subscriptions";
 pub struct BlackHole {
     pub addr: SocketAddr,
     cut: watch::Sender<bool>,
+    upstream: watch::Sender<SocketAddr>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -25,13 +28,32 @@ impl BlackHole {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (cut, watch) = watch::channel(false);
+        let (upstream, to) = watch::channel(upstream);
         let task = tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
             while let Ok((client, _)) = listener.accept().await {
-                conns.spawn(serve(client, upstream, watch.clone()));
+                let (watch, mut to) = (watch.clone(), to.clone());
+                let upstream = *to.borrow_and_update();
+                conns.spawn(async move {
+                    tokio::select! {
+                        () = serve(client, upstream, watch) => {}
+                        // Failed over: this connection is closed.
+                        _ = to.changed() => {}
+                    }
+                });
             }
         });
-        BlackHole { addr, cut, task }
+        BlackHole {
+            addr,
+            cut,
+            upstream,
+            task,
+        }
+    }
+
+    /// Closes every connection; new ones go to `upstream`.
+    pub fn fail_over(&self, upstream: SocketAddr) {
+        let _ = self.upstream.send(upstream);
     }
 
     /// Cuts the subscription connections (`true`) or lets new ones through

@@ -132,3 +132,70 @@ fn aof_durability_refuses_a_server_without_the_aof() {
         "{err}"
     );
 }
+
+fn addr(url: &str) -> std::net::SocketAddr {
+    url.trim_start_matches("redis://")
+        .parse()
+        .expect("an address")
+}
+
+/// A failover to a replica that missed the newest acknowledged events (the
+/// default durability promises nothing more): a client whose cursor is one
+/// of the lost events is reset, live or resuming, even once newer events
+/// follow on the new primary. Never a silent gap.
+#[tokio::test]
+async fn a_cursor_lost_in_a_failover_is_reset_never_a_silent_gap() {
+    let primary = ValkeyServer::start(false);
+    let replica = ValkeyServer::start(false);
+    replicate(&primary.url(), &replica).await;
+    let hole = crate::black_hole::BlackHole::start(addr(&primary.url())).await;
+    let via = format!("redis://{}", hole.addr);
+    let bridge = Bridge::with_valkey_url(Some(&via), &[]).await;
+    let token = subscriber_token(TENANT);
+    let mut live = bridge.subscribe(&[&channel("f")], &token, None).await;
+    let mut p = bridge.publisher().await;
+    let e1 = publish(&mut p, "f", progress(1, 9)).await;
+    assert_eq!(live.next_event().await.id, Some(e1.clone()));
+    // The replica has e1, then stops following: what comes next it misses.
+    let key = format!("sseb:{{{}}}:h", channel("f"));
+    for _ in 0..200 {
+        if valkey_server::cmd(&replica.url(), &["XLEN", &key]).await == Value::Int(1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    valkey_server::cmd(&replica.url(), &["REPLICAOF", "NO", "ONE"]).await;
+    let _e2 = publish(&mut p, "f", progress(2, 9)).await;
+    let e3 = publish(&mut p, "f", progress(3, 9)).await;
+    assert_eq!(live.next_event().await.data_json()["checked"], 2);
+    assert_eq!(live.next_event().await.id, Some(e3.clone()));
+
+    hole.fail_over(addr(&replica.url()));
+    let mut published = None;
+    for _ in 0..200 {
+        match p
+            .publish(client::request(pb_channel(TENANT, "f"), progress(4, 9), ""))
+            .await
+        {
+            Ok(r) => {
+                published = Some(r.into_inner().id);
+                break;
+            }
+            Err(s) => assert_eq!(s.code(), Code::Unavailable, "{}", s.message()),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let e4 = published.expect("the bridge publishes on the new primary");
+    assert!(e4 > e3, "newer ids follow: only the history tells the gap");
+
+    // The live stream is told, then goes on.
+    let reset = live.next_event().await;
+    assert_eq!(reset.event.as_deref(), Some("bridge.reset"), "{reset:?}");
+    assert_eq!(reset.data_json()["channels"][0], channel("f"));
+    // A client resuming from a lost event is told too.
+    let mut resumed = bridge.subscribe(&[&channel("f")], &token, Some(&e3)).await;
+    let reset = resumed.next_event().await;
+    assert_eq!(reset.event.as_deref(), Some("bridge.reset"), "{reset:?}");
+    assert_eq!(reset.data_json()["reason"], "unknown_position");
+    bridge.stop().await;
+}

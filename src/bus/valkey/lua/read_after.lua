@@ -2,7 +2,8 @@
 -- KEYS[1] the history stream; ARGV[1] the position, ARGV[2] the most
 -- entries, ARGV[3] the most bytes of field values (at least one entry).
 -- Returns {status, from, entries, more}: status 0 covered, 1 trimmed, 2
--- ahead of the stream, 3 from a history that is gone; `from` is where the
+-- not a position of this history (ahead of it, or an entry it never
+-- had), 3 from a history that is gone; `from` is where the
 -- returned entries start (exclusive); `more` is 1 when the page stopped
 -- before the stream's end. Read in small chunks so a page of large events
 -- does not pull the whole stream into the script first.
@@ -34,6 +35,12 @@ if lt(after, maxdel) then
   status, from = 1, maxdel
 elseif after ~= '0-0' and lt(maxdel, after) and lt(after, first) then
   status, from = 3, '0-0'
+elseif after ~= '0-0' and lt(maxdel, after) then
+  -- Inside what is retained, a position must be an entry of this
+  -- history. One the old primary gave out before a failover to a replica
+  -- that missed it is not, even once newer entries follow it: treated as
+  -- covered, its reader would silently miss the lost tail.
+  if #redis.call('XRANGE', KEYS[1], after, after) == 0 then return {2, last, {}, 0} end
 end
 local max_count, budget = tonumber(ARGV[2]), tonumber(ARGV[3])
 local out, used, cursor = {}, 0, from
