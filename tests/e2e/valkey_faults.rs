@@ -87,6 +87,20 @@ async fn ready(bridge: &Bridge) -> u16 {
         .as_u16()
 }
 
+/// `/readyz`'s status once it is `want`, or the last one seen when the
+/// patience ran out.
+async fn ready_becomes(bridge: &Bridge, want: u16) -> u16 {
+    let mut status = ready(bridge).await;
+    for _ in 0..100 {
+        if status == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        status = ready(bridge).await;
+    }
+    status
+}
+
 #[tokio::test]
 async fn two_nodes_share_live_events_and_resume_across_nodes() {
     let backend = Backend::valkey();
@@ -665,15 +679,11 @@ async fn a_silent_subscription_connection_is_found_out_and_refilled() {
     for i in 1..=20 {
         ids.push(publish(&mut pb, "quiet", progress(i, 100)).await);
     }
-    let mut status = 200;
-    for _ in 0..100 {
-        status = ready(&a).await;
-        if status == 503 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(status, 503, "not ready while the subscription is dead");
+    assert_eq!(
+        ready_becomes(&a, 503).await,
+        503,
+        "not ready while the subscription is dead"
+    );
 
     hole.cut(false);
     for id in ids {
@@ -685,15 +695,7 @@ async fn a_silent_subscription_connection_is_found_out_and_refilled() {
         Some(last),
         "live again, no duplicate"
     );
-    let mut status = 503;
-    for _ in 0..100 {
-        status = ready(&a).await;
-        if status == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(status, 200);
+    assert_eq!(ready_becomes(&a, 200).await, 200);
     a.stop().await;
     b.stop().await;
 }
