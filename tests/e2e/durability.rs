@@ -199,3 +199,23 @@ async fn a_cursor_lost_in_a_failover_is_reset_never_a_silent_gap() {
     assert_eq!(reset.data_json()["reason"], "unknown_position");
     bridge.stop().await;
 }
+
+#[tokio::test]
+async fn serve_refuses_a_replica() {
+    let primary = ValkeyServer::start(false);
+    let replica = ValkeyServer::start(false);
+    replicate(&primary.url(), &replica).await;
+    let url = replica.url();
+    let err = tokio::task::spawn_blocking(move || {
+        crate::valkey_faults::serve_fails(&["--valkey-url", &url])
+    })
+    .await
+    .expect("joined");
+    let port = primary.url().rsplit(':').next().map(str::to_owned);
+    assert!(
+        err.contains("is a replica (replica of 127.0.0.1:")
+            && err.contains(&format!(":{})", port.unwrap_or_default()))
+            && err.contains("point --valkey-url at the primary"),
+        "{err}"
+    );
+}

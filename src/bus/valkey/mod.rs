@@ -79,6 +79,8 @@ pub enum ConnectError {
          server (a primary): point --valkey-url at one"
     )]
     Cluster,
+    #[error("the server is a replica ({0}); it takes no writes: point --valkey-url at the primary")]
+    Replica(String),
     #[error(
         "--valkey-durability aof needs the append-only file on the Valkey primary \
          (`appendonly yes`); it reports aof_enabled:0"
@@ -164,6 +166,11 @@ impl ValkeyBus {
         if cluster.lines().any(|l| l.trim() == "cluster_enabled:1") {
             return Err(ConnectError::Cluster);
         }
+        // A replica refuses every write (READONLY): say so at start.
+        let role: Vec<Value> = at_start(config, redis::cmd("ROLE").query_async(&mut probe)).await?;
+        if let Some(replica) = replica_of(&role) {
+            return Err(ConnectError::Replica(replica));
+        }
         check_durability(config, &mut probe).await?;
         // Publishes run the script by digest; load it before the first.
         let publisher = Publisher::new(
@@ -199,6 +206,25 @@ impl ValkeyBus {
         f: impl std::future::Future<Output = Result<T, E>>,
     ) -> Result<T, BusError> {
         call::bounded(self.timeout, what, f).await
+    }
+}
+
+/// `Some("replica of host:port")` when a `ROLE` reply is not a primary's.
+fn replica_of(role: &[Value]) -> Option<String> {
+    let text = |v: Option<&Value>| match v {
+        Some(Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+        Some(Value::SimpleString(s)) => Some(s.clone()),
+        Some(Value::Int(n)) => Some(n.to_string()),
+        _ => None,
+    };
+    match text(role.first())?.as_str() {
+        "master" => None,
+        "slave" | "replica" => Some(format!(
+            "replica of {}:{}",
+            text(role.get(1)).unwrap_or_default(),
+            text(role.get(2)).unwrap_or_default()
+        )),
+        other => Some(format!("role {other}")),
     }
 }
 
