@@ -9,8 +9,8 @@
 //! do the unit tests that run them against the embedded catalogue.)
 
 use prost_reflect::{
-    DescriptorPool, DynamicMessage, ExtensionDescriptor, FieldDescriptor, Kind, MessageDescriptor,
-    Value,
+    DescriptorPool, DynamicMessage, EnumDescriptor, ExtensionDescriptor, FieldDescriptor, Kind,
+    MessageDescriptor, Value,
 };
 
 /// Package whose options the validator understands.
@@ -50,6 +50,10 @@ enum Check {
     MaxBytes(u32),
     Min(i64),
     Max(i64),
+    /// Every enum field, with no option: only the enum's own values.
+    /// Protobuf keeps unknown numbers, and browsers would get a number
+    /// where the generated types promise one of the names.
+    Enum(EnumDescriptor),
     /// A nested message with rules of its own.
     Nested(Box<MessageRules>),
 }
@@ -169,6 +173,13 @@ impl MessageRules {
                         Check::MaxBytes(n) => Some(format!("max_len {n} bytes")),
                         Check::Min(n) => Some(format!(">= {n}")),
                         Check::Max(n) => Some(format!("<= {n}")),
+                        Check::Enum(e) => Some(format!(
+                            "one of {}",
+                            e.values()
+                                .map(|v| v.name().to_owned())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )),
                         Check::Nested(_) => None,
                     })
                     .collect();
@@ -245,6 +256,9 @@ fn compile_message(
                     ),
                 });
             }
+        }
+        if let Kind::Enum(values) = field.kind() {
+            checks.push(Check::Enum(values));
         }
         if let Kind::Message(inner) = field.kind() {
             if !inner.full_name().starts_with("google.protobuf.") {
@@ -457,11 +471,29 @@ fn check_value(
                 }
             }
         }
+        (Check::Enum(values), Value::EnumNumber(n)) if values.get_value(*n).is_none() => {
+            fail(not_a_value(values, *n));
+        }
+        (Check::Enum(values), Value::List(items)) => {
+            let unknown = items.iter().find_map(|item| match item {
+                Value::EnumNumber(n) if values.get_value(*n).is_none() => Some(*n),
+                _ => None,
+            });
+            if let Some(n) = unknown {
+                fail(not_a_value(values, n));
+            }
+        }
         (Check::Nested(rules), Value::Message(m)) if message.has_field(field) => {
             rules.check(m, &path(), out);
         }
         _ => {}
     }
+}
+
+/// What an enum field with an unknown number is told.
+fn not_a_value(values: &EnumDescriptor, n: i32) -> String {
+    let names: Vec<String> = values.values().map(|v| v.name().to_owned()).collect();
+    format!("must be one of {}; got {n}", names.join(", "))
 }
 
 #[cfg(test)]
@@ -470,7 +502,7 @@ mod tests {
     use prost_reflect::DynamicMessage;
 
     use super::{Violation, is_canonical_uuid};
-    use crate::proto::events::v1::{ScanError, ScanProgress};
+    use crate::proto::events::v1::{ScanEnd, ScanError, ScanProgress};
     use crate::schema::Schema;
 
     const ID: &str = "0b6e1a52-3a8e-4a47-9d0e-2c4f5d6e7f80";
@@ -556,6 +588,24 @@ mod tests {
         assert_eq!(
             violations("scan.error", &error(&"é".repeat(65), "d")),
             ["event.x.code: must be at most 64 characters, got 65"]
+        );
+    }
+
+    #[test]
+    fn an_enum_number_outside_the_enum_names_the_allowed_values() {
+        let end = |state: i32| ScanEnd {
+            scan_id: ID.to_owned(),
+            state,
+            findings: 0,
+            duration_ms: 0,
+        };
+        assert_eq!(violations("scan.end", &end(1)), Vec::<String>::new());
+        assert_eq!(
+            violations("scan.end", &end(99)),
+            [
+                "event.x.state: must be one of SCAN_STATE_UNSPECIFIED, SCAN_STATE_COMPLETED, \
+              SCAN_STATE_FAILED, SCAN_STATE_CANCELLED; got 99"
+            ]
         );
     }
 

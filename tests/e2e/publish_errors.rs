@@ -292,3 +292,45 @@ async fn a_publish_stream_ends_when_its_token_expires() {
     assert_eq!(ended.code(), Code::Unauthenticated, "{}", ended.message());
     bridge.stop().await;
 }
+
+/// An enum number the enum does not define is refused, naming the field
+/// and the allowed names: browsers would otherwise get a number where the
+/// generated types promise a name.
+#[tokio::test]
+async fn an_enum_number_outside_the_enum_is_invalid_argument() {
+    use sse_bridge::proto::events::v1::{ScanEnd, event::Payload};
+    let bridge = Bridge::start(&[]).await;
+    let token = publisher_token(&["*"]);
+    let end = |state: i32| Event {
+        payload: Some(Payload::ScanEnd(ScanEnd {
+            scan_id: TENANT.to_owned(),
+            state,
+            findings: 1,
+            duration_ms: 2,
+        })),
+    };
+    let s = status_of(
+        &bridge,
+        &token,
+        client::request(pb_channel(TENANT, "e"), end(42), ""),
+    )
+    .await;
+    assert_eq!(s.code(), Code::InvalidArgument);
+    assert_eq!(violations(&s), ["event.scan_end.state"]);
+    assert!(
+        s.message().contains("SCAN_STATE_COMPLETED") && s.message().contains("got 42"),
+        "{}",
+        s.message()
+    );
+    let mut sse = bridge
+        .subscribe(&[&channel("e")], &subscriber_token(TENANT), None)
+        .await;
+    let mut p = bridge.publisher_with(&token).await;
+    publish(&mut p, "e", end(2)).await;
+    assert_eq!(
+        sse.next_event().await.data_json()["state"],
+        "SCAN_STATE_FAILED",
+        "a defined value is sent by name"
+    );
+    bridge.stop().await;
+}
