@@ -68,7 +68,9 @@ impl From<SchemaError> for PublishError {
                 message: SchemaError::Rules(violations.clone()).to_string(),
                 violations,
             },
-            SchemaError::EmptyPayload => PublishError::invalid("event.payload", e.to_string()),
+            SchemaError::EmptyPayload | SchemaError::Newer(_) => {
+                PublishError::invalid("event.payload", e.to_string())
+            }
             other => PublishError::invalid("event", other.to_string()),
         }
     }
@@ -448,6 +450,48 @@ mod tests {
             svc.prepare(&other, request("chat", TENANT, Some(delta("x")), ""))
                 .is_ok()
         );
+    }
+
+    /// A producer with a newer catalogue: an event type, or a field, this
+    /// bridge does not know is refused with what to do, never dropped.
+    #[tokio::test]
+    async fn what_a_newer_catalogue_sends_is_refused_saying_deploy_the_bridge_first() {
+        use prost::encoding::{WireType, encode_key, encode_varint};
+        let svc = service(1024);
+        let p = publisher(TENANT);
+        let length_delimited = |out: &mut Vec<u8>, number: u32, body: &[u8]| {
+            encode_key(number, WireType::LengthDelimited, out);
+            encode_varint(body.len() as u64, out);
+            out.extend_from_slice(body);
+        };
+        let delta = MessageDelta {
+            content: "x".to_owned(),
+        }
+        .encode_to_vec();
+        let mut new_type = Vec::new();
+        length_delimited(&mut new_type, 999, &delta);
+        let mut new_field = delta.clone();
+        length_delimited(&mut new_field, 7, b"added later");
+        let mut extended = Vec::new();
+        length_delimited(&mut extended, 4, &new_field);
+        for (bytes, says) in [
+            (new_type, "unknown event type (field 999 of Event.payload)"),
+            (extended, "field 7 of `message.delta` is unknown"),
+        ] {
+            let mut req = request("chat", TENANT, None, "");
+            req.event = Some(Bytes::from(bytes));
+            match svc.prepare(&p, req) {
+                Err(PublishError::Invalid {
+                    message,
+                    violations,
+                }) => {
+                    assert_eq!(violations[0].field, "event.payload");
+                    assert!(message.contains(says), "{message}");
+                    assert!(message.contains("deploy the bridge first"), "{message}");
+                }
+                other => panic!("{:?}", other.map(|o| o.event)),
+            }
+        }
     }
 
     #[tokio::test]

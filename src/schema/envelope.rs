@@ -27,17 +27,23 @@ pub enum EnvelopeError {
     Wire(String),
     #[error("field {0} of the envelope must be length-delimited (a message)")]
     WireType(u32),
+    /// No member of this catalogue is set, but a field it does not know is:
+    /// an event type newer than this bridge.
+    #[error("unknown event type (field {0} of Event.payload)")]
+    Unknown(u32),
 }
 
 /// Finds the payload in an encoded envelope; `is_member` says which field
 /// numbers are payload members (others are unknown fields and skipped, as a
-/// generated decoder skips them). `None` when no member is set.
+/// generated decoder skips them). `None` when no member is set, and
+/// [`EnvelopeError::Unknown`] when only an unknown message field is.
 pub fn payload(
     mut bytes: &[u8],
     is_member: impl Fn(u32) -> bool,
 ) -> Result<Option<Payload<'_>>, EnvelopeError> {
     let wire = |e: prost::DecodeError| EnvelopeError::Wire(e.to_string());
     let mut found: Option<Payload> = None;
+    let mut unknown: Option<u32> = None;
     while bytes.has_remaining() {
         let (field, wire_type) = decode_key(&mut bytes).map_err(wire)?;
         match wire_type {
@@ -50,6 +56,7 @@ pub fn payload(
                 let (part, rest) = bytes.split_at(len);
                 bytes = rest;
                 if !is_member(field) {
+                    unknown.get_or_insert(field);
                     continue;
                 }
                 match &mut found {
@@ -75,7 +82,10 @@ pub fn payload(
             }
         }
     }
-    Ok(found)
+    match (found, unknown) {
+        (None, Some(field)) => Err(EnvelopeError::Unknown(field)),
+        (found, _) => Ok(found),
+    }
 }
 
 fn skip(bytes: &mut &[u8], n: usize) -> Result<(), EnvelopeError> {
@@ -117,6 +127,19 @@ mod tests {
         let found = payload(&bytes, |_| true).unwrap().unwrap();
         assert_eq!(found.parts[..], [&progress(3).encode_to_vec()[..]]);
         assert_eq!(payload(&[], |_| true), Ok(None));
+    }
+
+    #[test]
+    fn only_an_unknown_member_is_a_newer_event_type() {
+        let body = progress(1).encode_to_vec();
+        let mut newer = Vec::new();
+        field(&mut newer, 99, &body);
+        assert_eq!(payload(&newer, |n| n < 50), Err(EnvelopeError::Unknown(99)));
+        // Beside a known member, an unknown field is skipped, as a
+        // generated decoder skips it.
+        field(&mut newer, 1, &body);
+        let found = payload(&newer, |n| n < 50).unwrap().unwrap();
+        assert_eq!(found.field, 1);
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub enum SchemaError {
     Rules(Vec<Violation>),
     #[error("unknown event `{0}`; `sse-bridge schema` lists the catalogue")]
     UnknownEvent(String),
+    /// A producer's catalogue is newer than this bridge's.
+    #[error("{0}: this bridge's catalogue is older than the producer's; deploy the bridge first")]
+    Newer(String),
     #[error("event JSON does not match `{name}`: {detail}")]
     Json { name: String, detail: String },
 }
@@ -93,8 +96,12 @@ impl Schema {
 
     /// Like [`Schema::prepare`], for an already encoded envelope.
     pub fn prepare_encoded(&self, bytes: &[u8]) -> Result<Prepared, SchemaError> {
-        let found = envelope::payload(bytes, |n| self.catalogue.by_field(n).is_some())
-            .map_err(|e| SchemaError::Decode(e.to_string()))?;
+        let found = envelope::payload(bytes, |n| self.catalogue.by_field(n).is_some()).map_err(
+            |e| match e {
+                envelope::EnvelopeError::Unknown(_) => SchemaError::Newer(e.to_string()),
+                _ => SchemaError::Decode(e.to_string()),
+            },
+        )?;
         let Some(found) = found else {
             return Err(SchemaError::EmptyPayload);
         };
@@ -107,6 +114,16 @@ impl Schema {
             payload
                 .merge(part)
                 .map_err(|e| SchemaError::Decode(e.to_string()))?;
+        }
+        // Fields this catalogue does not know would be dropped from the
+        // frame without a word: refused instead, so rollouts go bridges
+        // first (docs/schema.md).
+        if let Some(unknown) = payload.unknown_fields().next() {
+            return Err(SchemaError::Newer(format!(
+                "field {} of `{}` is unknown",
+                unknown.number(),
+                event.name
+            )));
         }
         let mut violations = Vec::new();
         event.rules.check(&payload, &event.path, &mut violations);
