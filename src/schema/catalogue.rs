@@ -97,30 +97,26 @@ impl Catalogue {
                 });
                 continue;
             };
-            let event_name = match EventName::published(&name) {
-                Ok(checked) => checked,
-                Err(e) => {
-                    errors.push(RuleError {
-                        location: message.full_name().to_owned(),
-                        problem: format!("event name `{name}`: {e}"),
-                    });
-                    continue;
-                }
-            };
-            if let Some(&first) = by_name.get(&name) {
-                errors.push(RuleError {
-                    location: message.full_name().to_owned(),
-                    problem: format!(
-                        "event name `{name}` is already used by `{}`; names must be unique",
-                        events[first].message.full_name()
-                    ),
-                });
-                continue;
-            }
-            let rules = match MessageRules::compile(pool, &message) {
-                Ok(rules) => rules,
-                Err(mut e) => {
-                    errors.append(&mut e);
+            // Every problem of the message is reported in one build: its
+            // name's, then its rules'.
+            let event_name = EventName::published(&name).map_err(|e| RuleError {
+                location: message.full_name().to_owned(),
+                problem: format!("event name `{name}`: {e}"),
+            });
+            let repeated = by_name.get(&name).map(|&first| RuleError {
+                location: message.full_name().to_owned(),
+                problem: format!(
+                    "event name `{name}` is already used by `{}`; names must be unique",
+                    events[first].message.full_name()
+                ),
+            });
+            let rules = MessageRules::compile(pool, &message);
+            let (event_name, rules) = match (event_name, repeated, rules) {
+                (Ok(event_name), None, Ok(rules)) => (event_name, rules),
+                (event_name, repeated, rules) => {
+                    errors.extend(event_name.err());
+                    errors.extend(repeated);
+                    errors.extend(rules.err().into_iter().flatten());
                     continue;
                 }
             };
@@ -133,6 +129,31 @@ impl Catalogue {
                 field,
                 rules,
             });
+        }
+        // A message named as an event but left out of the envelope would
+        // build and simply not exist.
+        if let Some(ext) = &name_ext {
+            let members: Vec<String> = envelope
+                .fields()
+                .filter_map(|f| match f.kind() {
+                    Kind::Message(m) => Some(m.full_name().to_owned()),
+                    _ => None,
+                })
+                .collect();
+            for message in pool.all_messages() {
+                if message.options().has_extension(ext)
+                    && !members.iter().any(|m| m == message.full_name())
+                {
+                    errors.push(RuleError {
+                        location: message.full_name().to_owned(),
+                        problem: format!(
+                            "declares `option ({EVENT_NAME_EXT})` but is not a member of \
+                             `{ENVELOPE}.{PAYLOAD_ONEOF}`: add a `{}` field to the oneof",
+                            message.name()
+                        ),
+                    });
+                }
+            }
         }
         if events.is_empty() && errors.is_empty() {
             errors.push(RuleError {

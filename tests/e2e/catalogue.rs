@@ -137,3 +137,23 @@ message A { option (ssebridge.v1.event) = "a.created"; string x = 1 [(pattern) =
         "{err}"
     );
 }
+
+#[test]
+fn an_event_message_left_out_of_the_envelope_fails_the_build() {
+    fails_with(
+        r#"message A { option (ssebridge.v1.event) = "a.created"; }
+           message Orphan { option (ssebridge.v1.event) = "orphan.created"; }"#,
+        "A a = 1;",
+        &["events.v1.Orphan", "not a member", "Event.payload", "`Orphan`"],
+    );
+}
+
+#[test]
+fn a_bad_name_does_not_hide_the_same_message_s_rule_errors() {
+    fails_with(
+        r#"message A { option (ssebridge.v1.event) = "Bad-Name";
+             int32 n = 1 [(ssebridge.v1.rules) = {uuid: true}]; }"#,
+        "A a = 1;",
+        &["event name `Bad-Name`", "events.v1.A.n", "uuid"],
+    );
+}
