@@ -145,3 +145,23 @@ def test_disconnect_closes_a_channels_streams(bridge):
             pub.disconnect(tenant=bridge.tenant)
     assert refused.value.code == grpc.StatusCode.PERMISSION_DENIED
     assert "streams:admin" in refused.value.message
+
+
+def test_generate_sh_checks_its_tools_before_it_touches_anything(tmp_path):
+    """Without grpc_tools it fails saying what to install, and the stubs in
+    place stay: it used to delete them first."""
+    here = Path(__file__).resolve().parents[1]
+    bare = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "kept.py").write_text("# a stub in place\n")
+    run = subprocess.run(
+        ["bash", str(here / "generate.sh"), str(out)],
+        env={"PYTHON": str(bare / "bin" / "python"), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode != 0
+    assert "grpcio-tools" in run.stderr and "nothing was changed" in run.stderr, run.stderr
+    assert (out / "kept.py").read_text() == "# a stub in place\n"
