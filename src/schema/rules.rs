@@ -425,6 +425,8 @@ fn check_value(
         })
     };
     match (check, value) {
+        // An `optional` field may be left unset; set, it must be a UUID.
+        (Check::Uuid, _) if field.supports_presence() && !message.has_field(field) => {}
         (Check::Uuid, Value::String(s)) if !is_canonical_uuid(s) => {
             fail(if s.is_empty() {
                 "must be a UUID, got an empty string".to_owned()

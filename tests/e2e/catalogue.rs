@@ -8,6 +8,12 @@ use prost_reflect::DescriptorPool;
 use sse_bridge::schema::Schema;
 
 fn load(events_proto: &str) -> Result<(), String> {
+    schema(events_proto).map(|_| ())
+}
+
+/// Compiles `events_proto` beside the real options as the build does, and
+/// loads it as a catalogue.
+fn schema(events_proto: &str) -> Result<Schema, String> {
     let dir = tempdir();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("proto");
     std::fs::create_dir_all(dir.join("ssebridge/v1")).unwrap();
@@ -25,7 +31,7 @@ fn load(events_proto: &str) -> Result<(), String> {
         .map_err(|e| format!("{e:?}"))?;
     let pool = DescriptorPool::decode(compiler.encode_file_descriptor_set().as_slice()).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
-    Schema::from_pool(pool).map(|_| ()).map_err(|errors| {
+    Schema::from_pool(pool).map_err(|errors| {
         errors
             .iter()
             .map(|e| e.to_string())
@@ -144,7 +150,12 @@ fn an_event_message_left_out_of_the_envelope_fails_the_build() {
         r#"message A { option (ssebridge.v1.event) = "a.created"; }
            message Orphan { option (ssebridge.v1.event) = "orphan.created"; }"#,
         "A a = 1;",
-        &["events.v1.Orphan", "not a member", "Event.payload", "`Orphan`"],
+        &[
+            "events.v1.Orphan",
+            "not a member",
+            "Event.payload",
+            "`Orphan`",
+        ],
     );
 }
 
@@ -156,4 +167,40 @@ fn a_bad_name_does_not_hide_the_same_message_s_rule_errors() {
         "A a = 1;",
         &["event name `Bad-Name`", "events.v1.A.n", "uuid"],
     );
+}
+
+/// A UUID rule on a proto3 `optional` field lets it be unset; set (even to
+/// an empty string) it must be a UUID. A plain field still may not be empty.
+#[test]
+fn an_optional_uuid_field_may_be_unset() {
+    use prost_reflect::{DynamicMessage, Value};
+    let schema = schema(&catalogue(
+        r#"message A { option (ssebridge.v1.event) = "thing.linked";
+             string thing_id = 1 [(ssebridge.v1.rules) = {uuid: true}];
+             optional string parent_id = 2 [(ssebridge.v1.rules) = {uuid: true}]; }"#,
+        "A a = 1;",
+    ))
+    .unwrap();
+    let pool = schema.catalogue().envelope.parent_pool().clone();
+    let message = pool.get_message_by_name("events.v1.A").unwrap();
+    let id = "0b6e1a52-3a8e-4a47-9d0e-2c4f5d6e7f80";
+    let publish = |parent: Option<&str>| {
+        let mut a = DynamicMessage::new(message.clone());
+        a.set_field_by_name("thing_id", Value::String(id.to_owned()));
+        if let Some(parent) = parent {
+            a.set_field_by_name("parent_id", Value::String(parent.to_owned()));
+        }
+        let mut event = DynamicMessage::new(schema.catalogue().envelope.clone());
+        event.set_field_by_name("a", Value::Message(a));
+        schema
+            .prepare_encoded(&prost::Message::encode_to_vec(&event))
+            .map(|p| p.json)
+            .map_err(|e| e.to_string())
+    };
+    assert!(publish(None).is_ok(), "unset passes");
+    assert!(publish(Some(id)).is_ok(), "set to a UUID passes");
+    let empty = publish(Some("")).unwrap_err();
+    assert!(empty.contains("event.a.parent_id"), "{empty}");
+    let bad = publish(Some("nope")).unwrap_err();
+    assert!(bad.contains("event.a.parent_id"), "{bad}");
 }
