@@ -42,6 +42,8 @@ pub struct ValkeyServer {
     persistent: bool,
     /// Started with `--cluster-enabled yes` (a lone node, no slots).
     cluster: bool,
+    /// A sentinel of the primary `mymaster` on this port, not a server.
+    sentinel_of: Option<u16>,
     child: Option<Child>,
 }
 
@@ -64,7 +66,17 @@ impl ValkeyServer {
         ValkeyServer::start_with(false, true)
     }
 
+    /// A sentinel (`valkey-server <conf> --sentinel`) that watches the
+    /// primary on `primary_port` as `mymaster`, quorum 2, down after 500 ms.
+    pub fn start_sentinel(primary_port: u16) -> ValkeyServer {
+        ValkeyServer::start_as(false, false, Some(primary_port))
+    }
+
     fn start_with(persistent: bool, cluster: bool) -> ValkeyServer {
+        ValkeyServer::start_as(persistent, cluster, None)
+    }
+
+    fn start_as(persistent: bool, cluster: bool, sentinel_of: Option<u16>) -> ValkeyServer {
         let dir = std::env::temp_dir().join(format!("sse-bridge-valkey-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let mut server = ValkeyServer {
@@ -72,6 +84,7 @@ impl ValkeyServer {
             dir,
             persistent,
             cluster,
+            sentinel_of,
             child: None,
         };
         for _ in 0..5 {
@@ -107,6 +120,21 @@ impl ValkeyServer {
         }
         if self.cluster {
             args.extend(["--cluster-enabled", "yes"]);
+        }
+        let conf = self.dir.join("sentinel.conf");
+        let conf = conf.to_string_lossy().into_owned();
+        if let Some(primary) = self.sentinel_of {
+            // Sentinel rewrites its configuration file, so it gets one.
+            let text = format!(
+                "port {}\nbind 127.0.0.1\ndir {}\n\
+                 sentinel monitor mymaster 127.0.0.1 {primary} 2\n\
+                 sentinel down-after-milliseconds mymaster 500\n\
+                 sentinel failover-timeout mymaster 2000\n",
+                self.port,
+                self.dir.display()
+            );
+            std::fs::write(&conf, text).expect("write sentinel.conf");
+            args = vec![&conf, "--sentinel"];
         }
         let child = Command::new(binary())
             .args(&args)

@@ -28,11 +28,13 @@ mod hints;
 mod history;
 mod keys;
 mod mode;
+mod primary;
 mod publish;
 mod pump;
 mod record;
 mod reply;
 mod resp;
+mod sentinel;
 mod subscriber;
 
 use std::collections::HashMap;
@@ -51,8 +53,10 @@ use crate::revocation::Revocation;
 use call::unavailable;
 use history::History;
 use keys::{CONTROL, shard_channel};
+use primary::Primary;
 use publish::Publisher;
 use pump::{Shared, Watch};
+use sentinel::Sentinels;
 use subscriber::{Kind, Push, Subscriber};
 
 /// How to reach Valkey and how long to wait for it.
@@ -91,7 +95,7 @@ pub enum ConnectError {
 /// The Valkey-backed bus.
 pub struct ValkeyBus {
     /// Commands besides publishes and reads: revocation orders, pings.
-    conn: ConnectionManager,
+    conn: Primary,
     /// Subscriptions; their messages arrive as pushes on the pump.
     subs: Subscriber,
     publisher: Publisher,
@@ -102,84 +106,110 @@ pub struct ValkeyBus {
     /// watch counts whatever order the hub's calls arrive in.
     subscriptions: tokio::sync::Mutex<()>,
     pump: tokio::task::JoinHandle<()>,
+    /// Behind Sentinel: follows failovers.
+    follower: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for ValkeyBus {
     fn drop(&mut self) {
         self.pump.abort();
+        if let Some(follower) = &self.follower {
+            follower.abort();
+        }
     }
 }
 
+/// A primary's command connection, checked, with the script loaded, and
+/// where its subscription connection goes.
+struct Opened {
+    conn: ConnectionManager,
+    target: subscriber::Target,
+}
+
+/// Connects to the server at `url` for commands and checks it is one the
+/// bridge can publish to: not a Cluster node, not a replica.
+async fn open_primary(url: &str, config: &ValkeyConfig) -> Result<Opened, ConnectError> {
+    if url.starts_with("rediss://") {
+        // TLS through rustls with the ring provider; a provider installed
+        // earlier by the embedding program wins.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    let info = url
+        .into_connection_info()
+        .map_err(|e| ConnectError::Url(e.to_string()))?;
+    let target = subscriber::Target::new(&info).map_err(|e| ConnectError::Url(e.to_string()))?;
+    let settings = info
+        .redis_settings()
+        .clone()
+        .set_protocol(ProtocolVersion::RESP3);
+    let info = info.set_redis_settings(settings);
+    let client = redis::Client::open(info).map_err(|e| ConnectError::Url(e.to_string()))?;
+    let manager_config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(config.timeout))
+        .set_response_timeout(Some(config.timeout))
+        .set_min_delay(call::RECONNECT_MIN)
+        .set_max_delay(call::RECONNECT_MAX);
+    let conn = at_start(
+        config,
+        ConnectionManager::new_with_config(client, manager_config),
+    )
+    .await?;
+    // A publish script run spans the hash slots of its batch's channels,
+    // which a Cluster refuses (and this client follows no redirects): say
+    // so at start rather than fail every publish.
+    let mut probe = conn.clone();
+    let cluster: String = at_start(
+        config,
+        redis::cmd("INFO").arg("cluster").query_async(&mut probe),
+    )
+    .await?;
+    if cluster.lines().any(|l| l.trim() == "cluster_enabled:1") {
+        return Err(ConnectError::Cluster);
+    }
+    // A replica refuses every write (READONLY): say so at start.
+    let role: Vec<Value> = at_start(config, redis::cmd("ROLE").query_async(&mut probe)).await?;
+    if let Some(replica) = replica_of(&role) {
+        return Err(ConnectError::Replica(replica));
+    }
+    // Publishes run the script by digest; load it before the first.
+    at_start(config, publish::load_script(&mut probe, config.timeout)).await?;
+    Ok(Opened { conn, target })
+}
+
 impl ValkeyBus {
-    /// Connects and starts the node's subscription pump.
+    /// Connects and starts the node's subscription pump (and, behind
+    /// Sentinel, the task that follows failovers).
     pub async fn connect(
         config: &ValkeyConfig,
         retention: Retention,
         sink: Arc<dyn Sink>,
         orders: Arc<dyn Orders>,
     ) -> Result<ValkeyBus, ConnectError> {
-        if config.url.starts_with("rediss://") {
-            // TLS through rustls with the ring provider; a provider installed
-            // earlier by the embedding program wins.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-        }
-        let info = config
-            .url
-            .as_str()
-            .into_connection_info()
-            .map_err(|e| ConnectError::Url(e.to_string()))?;
-        let target =
-            subscriber::Target::new(&info).map_err(|e| ConnectError::Url(e.to_string()))?;
-        let settings = info
-            .redis_settings()
-            .clone()
-            .set_protocol(ProtocolVersion::RESP3);
-        let info = info.set_redis_settings(settings);
-        let client = redis::Client::open(info).map_err(|e| ConnectError::Url(e.to_string()))?;
-        let manager_config = || {
-            ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(config.timeout))
-                .set_response_timeout(Some(config.timeout))
-                .set_min_delay(call::RECONNECT_MIN)
-                .set_max_delay(call::RECONNECT_MAX)
+        let sentinels = Sentinels::parse(&config.url)?;
+        let url = match &sentinels {
+            Some(s) => at_start(config, s.discover(config.timeout)).await?,
+            None => config.url.clone(),
         };
-        let (tx, rx) = mpsc::unbounded_channel::<Push>();
-        let subs = at_start(config, Subscriber::connect(target, tx, config.timeout)).await?;
-        // Commands go on a connection of their own: Valkey holds subscribed
-        // clients to the pub/sub output-buffer limit (32 MiB by default), and
-        // the large history replies of many catching-up streams would get
-        // the subscription connection dropped.
-        let conn = at_start(
-            config,
-            ConnectionManager::new_with_config(client, manager_config()),
-        )
-        .await?;
-        // A publish script run spans the hash slots of its batch's channels,
-        // which a Cluster refuses (and this client follows no redirects):
-        // say so at start rather than fail every publish.
+        let Opened { conn, target } = open_primary(&url, config).await?;
         let mut probe = conn.clone();
-        let cluster: String = at_start(
+        check_durability(config, &mut probe).await?;
+        let (tx, rx) = mpsc::unbounded_channel::<Push>();
+        // Subscriptions go on a connection of their own: Valkey holds
+        // subscribed clients to the pub/sub output-buffer limit (32 MiB by
+        // default), and the large history replies of many catching-up
+        // streams would get that connection dropped.
+        let subs = at_start(
             config,
-            redis::cmd("INFO").arg("cluster").query_async(&mut probe),
+            Subscriber::connect(target.clone(), tx, config.timeout),
         )
         .await?;
-        if cluster.lines().any(|l| l.trim() == "cluster_enabled:1") {
-            return Err(ConnectError::Cluster);
-        }
-        // A replica refuses every write (READONLY): say so at start.
-        let role: Vec<Value> = at_start(config, redis::cmd("ROLE").query_async(&mut probe)).await?;
-        if let Some(replica) = replica_of(&role) {
-            return Err(ConnectError::Replica(replica));
-        }
-        check_durability(config, &mut probe).await?;
-        // Publishes run the script by digest; load it before the first.
+        let conn = Primary::new(conn);
         let publisher = Publisher::new(
             conn.clone(),
             retention,
             config.timeout,
             (config.durability, config.durability_timeout),
         );
-        at_start(config, publisher.load_script()).await?;
         at_start(config, subs.subscribe(Kind::Plain, CONTROL)).await?;
         let shared = Arc::new(Shared {
             sink,
@@ -188,6 +218,15 @@ impl ValkeyBus {
         });
         let history = History::new(conn.clone(), retention.max_len, config.timeout);
         let pump = tokio::spawn(pump::pump(rx, history.clone(), shared.clone()));
+        let follower = sentinels.map(|sentinels| {
+            tokio::spawn(follow(
+                sentinels,
+                url,
+                config.clone(),
+                conn.clone(),
+                subs.mover(&target),
+            ))
+        });
         Ok(ValkeyBus {
             conn,
             subs,
@@ -197,6 +236,7 @@ impl ValkeyBus {
             shared,
             subscriptions: tokio::sync::Mutex::new(()),
             pump,
+            follower,
         })
     }
 
@@ -206,6 +246,48 @@ impl ValkeyBus {
         f: impl std::future::Future<Output = Result<T, E>>,
     ) -> Result<T, BusError> {
         call::bounded(self.timeout, what, f).await
+    }
+}
+
+/// Asks the sentinels who the primary is, and moves both connections when
+/// the answer changes. A new primary that is not ready yet (still a
+/// replica while it is promoted) is tried again at the next turn.
+async fn follow(
+    sentinels: Sentinels,
+    mut current: String,
+    config: ValkeyConfig,
+    primary: Primary,
+    subscriptions: subscriber::Mover,
+) {
+    let mut every = tokio::time::interval(sentinel::FOLLOW_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let Ok(found) = sentinels.discover(config.timeout).await else {
+            continue;
+        };
+        if found == current {
+            continue;
+        }
+        match open_primary(&found, &config).await {
+            Ok(Opened { conn, target }) => {
+                primary.set(conn);
+                subscriptions.move_to(&target);
+                tracing::warn!(primary = %redacted(&found), "followed a failover to a new primary");
+                current = found;
+            }
+            Err(e) => {
+                tracing::warn!(primary = %redacted(&found), error = %e, "the new primary is not ready yet")
+            }
+        }
+    }
+}
+
+/// A URL for logs: its password left out.
+fn redacted(url: &str) -> String {
+    match (url.split_once("://"), url.rsplit_once('@')) {
+        (Some((scheme, _)), Some((_, host))) => format!("{scheme}://…@{host}"),
+        _ => url.to_owned(),
     }
 }
 
@@ -361,7 +443,7 @@ impl Bus for ValkeyBus {
     }
 
     async fn revoke(&self, order: &Revocation) -> Result<u64, BusError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn.get();
         self.bounded(
             "revoke",
             redis::cmd("PUBLISH")
@@ -374,7 +456,7 @@ impl Bus for ValkeyBus {
 
     async fn ready(&self) -> bool {
         // Both connections: publishing needs one, live delivery the other.
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn.get();
         let ping = redis::cmd("PING");
         let (commands, subscriptions) = tokio::join!(
             self.bounded("ping", ping.query_async::<Value>(&mut conn)),

@@ -11,7 +11,6 @@
 
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionManager;
 use redis::{Script, Value};
 
 use super::batch::{Group, by_channel};
@@ -20,15 +19,34 @@ use super::durability::Durability;
 use super::hints::{Hints, Report, StepHint};
 use super::keys::Name;
 use super::mode::Mode;
+use super::primary::Primary;
 use super::record::Record;
 use super::reply::{is_noscript, parse_reply};
 use crate::bus::{BusError, Outgoing, Published, Retention};
 
 const PUBLISH: &str = include_str!("lua/publish.lua");
 
+/// Loads the publish script into Valkey's cache: at start, on a new
+/// primary, and after Valkey lost it.
+pub(super) async fn load_script(
+    conn: &mut redis::aio::ConnectionManager,
+    timeout: Duration,
+) -> Result<(), BusError> {
+    bounded(
+        timeout,
+        "script load",
+        redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(PUBLISH)
+            .query_async::<String>(conn),
+    )
+    .await
+    .map(|_| ())
+}
+
 /// The publishing side of a node.
 pub(super) struct Publisher {
-    conn: ConnectionManager,
+    conn: Primary,
     /// Run by digest (`EVALSHA`): the script text travels once per load,
     /// not with every publish.
     publish: Script,
@@ -42,7 +60,7 @@ pub(super) struct Publisher {
 
 impl Publisher {
     pub fn new(
-        conn: ConnectionManager,
+        conn: Primary,
         retention: Retention,
         timeout: Duration,
         (durability, wait_timeout): (Durability, Duration),
@@ -191,20 +209,9 @@ impl Publisher {
         cmd
     }
 
-    /// Loads the script into Valkey's cache: at start, and after Valkey
-    /// lost it.
+    /// Loads the script into Valkey's cache again, after Valkey lost it.
     pub async fn load_script(&self) -> Result<(), BusError> {
-        let mut conn = self.conn.clone();
-        bounded(
-            self.timeout,
-            "script load",
-            redis::cmd("SCRIPT")
-                .arg("LOAD")
-                .arg(PUBLISH)
-                .query_async::<String>(&mut conn),
-        )
-        .await
-        .map(|_| ())
+        load_script(&mut self.conn.get(), self.timeout).await
     }
 
     /// Runs the batch's script, and the durability wait if there is one;
@@ -226,7 +233,7 @@ impl Publisher {
             pipe.add_command(wait);
             bound += self.wait_timeout;
         }
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn.get();
         let mut replies = bounded(bound, "publish", pipe.query_async::<Vec<Value>>(&mut conn))
             .await?
             .into_iter();

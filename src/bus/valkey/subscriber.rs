@@ -88,6 +88,8 @@ pub enum ConnError {
     Silent(Duration),
     #[error("Valkey did not answer within {0:?} while connecting")]
     OpenTimeout(Duration),
+    #[error("the primary moved; reconnecting to the new one")]
+    Moved,
     #[error("Valkey closed the connection")]
     Closed,
     #[error("a reply that no command asked for")]
@@ -117,6 +119,8 @@ enum Request {
     Unsubscribe(Kind, String, Answer),
     /// `None`: the connection's own liveness probe.
     Ping(Option<Answer>),
+    /// Drop the connection and open one to the target's current address.
+    Reconnect,
 }
 
 /// What a sent command waits for, in the order the commands were sent
@@ -131,7 +135,8 @@ enum Pending {
 /// Where and as whom to connect.
 #[derive(Clone)]
 pub struct Target {
-    addr: ConnectionAddr,
+    /// Shared with [`Mover`]: a failover points it at the new primary.
+    addr: Arc<std::sync::RwLock<ConnectionAddr>>,
     username: Option<String>,
     password: Option<String>,
     tls: Option<Arc<rustls::ClientConfig>>,
@@ -164,7 +169,7 @@ impl Target {
         };
         let settings = info.redis_settings();
         Ok(Target {
-            addr: info.addr().clone(),
+            addr: Arc::new(std::sync::RwLock::new(info.addr().clone())),
             username: settings.username().map(str::to_owned),
             password: settings.password().map(str::to_owned),
             tls,
@@ -183,7 +188,12 @@ struct Conn {
 
 impl Conn {
     async fn open(target: &Target) -> Result<Conn, ConnError> {
-        let io: Box<dyn Stream> = match (&target.addr, &target.tls) {
+        let addr = target
+            .addr
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let io: Box<dyn Stream> = match (&addr, &target.tls) {
             (ConnectionAddr::Tcp(host, port), _) => {
                 let tcp = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
                 tcp.set_nodelay(true)?;
@@ -312,8 +322,36 @@ impl Subscriber {
             .await
     }
 
+    /// What moves this connection to another server (a failover).
+    pub fn mover(&self, target: &Target) -> Mover {
+        Mover {
+            requests: self.requests.clone(),
+            addr: target.addr.clone(),
+        }
+    }
+
     pub async fn ping(&self) -> Result<(), RequestError> {
         self.ask(|a| Request::Ping(Some(a))).await
+    }
+}
+
+/// Moves a node's subscription connection to another server.
+pub struct Mover {
+    requests: mpsc::UnboundedSender<Request>,
+    addr: Arc<std::sync::RwLock<ConnectionAddr>>,
+}
+
+impl Mover {
+    /// Points the connection at `target`'s address and reconnects: the
+    /// subscriptions follow, and the pump refills what was missed.
+    pub fn move_to(&self, target: &Target) {
+        let addr = target
+            .addr
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        *self.addr.write().unwrap_or_else(|p| p.into_inner()) = addr;
+        let _ = self.requests.send(Request::Reconnect);
     }
 }
 
@@ -383,6 +421,8 @@ fn refuse(request: Request, held: &mut HashSet<(Kind, String)>) {
                 let _ = answer.send(Err(RequestError::Down));
             }
         }
+        // Down already: the next attempt goes to the current address.
+        Request::Reconnect => {}
         Request::Unsubscribe(kind, channel, answer) => {
             held.remove(&(kind, channel));
             let _ = answer.send(Ok(()));
@@ -422,6 +462,7 @@ async fn serve(
                 tokio::select! {
                     r = requests.recv() => match r {
                         None => break Ok(()),
+                        Some(Request::Reconnect) => break Err(ConnError::Moved),
                         Some(r) => {
                             send(conn, r, held, &mut pending);
                             continue;
@@ -491,6 +532,7 @@ fn send(
             resp::command(&mut conn.write, &[b"PING"]);
             pending.push_back(Pending::Ping(answer));
         }
+        Request::Reconnect => {}
     }
 }
 
