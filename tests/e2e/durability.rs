@@ -276,8 +276,14 @@ async fn behind_sentinel_the_bridge_follows_a_failover() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let six = after.expect("the bridge publishes on the new primary");
-    assert_eq!(live.next_event().await.id, Some(six.clone()), "live, nothing lost");
-    let mut resumed = bridge.subscribe(&[&channel("s")], &token, Some(&ids[1])).await;
+    assert_eq!(
+        live.next_event().await.id,
+        Some(six.clone()),
+        "live, nothing lost"
+    );
+    let mut resumed = bridge
+        .subscribe(&[&channel("s")], &token, Some(&ids[1]))
+        .await;
     for id in ids[2..].iter().chain([&six]) {
         assert_eq!(resumed.next_event().await.id.as_ref(), Some(id));
     }
