@@ -6,6 +6,7 @@ mod catalogue;
 mod cli;
 mod connections;
 mod delivery;
+mod docs;
 mod durability;
 mod hardening;
 mod harness;
