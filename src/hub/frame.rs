@@ -45,3 +45,15 @@ impl Frame {
         self.bytes.slice(self.body_at..)
     }
 }
+
+#[cfg(test)]
+impl Frame {
+    /// A `a.b` frame with id `<ms>-0` and an empty object, for the hub's tests.
+    pub(super) fn test(ms: u64) -> Frame {
+        Frame::encode(&Entry {
+            id: StreamId::new(ms, 0),
+            event: crate::schema::EventName::published("a.b").expect("a name"),
+            data: "{}".into(),
+        })
+    }
+}

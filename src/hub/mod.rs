@@ -419,11 +419,7 @@ mod tests {
     use super::*;
 
     fn frame(ms: u64) -> Arc<Frame> {
-        Arc::new(Frame::encode(&Entry {
-            id: StreamId::new(ms, 0),
-            event: crate::schema::EventName::published("a.b").expect("a name"),
-            data: "{}".into(),
-        }))
+        Arc::new(Frame::test(ms))
     }
 
     fn ids(page: Option<Page>) -> Option<Vec<u64>> {

@@ -148,14 +148,9 @@ pub(super) fn account<R>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bus::Entry;
 
     fn frame(ms: u64) -> Arc<Frame> {
-        Arc::new(Frame::encode(&Entry {
-            id: StreamId::new(ms, 0),
-            event: crate::schema::EventName::published("a.b").expect("a name"),
-            data: "{}".into(),
-        }))
+        Arc::new(Frame::test(ms))
     }
 
     fn page(frames: Vec<Arc<Frame>>, more: bool) -> Page {
