@@ -4,6 +4,7 @@
 mod black_hole;
 mod catalogue;
 mod cli;
+mod cluster;
 mod connections;
 mod delivery;
 mod docs;

@@ -119,7 +119,16 @@ impl ValkeyServer {
             args.extend(["--appendonly", "no"]);
         }
         if self.cluster {
-            args.extend(["--cluster-enabled", "yes"]);
+            // A short node timeout: a dead primary's replica takes over
+            // within a few seconds (a validity factor of 0 lets any replica).
+            args.extend([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-node-timeout",
+                "1000",
+                "--cluster-replica-validity-factor",
+                "0",
+            ]);
         }
         let conf = self.dir.join("sentinel.conf");
         let conf = conf.to_string_lossy().into_owned();
@@ -207,5 +216,244 @@ impl Drop for ValkeyServer {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A Valkey Cluster on loopback, formed the way `valkey-cli --cluster
+/// create` would (which the PyPI wheel does not ship): slots split evenly
+/// over the primaries with `CLUSTER ADDSLOTSRANGE`, every node introduced
+/// with `CLUSTER MEET`, each replica attached with `CLUSTER REPLICATE`.
+pub struct Cluster {
+    /// The primaries first, in slot order, then the replicas (replica `i`
+    /// of primary `i % primaries`).
+    pub nodes: Vec<ValkeyServer>,
+    pub ids: Vec<String>,
+    pub primaries: usize,
+}
+
+fn text(v: &redis::Value) -> String {
+    match v {
+        redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        redis::Value::SimpleString(s) => s.clone(),
+        redis::Value::VerbatimString { text, .. } => text.clone(),
+        redis::Value::Int(n) => n.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+impl Cluster {
+    pub async fn start(primaries: usize, replicas_each: usize) -> Cluster {
+        let total = primaries * (1 + replicas_each);
+        let nodes: Vec<ValkeyServer> = (0..total)
+            .map(|_| ValkeyServer::start_cluster_node())
+            .collect();
+        let mut ids = Vec::new();
+        for (i, node) in nodes.iter().enumerate() {
+            ids.push(text(&cmd(&node.url(), &["CLUSTER", "MYID"]).await));
+            let epoch = (i + 1).to_string();
+            cmd(&node.url(), &["CLUSTER", "SET-CONFIG-EPOCH", &epoch]).await;
+        }
+        let per = 16384 / primaries;
+        for (i, node) in nodes.iter().take(primaries).enumerate() {
+            let start = (i * per).to_string();
+            let end = if i + 1 == primaries {
+                16383
+            } else {
+                (i + 1) * per - 1
+            }
+            .to_string();
+            cmd(&node.url(), &["CLUSTER", "ADDSLOTSRANGE", &start, &end]).await;
+        }
+        let first = nodes[0].port.to_string();
+        for node in &nodes[1..] {
+            cmd(&node.url(), &["CLUSTER", "MEET", "127.0.0.1", &first]).await;
+        }
+        let cluster = Cluster {
+            nodes,
+            ids,
+            primaries,
+        };
+        cluster
+            .until("every node knows every other", |nodes| {
+                let known = nodes.lines().filter(|l| !l.contains("handshake")).count();
+                known == total
+            })
+            .await;
+        for r in primaries..total {
+            let id = cluster.ids[r % primaries].clone();
+            cmd(&cluster.nodes[r].url(), &["CLUSTER", "REPLICATE", &id]).await;
+        }
+        cluster.wait_ok().await;
+        cluster
+    }
+
+    /// Waits until every live node reports `cluster_state:ok`, every
+    /// replica has synced, and all agree on who serves the slots.
+    pub async fn wait_ok(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut ok = true;
+            for node in self.live() {
+                let info = text(&cmd(&node.url(), &["CLUSTER", "INFO"]).await);
+                ok &= info.lines().any(|l| l.trim() == "cluster_state:ok");
+                let replication = text(&cmd(&node.url(), &["INFO", "replication"]).await);
+                if replication.lines().any(|l| l.trim() == "role:slave") {
+                    ok &= replication
+                        .lines()
+                        .any(|l| l.trim() == "master_link_status:up");
+                }
+            }
+            if ok {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the cluster did not settle");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn until(&self, what: &str, check: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut ok = true;
+            for node in self.live() {
+                ok &= check(&text(&cmd(&node.url(), &["CLUSTER", "NODES"]).await));
+            }
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not settle: {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn live(&self) -> impl Iterator<Item = &ValkeyServer> {
+        self.nodes.iter().filter(|n| n.child.is_some())
+    }
+
+    /// `redis+cluster://` with every node as a seed.
+    pub fn url(&self) -> String {
+        self.seeds(self.nodes.len())
+    }
+
+    /// `redis+cluster://` with the first `n` nodes as seeds.
+    pub fn seeds(&self, n: usize) -> String {
+        let hosts: Vec<String> = self.nodes[..n]
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        format!("redis+cluster://{}", hosts.join(","))
+    }
+
+    /// Runs a command on any live node.
+    pub async fn cmd(&self, args: &[&str]) -> redis::Value {
+        let node = self.live().next().expect("a live node");
+        cmd(&node.url(), args).await
+    }
+
+    pub async fn keyslot(&self, key: &str) -> u16 {
+        match self.cmd(&["CLUSTER", "KEYSLOT", key]).await {
+            redis::Value::Int(n) => n as u16,
+            other => panic!("KEYSLOT replied {other:?}"),
+        }
+    }
+
+    /// The index of the live primary that serves `slot`.
+    pub async fn owner(&self, slot: u16) -> usize {
+        match self.serving(slot).await {
+            Some(i) => i,
+            None => panic!("no primary serves slot {slot}"),
+        }
+    }
+
+    /// The index of the healthy primary that serves `slot`, if one does.
+    async fn serving(&self, slot: u16) -> Option<usize> {
+        let nodes = text(&self.cmd(&["CLUSTER", "NODES"]).await);
+        for line in nodes.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() < 9 || !fields[2].contains("master") || fields[2].contains("fail") {
+                continue;
+            }
+            let serves = fields[8..].iter().any(|r| {
+                let (a, b) = r.split_once('-').unwrap_or((r, r));
+                matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if a <= slot && slot <= b)
+            });
+            if serves {
+                return self.ids.iter().position(|id| id == fields[0]);
+            }
+        }
+        None
+    }
+
+    /// Waits until a primary other than `node` serves `slot` (a failover).
+    pub async fn until_owner_is_not(&self, slot: u16, node: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.serving(slot).await.is_none_or(|owner| owner == node) {
+            assert!(
+                Instant::now() < deadline,
+                "no replica took over slot {slot}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Moves `slot` from its owner to primary `to`, keys and all, the way
+    /// `valkey-cli --cluster reshard` does: `SETSLOT … IMPORTING` and
+    /// `MIGRATING`, `MIGRATE` in batches, then `SETSLOT … NODE` on both
+    /// and on every other primary. `between` runs after the first batch
+    /// of keys moved, with the slot half migrated.
+    pub async fn migrate<F: std::future::Future<Output = ()>>(
+        &self,
+        slot: u16,
+        to: usize,
+        between: impl FnOnce() -> F,
+    ) {
+        let from = self.owner(slot).await;
+        let (src, dst) = (self.nodes[from].url(), self.nodes[to].url());
+        let s = slot.to_string();
+        cmd(
+            &dst,
+            &["CLUSTER", "SETSLOT", &s, "IMPORTING", &self.ids[from]],
+        )
+        .await;
+        cmd(
+            &src,
+            &["CLUSTER", "SETSLOT", &s, "MIGRATING", &self.ids[to]],
+        )
+        .await;
+        let port = self.nodes[to].port.to_string();
+        let mut between = Some(between);
+        loop {
+            let keys = match cmd(&src, &["CLUSTER", "GETKEYSINSLOT", &s, "1"]).await {
+                redis::Value::Array(keys) => keys.iter().map(text).collect::<Vec<_>>(),
+                other => panic!("GETKEYSINSLOT replied {other:?}"),
+            };
+            if keys.is_empty() {
+                break;
+            }
+            let mut args = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+            args.extend(keys.iter().map(String::as_str));
+            cmd(&src, &args).await;
+            if let Some(f) = between.take() {
+                f().await;
+            }
+        }
+        if let Some(f) = between.take() {
+            f().await;
+        }
+        for node in [&dst, &src] {
+            cmd(node, &["CLUSTER", "SETSLOT", &s, "NODE", &self.ids[to]]).await;
+        }
+        for (i, node) in self.nodes.iter().enumerate().take(self.primaries) {
+            if i != from && i != to && node.child.is_some() {
+                cmd(
+                    &node.url(),
+                    &["CLUSTER", "SETSLOT", &s, "NODE", &self.ids[to]],
+                )
+                .await;
+            }
+        }
     }
 }

@@ -1,11 +1,11 @@
-//! How a publish batch is split into script steps: here by channel, each
+//! How a publish batch is split into script steps: by channel, each
 //! channel's events in publish order, channels in order of first
-//! appearance. This is the seam where Valkey Cluster will group the
-//! channels by hash slot as well (one script run per slot), since a run may
-//! only touch keys of one slot there.
+//! appearance; and on Valkey Cluster into runs by hash slot as well, since
+//! a script run may only touch the keys of one slot there.
 
 use std::collections::HashMap;
 
+use super::commands::channel_slot;
 use crate::bus::Outgoing;
 use crate::channel::Channel;
 
@@ -33,21 +33,44 @@ pub(super) fn by_channel(events: &[Outgoing]) -> Vec<Group<usize>> {
     groups
 }
 
+/// Sorts `groups` by their channel's slot (stably: within a slot, in order
+/// of first appearance) and returns each slot with its range of groups.
+pub(super) fn by_slot(
+    events: &[Outgoing],
+    groups: &mut [Group<usize>],
+) -> Vec<(u16, std::ops::Range<usize>)> {
+    let slot_of = |g: &Group<usize>| channel_slot(&events[g[0]].channel);
+    groups.sort_by_cached_key(slot_of);
+    let mut runs: Vec<(u16, std::ops::Range<usize>)> = Vec::new();
+    for (i, g) in groups.iter().enumerate() {
+        let slot = slot_of(g);
+        match runs.last_mut() {
+            Some((s, range)) if *s == slot => range.end = i + 1,
+            _ => runs.push((slot, i..i + 1)),
+        }
+    }
+    runs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn events_group_by_channel_in_order() {
-        let ch = |r: &str| {
-            Channel::parse(&format!("s:0b6e1a52-3a8e-4a47-9d0e-2c4f5d6e7f80:{r}")).unwrap()
-        };
-        let out = |c: &Channel| Outgoing {
+    fn ch(r: &str) -> Channel {
+        Channel::parse(&format!("s:0b6e1a52-3a8e-4a47-9d0e-2c4f5d6e7f80:{r}")).unwrap()
+    }
+
+    fn out(c: &Channel) -> Outgoing {
+        Outgoing {
             channel: c.clone(),
             event: crate::schema::EventName::published("a.b").expect("a name"),
             data: "{}".into(),
             idempotency_key: None,
-        };
+        }
+    }
+
+    #[test]
+    fn events_group_by_channel_in_order() {
         let (a, b, c) = (ch("a"), ch("b"), ch("c"));
         let events = [out(&b), out(&a), out(&b), out(&c), out(&a)];
         let groups: Vec<Vec<usize>> = by_channel(&events)
@@ -56,5 +79,23 @@ mod tests {
             .collect();
         assert_eq!(groups, vec![vec![0, 2], vec![1, 4], vec![3]]);
         assert!(by_channel(&[]).is_empty());
+    }
+
+    #[test]
+    fn groups_run_once_per_slot() {
+        let channels: Vec<Channel> = (0..40).map(|i| ch(&format!("r{i}"))).collect();
+        let events: Vec<Outgoing> = channels.iter().chain(&channels).map(out).collect();
+        let mut groups = by_channel(&events);
+        let runs = by_slot(&events, &mut groups);
+        let mut seen = std::collections::HashSet::new();
+        for (slot, range) in &runs {
+            assert!(seen.insert(*slot), "one run per slot");
+            for g in &groups[range.clone()] {
+                assert_eq!(channel_slot(&events[g[0]].channel), *slot);
+                assert_eq!(g.len(), 2, "a channel's events stay together");
+                assert!(g[0] < g[1], "in publish order");
+            }
+        }
+        assert_eq!(runs.last().map(|r| r.1.end), Some(40));
     }
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use redis::{Script, Value};
 
 use super::call::{bounded, unavailable};
+use super::commands::Commands;
 use super::keys::history_key;
-use super::primary::Primary;
 use super::record::{parse_entry, parse_id};
 use crate::bus::{BusError, Gap, GapReason, Replay};
 use crate::channel::Channel;
@@ -17,7 +17,7 @@ use crate::cursor::StreamId;
 /// The history reads of a node, on its command connection.
 #[derive(Clone)]
 pub(super) struct History {
-    conn: Primary,
+    conn: Commands,
     /// Run by digest (`EVALSHA`), loaded on first use.
     read_after: Script,
     head: Script,
@@ -26,7 +26,7 @@ pub(super) struct History {
 }
 
 impl History {
-    pub fn new(conn: Primary, max_len: usize, timeout: Duration) -> History {
+    pub fn new(conn: Commands, max_len: usize, timeout: Duration) -> History {
         History {
             conn,
             read_after: Script::new(include_str!("lua/read_after.lua")),
@@ -38,7 +38,7 @@ impl History {
 
     /// The newest position of the channel ([`StreamId::ZERO`] when empty).
     pub async fn head(&self, channel: &Channel) -> Result<StreamId, BusError> {
-        let mut conn = self.conn.get();
+        let mut conn = self.conn.for_channel(channel);
         let id: String = bounded(
             self.timeout,
             "head",
@@ -57,7 +57,7 @@ impl History {
         after: StreamId,
         page_bytes: usize,
     ) -> Result<Replay, BusError> {
-        let mut conn = self.conn.get();
+        let mut conn = self.conn.for_channel(channel);
         let v: Value = bounded(
             self.timeout,
             "history",

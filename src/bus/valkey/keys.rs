@@ -12,6 +12,11 @@ use crate::channel::Channel;
 /// on a cluster it reaches every node).
 pub(super) const CONTROL: &str = "sseb:control";
 
+/// The revocation orders' channel on a cluster: a shard channel (one slot,
+/// followed through migrations and failovers like any other), which every
+/// node subscribes.
+pub(super) const SHARDED_CONTROL: &str = "sseb:{control}";
+
 /// A channel's Valkey names. A publish writes them straight into the
 /// command's buffer (one string allocation fewer per name and event).
 #[derive(Clone, Copy)]

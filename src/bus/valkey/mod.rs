@@ -10,12 +10,14 @@
 //! ([`record`]). Reads page through the stream ([`history`]).
 //!
 //! Each node holds two RESP3 connections: one for commands, through the
-//! `redis` client library, and one for subscriptions, of its own
-//! ([`subscriber`], read by [`resp`]: the library's general parser cost
+//! `redis` client library ([`commands`]), and one for subscriptions, of its
+//! own ([`subscriber`], read by [`resp`]: the library's general parser cost
 //! more per delivered event than the rest of the bridge: change 32 in
 //! docs/benchmarks.md). It subscribes a channel while it has local
 //! listeners, is subscribed again after a reconnect, and then refills from
 //! the stream what it missed while the subscription was down ([`pump`]).
+//! Behind Sentinel both follow the primary ([`sentinel`]); on a cluster
+//! there is a pair per primary ([`cluster`]).
 //!
 //! This file connects and implements [`Bus`]; each format the Lua and the
 //! Rust share has one home beside it: the mode argument ([`mode`]), the
@@ -23,17 +25,19 @@
 
 mod batch;
 mod call;
+mod cluster;
+mod commands;
 mod durability;
 mod hints;
 mod history;
 mod keys;
 mod mode;
-mod primary;
 mod publish;
 mod pump;
 mod record;
 mod reply;
 mod resp;
+mod seeds;
 mod sentinel;
 mod subscriber;
 
@@ -42,7 +46,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{IntoConnectionInfo, ProtocolVersion, Value};
 use tokio::sync::mpsc;
 
@@ -51,13 +55,16 @@ use crate::channel::Channel;
 use crate::cursor::StreamId;
 use crate::revocation::Revocation;
 use call::unavailable;
+use cluster::router::Router;
+use cluster::shards::Shards;
+use commands::Commands;
 use history::History;
-use keys::{CONTROL, shard_channel};
-use primary::Primary;
+use keys::{CONTROL, SHARDED_CONTROL, shard_channel};
 use publish::Publisher;
 use pump::{Shared, Watch};
+use seeds::{Seeds, redacted};
 use sentinel::Sentinels;
-use subscriber::{Kind, Push, Subscriber};
+use subscriber::{Kind, Push, RequestError, Subscriber};
 
 /// How to reach Valkey and how long to wait for it.
 #[derive(Debug, Clone)]
@@ -79,10 +86,12 @@ pub enum ConnectError {
     #[error("cannot connect to Valkey: {0}")]
     Connect(String),
     #[error(
-        "the server is a Valkey Cluster node; the bridge connects to one standalone \
-         server (a primary): point --valkey-url at one"
+        "the server is a Valkey Cluster node: give the cluster's nodes as seeds, \
+         --valkey-url redis+cluster://host:port[,host:port…]"
     )]
     Cluster,
+    #[error("the Valkey Cluster does not serve every slot (slots {0} have no primary)")]
+    Uncovered(String),
     #[error("the server is a replica ({0}); it takes no writes: point --valkey-url at the primary")]
     Replica(String),
     #[error(
@@ -92,12 +101,42 @@ pub enum ConnectError {
     NoAof,
 }
 
+/// A node's subscriptions: one connection to a standalone primary, or one
+/// per primary of a cluster.
+enum Subscriptions {
+    One(Subscriber),
+    Sharded(Arc<Shards>),
+}
+
+impl Subscriptions {
+    async fn subscribe(&self, name: &str) -> Result<(), RequestError> {
+        match self {
+            Subscriptions::One(s) => s.subscribe(Kind::Shard, name).await,
+            Subscriptions::Sharded(s) => s.subscribe(name).await,
+        }
+    }
+
+    async fn unsubscribe(&self, name: &str) -> Result<(), RequestError> {
+        match self {
+            Subscriptions::One(s) => s.unsubscribe(Kind::Shard, name).await,
+            Subscriptions::Sharded(s) => s.unsubscribe(name).await,
+        }
+    }
+
+    async fn ping(&self) -> Result<(), RequestError> {
+        match self {
+            Subscriptions::One(s) => s.ping().await,
+            Subscriptions::Sharded(s) => s.ping().await,
+        }
+    }
+}
+
 /// The Valkey-backed bus.
 pub struct ValkeyBus {
     /// Commands besides publishes and reads: revocation orders, pings.
-    conn: Primary,
+    conn: Commands,
     /// Subscriptions; their messages arrive as pushes on the pump.
-    subs: Subscriber,
+    subs: Subscriptions,
     publisher: Publisher,
     history: History,
     timeout: Duration,
@@ -106,14 +145,15 @@ pub struct ValkeyBus {
     /// watch counts whatever order the hub's calls arrive in.
     subscriptions: tokio::sync::Mutex<()>,
     pump: tokio::task::JoinHandle<()>,
-    /// Behind Sentinel: follows failovers.
-    follower: Option<tokio::task::JoinHandle<()>>,
+    /// Behind Sentinel: follows failovers. On a cluster: keeps the slot
+    /// map current and the subscriptions on their slots' owners.
+    followers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for ValkeyBus {
     fn drop(&mut self) {
         self.pump.abort();
-        if let Some(follower) = &self.follower {
+        for follower in &self.followers {
             follower.abort();
         }
     }
@@ -126,9 +166,9 @@ struct Opened {
     target: subscriber::Target,
 }
 
-/// Connects to the server at `url` for commands and checks it is one the
-/// bridge can publish to: not a Cluster node, not a replica.
-async fn open_primary(url: &str, config: &ValkeyConfig) -> Result<Opened, ConnectError> {
+/// A client of the data node at `url` (RESP3), and where a subscription
+/// connection to it goes.
+fn node_client(url: &str) -> Result<(redis::Client, subscriber::Target), ConnectError> {
     if url.starts_with("rediss://") {
         // TLS through rustls with the ring provider; a provider installed
         // earlier by the embedding program wins.
@@ -144,19 +184,29 @@ async fn open_primary(url: &str, config: &ValkeyConfig) -> Result<Opened, Connec
         .set_protocol(ProtocolVersion::RESP3);
     let info = info.set_redis_settings(settings);
     let client = redis::Client::open(info).map_err(|e| ConnectError::Url(e.to_string()))?;
+    Ok((client, target))
+}
+
+/// A command connection that reconnects by itself, every command bounded.
+async fn node_manager(
+    client: redis::Client,
+    config: &ValkeyConfig,
+) -> redis::RedisResult<ConnectionManager> {
     let manager_config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(config.timeout))
         .set_response_timeout(Some(config.timeout))
         .set_min_delay(call::RECONNECT_MIN)
         .set_max_delay(call::RECONNECT_MAX);
-    let conn = at_start(
-        config,
-        ConnectionManager::new_with_config(client, manager_config),
-    )
-    .await?;
-    // A publish script run spans the hash slots of its batch's channels,
-    // which a Cluster refuses (and this client follows no redirects): say
-    // so at start rather than fail every publish.
+    ConnectionManager::new_with_config(client, manager_config).await
+}
+
+/// Connects to the server at `url` for commands and checks it is one the
+/// bridge can publish to: not a Cluster node, not a replica.
+async fn open_primary(url: &str, config: &ValkeyConfig) -> Result<Opened, ConnectError> {
+    let (client, target) = node_client(url)?;
+    let conn = at_start(config, node_manager(client, config)).await?;
+    // Pointed at one node of a cluster, the node would publish only to the
+    // slots that node owns: say so at start, and how to name a cluster.
     let mut probe = conn.clone();
     let cluster: String = at_start(
         config,
@@ -176,6 +226,45 @@ async fn open_primary(url: &str, config: &ValkeyConfig) -> Result<Opened, Connec
     Ok(Opened { conn, target })
 }
 
+/// The parts a bus is made of, standalone or clustered.
+struct Parts {
+    conn: Commands,
+    subs: Subscriptions,
+    control: (Kind, &'static str),
+    attention: Option<Arc<cluster::shards::Attention>>,
+    followers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Connects to a cluster through its seeds: reads the slot map, checks
+/// every slot is served, and readies every primary.
+async fn connect_cluster(
+    seeds: Seeds,
+    config: &ValkeyConfig,
+    pushes: mpsc::UnboundedSender<Push>,
+) -> Result<Parts, ConnectError> {
+    let router = Arc::new(Router::new(seeds, config.clone(), vec![publish::PUBLISH]));
+    let topology = at_start(config, router.refresh()).await?;
+    let uncovered = topology.uncovered();
+    if !uncovered.is_empty() {
+        return Err(ConnectError::Uncovered(uncovered.join(", ")));
+    }
+    for node in topology.primaries() {
+        at_start(config, router.load_scripts(&node)).await?;
+        let mut conn = at_start(config, router.conn(&node)).await?;
+        check_durability(config, &mut conn).await?;
+    }
+    let shards = Arc::new(Shards::new(router.clone(), pushes, config.timeout));
+    let attention = shards.attention.clone();
+    let refresher = tokio::spawn(router.clone().refresher());
+    Ok(Parts {
+        conn: Commands::Cluster(router),
+        subs: Subscriptions::Sharded(shards),
+        control: (Kind::Shard, SHARDED_CONTROL),
+        attention: Some(attention),
+        followers: vec![refresher],
+    })
+}
+
 impl ValkeyBus {
     /// Connects and starts the node's subscription pump (and, behind
     /// Sentinel, the task that follows failovers).
@@ -185,48 +274,43 @@ impl ValkeyBus {
         sink: Arc<dyn Sink>,
         orders: Arc<dyn Orders>,
     ) -> Result<ValkeyBus, ConnectError> {
-        let sentinels = Sentinels::parse(&config.url)?;
-        let url = match &sentinels {
-            Some(s) => at_start(config, s.discover(config.timeout)).await?,
-            None => config.url.clone(),
-        };
-        let Opened { conn, target } = open_primary(&url, config).await?;
-        let mut probe = conn.clone();
-        check_durability(config, &mut probe).await?;
         let (tx, rx) = mpsc::unbounded_channel::<Push>();
-        // Subscriptions go on a connection of their own: Valkey holds
-        // subscribed clients to the pub/sub output-buffer limit (32 MiB by
-        // default), and the large history replies of many catching-up
-        // streams would get that connection dropped.
-        let subs = at_start(
-            config,
-            Subscriber::connect(target.clone(), tx, config.timeout),
-        )
-        .await?;
-        let conn = Primary::new(conn);
+        let parts = match Seeds::parse(&config.url, "cluster", 6379)? {
+            Some(seeds) => connect_cluster(seeds, config, tx).await?,
+            None => connect_primary(config, tx).await?,
+        };
+        let Parts {
+            conn,
+            subs,
+            control,
+            attention,
+            mut followers,
+        } = parts;
         let publisher = Publisher::new(
             conn.clone(),
             retention,
             config.timeout,
             (config.durability, config.durability_timeout),
         );
-        at_start(config, subs.subscribe(Kind::Plain, CONTROL)).await?;
+        match (&subs, control) {
+            (Subscriptions::One(one), (kind, name)) => {
+                at_start(config, one.subscribe(kind, name)).await?
+            }
+            (Subscriptions::Sharded(shards), (_, name)) => {
+                at_start(config, shards.subscribe(name)).await?
+            }
+        }
         let shared = Arc::new(Shared {
             sink,
             orders,
             watches: Mutex::new(HashMap::default()),
+            attention,
         });
         let history = History::new(conn.clone(), retention.max_len, config.timeout);
         let pump = tokio::spawn(pump::pump(rx, history.clone(), shared.clone()));
-        let follower = sentinels.map(|sentinels| {
-            tokio::spawn(follow(
-                sentinels,
-                url,
-                config.clone(),
-                conn.clone(),
-                subs.mover(&target),
-            ))
-        });
+        if let Subscriptions::Sharded(shards) = &subs {
+            followers.push(tokio::spawn(shards.clone().keep_placed(shared.clone())));
+        }
         Ok(ValkeyBus {
             conn,
             subs,
@@ -236,7 +320,7 @@ impl ValkeyBus {
             shared,
             subscriptions: tokio::sync::Mutex::new(()),
             pump,
-            follower,
+            followers,
         })
     }
 
@@ -249,6 +333,51 @@ impl ValkeyBus {
     }
 }
 
+/// Connects to a standalone primary, or the one the sentinels name (and
+/// then follows it).
+async fn connect_primary(
+    config: &ValkeyConfig,
+    pushes: mpsc::UnboundedSender<Push>,
+) -> Result<Parts, ConnectError> {
+    let sentinels = Sentinels::parse(&config.url)?;
+    let url = match &sentinels {
+        Some(s) => at_start(config, s.discover(config.timeout)).await?,
+        None => config.url.clone(),
+    };
+    let Opened { conn, target } = open_primary(&url, config).await?;
+    let mut probe = conn.clone();
+    check_durability(config, &mut probe).await?;
+    // Subscriptions go on a connection of their own: Valkey holds
+    // subscribed clients to the pub/sub output-buffer limit (32 MiB by
+    // default), and the large history replies of many catching-up streams
+    // would get that connection dropped.
+    let subs = at_start(
+        config,
+        Subscriber::connect(target.clone(), pushes, config.timeout),
+    )
+    .await?;
+    let conn = Commands::primary(conn);
+    let followers = sentinels
+        .map(|sentinels| {
+            tokio::spawn(follow(
+                sentinels,
+                url,
+                config.clone(),
+                conn.clone(),
+                subs.mover(&target),
+            ))
+        })
+        .into_iter()
+        .collect();
+    Ok(Parts {
+        conn,
+        subs: Subscriptions::One(subs),
+        control: (Kind::Plain, CONTROL),
+        attention: None,
+        followers,
+    })
+}
+
 /// Asks the sentinels who the primary is, and moves both connections when
 /// the answer changes. A new primary that is not ready yet (still a
 /// replica while it is promoted) is tried again at the next turn.
@@ -256,7 +385,7 @@ async fn follow(
     sentinels: Sentinels,
     mut current: String,
     config: ValkeyConfig,
-    primary: Primary,
+    primary: Commands,
     subscriptions: subscriber::Mover,
 ) {
     let mut every = tokio::time::interval(sentinel::FOLLOW_EVERY);
@@ -280,14 +409,6 @@ async fn follow(
                 tracing::warn!(primary = %redacted(&found), error = %e, "the new primary is not ready yet")
             }
         }
-    }
-}
-
-/// A URL for logs: its password left out.
-fn redacted(url: &str) -> String {
-    match (url.split_once("://"), url.rsplit_once('@')) {
-        (Some((scheme, _)), Some((_, host))) => format!("{scheme}://…@{host}"),
-        _ => url.to_owned(),
     }
 }
 
@@ -315,7 +436,7 @@ fn replica_of(role: &[Value]) -> Option<String> {
 /// replica yet (publishes fail until one connects).
 async fn check_durability(
     config: &ValkeyConfig,
-    conn: &mut ConnectionManager,
+    conn: &mut (impl ConnectionLike + Send),
 ) -> Result<(), ConnectError> {
     let section = match config.durability {
         Durability::None => return Ok(()),
@@ -396,9 +517,7 @@ impl Bus for ValkeyBus {
         if !first {
             return self.history.head(channel).await;
         }
-        let subscribed = self
-            .bounded("subscribe", self.subs.subscribe(Kind::Shard, &name))
-            .await;
+        let subscribed = self.bounded("subscribe", self.subs.subscribe(&name)).await;
         let head = match subscribed {
             Ok(()) => self.history.head(channel).await,
             Err(e) => Err(e),
@@ -412,7 +531,7 @@ impl Bus for ValkeyBus {
             }
             Err(e) => {
                 self.shared.lock().remove(&name);
-                let _ = self.subs.unsubscribe(Kind::Shard, &name).await;
+                let _ = self.subs.unsubscribe(&name).await;
                 Err(e)
             }
         }
@@ -436,18 +555,26 @@ impl Bus for ValkeyBus {
             }
         };
         if last {
-            self.bounded("unsubscribe", self.subs.unsubscribe(Kind::Shard, &name))
+            self.bounded("unsubscribe", self.subs.unsubscribe(&name))
                 .await?;
         }
         Ok(())
     }
 
     async fn revoke(&self, order: &Revocation) -> Result<u64, BusError> {
-        let mut conn = self.conn.get();
+        let (command, channel, mut conn) = match &self.conn {
+            Commands::Primary(_) => ("PUBLISH", CONTROL, self.conn.for_slot(0)),
+            Commands::Cluster(_) => (
+                "SPUBLISH",
+                SHARDED_CONTROL,
+                self.conn
+                    .for_slot(cluster::slot::slot(SHARDED_CONTROL.as_bytes())),
+            ),
+        };
         self.bounded(
             "revoke",
-            redis::cmd("PUBLISH")
-                .arg(CONTROL)
+            redis::cmd(command)
+                .arg(channel)
                 .arg(order.encode())
                 .query_async(&mut conn),
         )
@@ -455,13 +582,33 @@ impl Bus for ValkeyBus {
     }
 
     async fn ready(&self) -> bool {
-        // Both connections: publishing needs one, live delivery the other.
-        let mut conn = self.conn.get();
-        let ping = redis::cmd("PING");
-        let (commands, subscriptions) = tokio::join!(
-            self.bounded("ping", ping.query_async::<Value>(&mut conn)),
-            self.bounded("ping", self.subs.ping()),
-        );
+        // Both kinds of connection: publishing needs one, live delivery the
+        // other; on a cluster, every primary's.
+        let commands = async {
+            match &self.conn {
+                Commands::Primary(_) => {
+                    let mut conn = self.conn.for_slot(0);
+                    self.bounded("ping", redis::cmd("PING").query_async::<Value>(&mut conn))
+                        .await
+                        .map(|_| ())
+                }
+                Commands::Cluster(router) => {
+                    let pings = router
+                        .topology()
+                        .primaries()
+                        .into_iter()
+                        .map(|node| async move {
+                            let mut conn = router.conn(&node).await.map_err(unavailable)?;
+                            self.bounded("ping", redis::cmd("PING").query_async::<Value>(&mut conn))
+                                .await
+                                .map(|_| ())
+                        });
+                    futures::future::try_join_all(pings).await.map(|_| ())
+                }
+            }
+        };
+        let (commands, subscriptions) =
+            tokio::join!(commands, self.bounded("ping", self.subs.ping()));
         commands.is_ok() && subscriptions.is_ok()
     }
 }

@@ -7,29 +7,30 @@
 //!
 //! Each channel's step is atomic on its own keys, which share a hash tag; a
 //! run that spans channels spans hash slots, which a standalone server
-//! allows. [`by_channel`] is where a batch is split.
+//! allows and a cluster does not: there a batch runs once per slot
+//! ([`by_slot`]), the runs at once, each on its slot's primary.
 
 use std::time::{Duration, Instant};
 
 use redis::{Script, Value};
 
-use super::batch::{Group, by_channel};
+use super::batch::{Group, by_channel, by_slot};
 use super::call::{bounded, unavailable};
+use super::commands::Commands;
 use super::durability::Durability;
 use super::hints::{Hints, Report, StepHint};
 use super::keys::Name;
 use super::mode::Mode;
-use super::primary::Primary;
 use super::record::Record;
-use super::reply::{is_noscript, parse_reply};
+use super::reply::{StepOutcome, is_noscript, parse_reply};
 use crate::bus::{BusError, Outgoing, Published, Retention};
 
-const PUBLISH: &str = include_str!("lua/publish.lua");
+pub(super) const PUBLISH: &str = include_str!("lua/publish.lua");
 
 /// Loads the publish script into Valkey's cache: at start, on a new
 /// primary, and after Valkey lost it.
 pub(super) async fn load_script(
-    conn: &mut redis::aio::ConnectionManager,
+    conn: &mut impl redis::aio::ConnectionLike,
     timeout: Duration,
 ) -> Result<(), BusError> {
     bounded(
@@ -46,7 +47,7 @@ pub(super) async fn load_script(
 
 /// The publishing side of a node.
 pub(super) struct Publisher {
-    conn: Primary,
+    conn: Commands,
     /// Run by digest (`EVALSHA`): the script text travels once per load,
     /// not with every publish.
     publish: Script,
@@ -60,7 +61,7 @@ pub(super) struct Publisher {
 
 impl Publisher {
     pub fn new(
-        conn: Primary,
+        conn: Commands,
         retention: Retention,
         timeout: Duration,
         (durability, wait_timeout): (Durability, Duration),
@@ -76,39 +77,30 @@ impl Publisher {
         }
     }
 
-    /// Publishes a batch in one script run; one outcome per event, in order.
+    /// Publishes a batch: one script run on a standalone server, one per
+    /// hash slot (all at once) on a cluster. One outcome per event, in order.
     pub async fn publish_batch(&self, events: Vec<Outgoing>) -> Vec<Result<Published, BusError>> {
         if events.is_empty() {
             return Vec::new();
         }
-        let groups = by_channel(&events);
+        let mut groups = by_channel(&events);
+        let runs = match &self.conn {
+            Commands::Primary(_) => vec![(0, 0..groups.len())],
+            // A script run may touch one slot only; the order of channels
+            // within a batch means nothing, so they are sorted into runs.
+            Commands::Cluster(_) => by_slot(&events, &mut groups),
+        };
         let now = Instant::now();
         let channels = || groups.iter().map(|g| &events[g[0]].channel);
         let steps = self
             .hints
             .steps(channels().zip(groups.iter().map(|g| g.len())), now);
-        let (reply, waited) = match self.run_groups(&events, &groups, &steps).await {
-            Ok(v) => v,
-            Err(e) => return events.iter().map(|_| Err(e.clone())).collect(),
-        };
-        // Valkey lost its script cache (a restart or failover): the batch
-        // did not run. It fails as retryable rather than being run again
-        // here, because batches sent after it may already have run and a
-        // retry now would reorder their channels. Later publishes find the
-        // script loaded.
-        let mut outcomes = if is_noscript(&reply) {
-            let loaded = self.load_script().await;
-            let e = unavailable(format_args!(
-                "Valkey had lost the publish script (restarted?){}",
-                match &loaded {
-                    Ok(()) => String::from("; it is loaded again"),
-                    Err(e) => format!(" and loading it failed: {e}"),
-                }
-            ));
-            groups.iter().map(|_| Err(e.clone())).collect()
-        } else {
-            parse_reply(&reply, &groups)
-        };
+        let outcomes =
+            futures::future::join_all(runs.into_iter().map(|(slot, range)| {
+                self.run(&events, slot, &groups[range.clone()], &steps[range])
+            }))
+            .await;
+        let outcomes: Vec<Result<StepOutcome, BusError>> = outcomes.into_iter().flatten().collect();
         for ((channel, step), outcome) in channels().zip(&steps).zip(&outcomes) {
             // Most steps change nothing the node remembers: no need to
             // take the lock again.
@@ -124,15 +116,6 @@ impl Publisher {
                     self.hints.record(channel, step, report);
                 }
                 _ => {}
-            }
-        }
-        // Recorded above either way: the script ran. Unconfirmed, it is
-        // not acknowledged.
-        if let Some(waited) = waited {
-            if let Err(e) = self.durability.confirmed(&waited, self.wait_timeout) {
-                for outcome in outcomes.iter_mut().filter(|o| o.is_ok()) {
-                    *outcome = Err(e.clone());
-                }
             }
         }
         let mut out: Vec<Option<Result<Published, BusError>>> =
@@ -154,6 +137,48 @@ impl Publisher {
         out.into_iter()
             .map(|o| o.unwrap_or_else(|| Err(unavailable("no publish outcome"))))
             .collect()
+    }
+
+    /// One script run (and its durability wait) for `groups`, whose
+    /// channels share `slot` on a cluster; one outcome per group.
+    async fn run(
+        &self,
+        events: &[Outgoing],
+        slot: u16,
+        groups: &[Group<usize>],
+        steps: &[StepHint],
+    ) -> Vec<Result<StepOutcome, BusError>> {
+        let (reply, waited) = match self.run_groups(events, slot, groups, steps).await {
+            Ok(v) => v,
+            Err(e) => return groups.iter().map(|_| Err(e.clone())).collect(),
+        };
+        // Valkey lost its script cache (a restart or failover): the run
+        // did not happen. It fails as retryable rather than being run again
+        // here, because batches sent after it may already have run and a
+        // retry now would reorder their channels. Later publishes find the
+        // script loaded.
+        if is_noscript(&reply) {
+            let loaded = load_script(&mut self.conn.for_slot(slot), self.timeout).await;
+            let e = unavailable(format_args!(
+                "Valkey had lost the publish script (restarted?){}",
+                match &loaded {
+                    Ok(()) => String::from("; it is loaded again"),
+                    Err(e) => format!(" and loading it failed: {e}"),
+                }
+            ));
+            return groups.iter().map(|_| Err(e.clone())).collect();
+        }
+        let mut outcomes = parse_reply(&reply, groups);
+        // The hints are recorded either way (the script ran), but
+        // unconfirmed, nothing is acknowledged.
+        if let Some(waited) = waited {
+            if let Err(e) = self.durability.confirmed(&waited, self.wait_timeout) {
+                for outcome in outcomes.iter_mut().filter(|o| o.is_ok()) {
+                    *outcome = Err(e.clone());
+                }
+            }
+        }
+        outcomes
     }
 }
 
@@ -209,16 +234,12 @@ impl Publisher {
         cmd
     }
 
-    /// Loads the script into Valkey's cache again, after Valkey lost it.
-    pub async fn load_script(&self) -> Result<(), BusError> {
-        load_script(&mut self.conn.get(), self.timeout).await
-    }
-
     /// Runs the batch's script, and the durability wait if there is one;
     /// returns their replies.
     async fn run_groups(
         &self,
         events: &[Outgoing],
+        slot: u16,
         groups: &[Group<usize>],
         steps: &[StepHint],
     ) -> Result<(Value, Option<Value>), BusError> {
@@ -233,7 +254,7 @@ impl Publisher {
             pipe.add_command(wait);
             bound += self.wait_timeout;
         }
-        let mut conn = self.conn.get();
+        let mut conn = self.conn.for_slot(slot);
         let mut replies = bounded(bound, "publish", pipe.query_async::<Vec<Value>>(&mut conn))
             .await?
             .into_iter();

@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::mpsc;
 
+use super::cluster::shards::Attention;
 use super::history::History;
-use super::keys::CONTROL;
+use super::keys::{CONTROL, SHARDED_CONTROL};
 use super::record::{EventNames, parse_messages};
 use super::subscriber::Push;
 use crate::bus::{Entry, Orders, Sink};
@@ -37,6 +38,9 @@ pub(super) struct Shared {
     pub sink: Arc<dyn Sink>,
     pub orders: Arc<dyn Orders>,
     pub watches: Mutex<Watches>,
+    /// On a cluster: where dropped subscriptions are reported, to be
+    /// placed again.
+    pub attention: Option<Arc<Attention>>,
 }
 
 impl Shared {
@@ -75,7 +79,7 @@ pub(super) async fn pump(
                 let Ok(name) = std::str::from_utf8(&channel) else {
                     continue;
                 };
-                if name == CONTROL {
+                if name == CONTROL || name == SHARDED_CONTROL {
                     match Revocation::decode(&payload) {
                         Ok(order) => shared.orders.apply(&order),
                         Err(e) => {
@@ -93,11 +97,28 @@ pub(super) async fn pump(
                     None => tracing::warn!(channel = name, "ignoring a malformed bus message"),
                 }
             }
-            Push::Disconnected => {
+            Push::Disconnected { channels } => {
                 tracing::warn!("lost the Valkey connection; subscriptions will be refilled");
                 metrics::counter!(crate::metrics::BUS_DISCONNECTS).increment(1);
-                for w in shared.lock().values_mut() {
+                {
+                    let mut watches = shared.lock();
+                    for name in &channels {
+                        if let Some(w) = watches.get_mut(name) {
+                            w.stale = true;
+                        }
+                    }
+                }
+                if let Some(attention) = &shared.attention {
+                    attention.disconnected();
+                }
+            }
+            Push::Unsubscribed { channel } => {
+                if let Some(w) = shared.lock().get_mut(&channel) {
                     w.stale = true;
+                }
+                match &shared.attention {
+                    Some(attention) => attention.lost(&channel),
+                    None => tracing::warn!(%channel, "Valkey dropped a subscription"),
                 }
             }
             Push::Subscribed { channel } => {

@@ -14,6 +14,7 @@ use std::time::Duration;
 use redis::Value;
 
 use super::ConnectError;
+use super::seeds::{Seeds, redacted};
 
 /// How often the sentinels are asked who the primary is.
 pub(super) const FOLLOW_EVERY: Duration = Duration::from_millis(500);
@@ -21,63 +22,34 @@ pub(super) const FOLLOW_EVERY: Duration = Duration::from_millis(500);
 /// The sentinels of one primary, from a `redis+sentinel://` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Sentinels {
-    sentinels: Vec<(String, u16)>,
-    master: String,
-    /// `user:pass@` or `:pass@`, kept for the data nodes' URLs.
-    auth: String,
-    tls: bool,
+    seeds: Seeds,
 }
 
 impl Sentinels {
     /// `None` for a URL that is not a Sentinel URL.
     pub(super) fn parse(url: &str) -> Result<Option<Sentinels>, ConnectError> {
-        let (rest, tls) = if let Some(rest) = url.strip_prefix("redis+sentinel://") {
-            (rest, false)
-        } else if let Some(rest) = url.strip_prefix("rediss+sentinel://") {
-            (rest, true)
-        } else {
+        let Some(seeds) = Seeds::parse(url, "sentinel", 26379)? else {
             return Ok(None);
         };
-        let bad = |why: &str| ConnectError::Url(format!("{url}: {why}"));
-        let (authority, master) = rest
-            .split_once('/')
-            .ok_or_else(|| bad("name the primary: redis+sentinel://host:port,…/<master-name>"))?;
-        if master.is_empty() || master.contains('/') {
+        let bad = |why: &str| ConnectError::Url(format!("{}: {why}", redacted(url)));
+        if seeds.path.is_empty() {
+            return Err(bad(
+                "name the primary: redis+sentinel://host:port,…/<master-name>",
+            ));
+        }
+        if seeds.path.contains('/') {
             return Err(bad("the path must be the primary's name, /<master-name>"));
         }
-        let (auth, hosts) = match authority.rsplit_once('@') {
-            Some((auth, hosts)) => (format!("{auth}@"), hosts),
-            None => (String::new(), authority),
-        };
-        let sentinels = hosts
-            .split(',')
-            .map(|h| {
-                let (host, port) = h.rsplit_once(':').unwrap_or((h, "26379"));
-                let port = port
-                    .parse()
-                    .map_err(|_| bad(&format!("`{h}` is not host:port")))?;
-                if host.is_empty() {
-                    return Err(bad("a sentinel address has no host"));
-                }
-                Ok((host.to_owned(), port))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Some(Sentinels {
-            sentinels,
-            master: master.to_owned(),
-            auth,
-            tls,
-        }))
+        Ok(Some(Sentinels { seeds }))
     }
 
     /// The primary's URL, from the first sentinel that names it.
     pub(super) async fn discover(&self, timeout: Duration) -> Result<String, ConnectError> {
         let mut why = Vec::new();
-        for (host, port) in &self.sentinels {
+        for (host, port) in &self.seeds.hosts {
             match tokio::time::timeout(timeout, self.ask(host, *port)).await {
                 Ok(Ok((h, p))) => {
-                    let scheme = if self.tls { "rediss" } else { "redis" };
-                    return Ok(format!("{scheme}://{}{h}:{p}", self.auth));
+                    return Ok(self.seeds.node_url(&h, p));
                 }
                 Ok(Err(e)) => why.push(format!("{host}:{port}: {e}")),
                 Err(_) => why.push(format!("{host}:{port}: no answer within {timeout:?}")),
@@ -85,13 +57,13 @@ impl Sentinels {
         }
         Err(ConnectError::Connect(format!(
             "no sentinel named the primary `{}` ({})",
-            self.master,
+            self.seeds.path,
             why.join("; ")
         )))
     }
 
     async fn ask(&self, host: &str, port: u16) -> Result<(String, u16), String> {
-        let scheme = if self.tls { "rediss" } else { "redis" };
+        let scheme = if self.seeds.tls { "rediss" } else { "redis" };
         let client =
             redis::Client::open(format!("{scheme}://{host}:{port}")).map_err(|e| e.to_string())?;
         let mut conn = client
@@ -100,7 +72,7 @@ impl Sentinels {
             .map_err(|e| e.to_string())?;
         let reply: Value = redis::cmd("SENTINEL")
             .arg("GET-MASTER-ADDR-BY-NAME")
-            .arg(&self.master)
+            .arg(&self.seeds.path)
             .query_async(&mut conn)
             .await
             .map_err(|e| e.to_string())?;
@@ -117,7 +89,7 @@ impl Sentinels {
                     .ok_or("a bad port in the reply")?;
                 Ok((host, port))
             }
-            _ => Err(format!("it does not know `{}`", self.master)),
+            _ => Err(format!("it does not know `{}`", self.seeds.path)),
         }
     }
 }
@@ -132,15 +104,19 @@ mod tests {
         assert_eq!(
             parsed.ok().flatten(),
             Some(Sentinels {
-                sentinels: vec![("a".into(), 1), ("b".into(), 2), ("c".into(), 26379)],
-                master: "mymaster".into(),
-                auth: "u:p@".into(),
-                tls: false,
+                seeds: Seeds {
+                    hosts: vec![("a".into(), 1), ("b".into(), 2), ("c".into(), 26379)],
+                    auth: "u:p@".into(),
+                    tls: false,
+                    path: "mymaster".into(),
+                }
             })
         );
         assert!(matches!(
             Sentinels::parse("rediss+sentinel://a:1/m"),
-            Ok(Some(Sentinels { tls: true, .. }))
+            Ok(Some(Sentinels {
+                seeds: Seeds { tls: true, .. }
+            }))
         ));
         assert!(matches!(Sentinels::parse("redis://a:1"), Ok(None)));
         for bad in [

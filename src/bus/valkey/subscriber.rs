@@ -40,8 +40,13 @@ pub enum Push {
     /// A subscription is confirmed: the first time, or again after a
     /// reconnect.
     Subscribed { channel: Bytes },
-    /// The connection dropped; subscriptions come back with it.
-    Disconnected,
+    /// The connection dropped; its shard channels (listed) come back with
+    /// it, unless their server is gone for good.
+    Disconnected { channels: Vec<String> },
+    /// The server stopped sending a channel's messages by itself: its slot
+    /// migrated to another cluster node (`sunsubscribe`), or a
+    /// resubscription was refused (`MOVED`). It is no longer held here.
+    Unsubscribed { channel: String },
 }
 
 /// `SUBSCRIBE` (the control channel) or `SSUBSCRIBE` (event channels).
@@ -127,7 +132,7 @@ enum Request {
 /// (Valkey answers in that order; pushed messages come in between).
 enum Pending {
     Subscribe(Kind, String, Option<Answer>),
-    Unsubscribe(Option<Answer>),
+    Unsubscribe(String, Option<Answer>),
     /// `None`: the connection's own liveness probe.
     Ping(Option<Answer>),
 }
@@ -403,7 +408,12 @@ async fn run(
             Ok(()) => return,
             Err(e) => {
                 tracing::warn!(error = %e, "lost the Valkey subscription connection");
-                if pushes.send(Push::Disconnected).is_err() {
+                let channels = held
+                    .iter()
+                    .filter(|(kind, _)| *kind == Kind::Shard)
+                    .map(|(_, c)| c.clone())
+                    .collect();
+                if pushes.send(Push::Disconnected { channels }).is_err() {
                     return;
                 }
             }
@@ -501,7 +511,7 @@ async fn serve(
     };
     for waiting in pending {
         let answer = match waiting {
-            Pending::Subscribe(_, _, a) | Pending::Unsubscribe(a) => a,
+            Pending::Subscribe(_, _, a) | Pending::Unsubscribe(_, a) => a,
             Pending::Ping(a) => a,
         };
         if let Some(a) = answer {
@@ -525,8 +535,8 @@ fn send(
         }
         Request::Unsubscribe(kind, channel, answer) => {
             resp::command(&mut conn.write, &[kind.unsubscribe(), channel.as_bytes()]);
-            held.remove(&(kind, channel));
-            pending.push_back(Pending::Unsubscribe(Some(answer)));
+            held.remove(&(kind, channel.clone()));
+            pending.push_back(Pending::Unsubscribe(channel, Some(answer)));
         }
         Request::Ping(answer) => {
             resp::command(&mut conn.write, &[b"PING"]);
@@ -559,12 +569,20 @@ fn handle(
             }
             Some(Pending::Subscribe(kind, channel, a)) => {
                 let e = error.unwrap_or(RequestError::Unexpected);
-                held.remove(&(kind, channel));
-                if let Some(a) = a {
-                    let _ = a.send(Err(e));
+                held.remove(&(kind, channel.clone()));
+                match a {
+                    Some(a) => {
+                        let _ = a.send(Err(e));
+                    }
+                    // A resubscription after a reconnect, refused (the slot
+                    // has another owner now): whoever placed it must know.
+                    None => {
+                        tracing::warn!(%channel, error = %e, "a resubscription was refused");
+                        let _ = pushes.send(Push::Unsubscribed { channel });
+                    }
                 }
             }
-            Some(Pending::Unsubscribe(a)) => {
+            Some(Pending::Unsubscribe(_, a)) => {
                 if let Some(a) = a {
                     let _ = a.send(error.map_or(Ok(()), Err));
                 }
@@ -598,9 +616,25 @@ fn handle(
             }
         }
         b"sunsubscribe" | b"unsubscribe" => {
-            if let Some(Pending::Unsubscribe(_)) = pending.front() {
-                if let Some(Pending::Unsubscribe(Some(a))) = pending.pop_front() {
+            let channel = text(1);
+            let answers = matches!(
+                (pending.front(), &channel),
+                (Some(Pending::Unsubscribe(asked, _)), Some(c)) if asked.as_bytes() == &c[..]
+            );
+            if answers {
+                if let Some(Pending::Unsubscribe(_, Some(a))) = pending.pop_front() {
                     let _ = a.send(Ok(()));
+                }
+            } else if let Some(c) = channel.and_then(|c| String::from_utf8(c.to_vec()).ok()) {
+                // Nobody asked: the server dropped the subscription (its
+                // slot migrated away).
+                let kind = if &kind[..] == b"sunsubscribe" {
+                    Kind::Shard
+                } else {
+                    Kind::Plain
+                };
+                if held.remove(&(kind, c.clone())) {
+                    let _ = pushes.send(Push::Unsubscribed { channel: c });
                 }
             }
         }
