@@ -145,8 +145,16 @@ async fn a_slot_migrating_under_steady_publishing_loses_nothing() {
             .expect("connect");
         let mut seq = 1;
         loop {
-            // Idempotency keys in the slot too: they migrate with it.
-            publish_until_acked(&mut p, "busy", numbered(0, seq), &format!("k{seq}")).await;
+            // Some with idempotency keys, which migrate with the slot. A
+            // keyed publish meanwhile waits (`TRYAGAIN`: its keys are split
+            // between the nodes); an unkeyed one goes to the target
+            // (`ASK`), unheard by subscribers still on the source.
+            let key = if seq % 5 == 0 {
+                format!("k{seq}")
+            } else {
+                String::new()
+            };
+            publish_until_acked(&mut p, "busy", numbered(0, seq), &key).await;
             seq += 1;
             if stop.try_recv().is_ok() {
                 return seq;

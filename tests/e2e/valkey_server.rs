@@ -401,9 +401,9 @@ impl Cluster {
 
     /// Moves `slot` from its owner to primary `to`, keys and all, the way
     /// `valkey-cli --cluster reshard` does: `SETSLOT … IMPORTING` and
-    /// `MIGRATING`, `MIGRATE` in batches, then `SETSLOT … NODE` on both
-    /// and on every other primary. `between` runs after the first batch
-    /// of keys moved, with the slot half migrated.
+    /// `MIGRATING`, `MIGRATE` a key at a time (streams first), then
+    /// `SETSLOT … NODE` on both and on every other primary. `between` runs
+    /// after the first key moved, with the slot half migrated.
     pub async fn migrate<F: std::future::Future<Output = ()>>(
         &self,
         slot: u16,
@@ -426,13 +426,18 @@ impl Cluster {
         let port = self.nodes[to].port.to_string();
         let mut between = Some(between);
         loop {
-            let keys = match cmd(&src, &["CLUSTER", "GETKEYSINSLOT", &s, "1"]).await {
+            let mut keys = match cmd(&src, &["CLUSTER", "GETKEYSINSLOT", &s, "1000"]).await {
                 redis::Value::Array(keys) => keys.iter().map(text).collect::<Vec<_>>(),
                 other => panic!("GETKEYSINSLOT replied {other:?}"),
             };
             if keys.is_empty() {
                 break;
             }
+            // History streams first, one key at a time: from then on a
+            // publish is sent to the target (`ASK`), where subscribers on
+            // the source do not hear it, the hard case for them.
+            keys.sort_by_key(|k| !k.ends_with(":h"));
+            keys.truncate(1);
             let mut args = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
             args.extend(keys.iter().map(String::as_str));
             cmd(&src, &args).await;

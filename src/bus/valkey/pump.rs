@@ -177,11 +177,23 @@ async fn refill(
                 }
             }
             Err(e) => {
-                tracing::warn!(%channel, error = %e, "refill failed; listeners will resync");
                 if let Some(w) = shared.lock().get_mut(name) {
                     w.stale = true;
                 }
-                shared.sink.resync(channel);
+                match &shared.attention {
+                    // On a cluster the slot is most likely changing hands (a
+                    // failover under way): the channel is placed again and
+                    // refilled once that is confirmed. Listeners wait rather
+                    // than read a history that is unreachable for now.
+                    Some(attention) => {
+                        tracing::warn!(%channel, error = %e, "refill failed; placing the channel again");
+                        attention.lost(name);
+                    }
+                    None => {
+                        tracing::warn!(%channel, error = %e, "refill failed; listeners will resync");
+                        shared.sink.resync(channel);
+                    }
+                }
                 return;
             }
         }

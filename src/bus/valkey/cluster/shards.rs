@@ -28,6 +28,8 @@ use super::topology::NodeAddr;
 /// How often the node checks, unprompted, that every channel is subscribed
 /// on its slot's owner.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// The least time between two checks.
+const PACE: Duration = Duration::from_millis(100);
 
 /// What the pump tells the shards: channels the server dropped, and that a
 /// connection dropped.
@@ -246,6 +248,8 @@ impl Shards {
                 () = tokio::time::sleep(CHECK_EVERY) => {}
             }
             self.rehome(&shared).await;
+            // Not in a tight loop while a slot has no reachable owner.
+            tokio::time::sleep(PACE).await;
         }
     }
 }
