@@ -336,3 +336,17 @@ fn serve_refuses_a_cluster_that_does_not_serve_every_slot() {
         "{err}"
     );
 }
+
+/// The chaos soak (not in CI: `scripts/soak`, `SOAK_SECS` long, 600 by
+/// default). Steady publishing over 1,000 channels to two bridge nodes on
+/// a 3+3 cluster; meanwhile a primary is killed (and comes back as a
+/// replica), a busy slot migrates, a bridge node restarts, and subscribers
+/// churn, resuming on the other node. At the end every acknowledged event
+/// is accounted for: delivered to every stream that covers its channel, or
+/// covered by a `bridge.reset` that stream got. Prints the figures and the
+/// process's RSS over time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a 10-minute soak: scripts/soak"]
+async fn cluster_soak() {
+    crate::soak::run().await;
+}

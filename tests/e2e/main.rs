@@ -17,6 +17,7 @@ mod memory_bounds;
 mod publish_errors;
 mod resume;
 mod revocation;
+mod soak;
 mod subscriber_auth;
 mod tls;
 mod valkey_faults;

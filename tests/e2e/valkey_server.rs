@@ -198,6 +198,17 @@ impl ValkeyServer {
     }
 }
 
+/// Runs one command, its error returned rather than a panic.
+pub async fn try_cmd(url: &str, args: &[&str]) -> redis::RedisResult<redis::Value> {
+    let client = redis::Client::open(url)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let mut c = redis::cmd(args[0]);
+    for a in &args[1..] {
+        c.arg(*a);
+    }
+    c.query_async(&mut conn).await
+}
+
 /// Runs one command through a plain RESP2 connection.
 pub async fn cmd(url: &str, args: &[&str]) -> redis::Value {
     let client = redis::Client::open(url).expect("client");
@@ -228,7 +239,6 @@ pub struct Cluster {
     /// of primary `i % primaries`).
     pub nodes: Vec<ValkeyServer>,
     pub ids: Vec<String>,
-    pub primaries: usize,
 }
 
 fn text(v: &redis::Value) -> String {
@@ -268,11 +278,7 @@ impl Cluster {
         for node in &nodes[1..] {
             cmd(&node.url(), &["CLUSTER", "MEET", "127.0.0.1", &first]).await;
         }
-        let cluster = Cluster {
-            nodes,
-            ids,
-            primaries,
-        };
+        let cluster = Cluster { nodes, ids };
         cluster
             .until("every node knows every other", |nodes| {
                 let known = nodes.lines().filter(|l| !l.contains("handshake")).count();
@@ -387,6 +393,19 @@ impl Cluster {
         None
     }
 
+    /// The nodes that serve slots now.
+    pub async fn primaries_now(&self) -> Vec<usize> {
+        let mut found = Vec::new();
+        for slot in [0, 8000, 16383] {
+            if let Some(i) = self.serving(slot).await {
+                if !found.contains(&i) {
+                    found.push(i);
+                }
+            }
+        }
+        found
+    }
+
     /// Waits until a primary other than `node` serves `slot` (a failover).
     pub async fn until_owner_is_not(&self, slot: u16, node: usize) {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -451,13 +470,12 @@ impl Cluster {
         for node in [&dst, &src] {
             cmd(node, &["CLUSTER", "SETSLOT", &s, "NODE", &self.ids[to]]).await;
         }
-        for (i, node) in self.nodes.iter().enumerate().take(self.primaries) {
+        // The other nodes learn it from the cluster bus anyway; telling
+        // them spares a round of redirects (a replica refuses: no matter).
+        for (i, node) in self.nodes.iter().enumerate() {
             if i != from && i != to && node.child.is_some() {
-                cmd(
-                    &node.url(),
-                    &["CLUSTER", "SETSLOT", &s, "NODE", &self.ids[to]],
-                )
-                .await;
+                let args = ["CLUSTER", "SETSLOT", &s, "NODE", &self.ids[to]];
+                let _ = try_cmd(&node.url(), &args).await;
             }
         }
     }
