@@ -1,10 +1,17 @@
-use clap::Parser;
-use sse_bridge::cli::{Cli, Command, LogFormat};
+use sse_bridge::cli::{Command, ConfigError, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = match sse_bridge::cli::parse(std::env::args_os().collect()) {
+        Ok(loaded) => loaded.cli,
+        // Clap prints usage and help, and exits with its own codes.
+        Err(ConfigError::Clap(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     let format = match &cli.command {
         Command::Serve(args) => args.log_format,
         _ => LogFormat::Plain,

@@ -58,6 +58,8 @@ pub struct Settings {
     pub(crate) grpc: GrpcListener,
     /// How long shutdown waits for open connections and in-flight calls.
     pub(crate) shutdown_grace: Duration,
+    /// How long a node keeps serving after SIGTERM, not ready.
+    pub(crate) drain_delay: Duration,
 }
 
 /// Connection bounds of the gRPC listener.
@@ -94,7 +96,9 @@ pub struct Running {
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
+    draining: watch::Sender<bool>,
     grace: Duration,
+    drain_delay: Duration,
     http: JoinHandle<()>,
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
 }
@@ -141,13 +145,14 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     };
     let hub = Hub::new(bus.clone(), fanout);
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let (draining, draining_rx) = watch::channel(false);
 
     let router = http::router(
         hub.clone(),
         streams,
         settings.subscriber_auth.clone(),
         settings.http.clone(),
-        shutdown_rx.clone(),
+        (shutdown_rx.clone(), draining_rx.clone()),
         metrics,
     );
     let http = tokio::spawn(http::listener::serve(
@@ -176,7 +181,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
                 _ = health_down.wait_for(|d| *d) => break,
                 _ = tokio::time::sleep(HEALTH_EVERY) => {}
             }
-            let ready = bus.ready().await;
+            let ready = bus.ready().await && !*draining_rx.borrow();
             if ready != serving {
                 serving = ready;
                 if ready {
@@ -249,7 +254,9 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         http_addr,
         grpc_addr,
         shutdown,
+        draining,
         grace: settings.shutdown_grace,
+        drain_delay: settings.drain_delay,
         http,
         grpc,
     })
@@ -292,6 +299,18 @@ impl Running {
         }
         #[cfg(not(unix))]
         let _ = ctrl_c.await;
+        self.drain().await;
+    }
+
+    /// A rolling update's way out: `/readyz` and gRPC health turn
+    /// not-ready at once, the node keeps serving for the drain delay (load
+    /// balancers take it out meanwhile), then shuts down: every stream ends
+    /// with its own jittered `retry:` and reconnects elsewhere with its
+    /// cursor.
+    pub async fn drain(self) {
+        let _ = self.draining.send(true);
+        tracing::info!(delay = ?self.drain_delay, "draining: not ready, still serving");
+        tokio::time::sleep(self.drain_delay).await;
         tracing::info!("shutting down");
         self.shutdown().await;
     }

@@ -61,3 +61,13 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 64)]
     pub payload: usize,
 }
+
+/// The bus a run used, for its report: `otherwise` without `--valkey-url`.
+pub(super) fn bus_name(args: &BenchArgs, otherwise: &'static str) -> &'static str {
+    match args.valkey_url.as_deref() {
+        Some(url) if url.contains("+cluster://") => "valkey-cluster",
+        Some(url) if url.contains("+sentinel://") => "valkey-sentinel",
+        Some(_) => "valkey",
+        None => otherwise,
+    }
+}

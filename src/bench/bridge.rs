@@ -44,13 +44,14 @@ impl Bridge {
         let connected = client::connect(&target.grpc, &pub_token).await;
         let publisher = target.explain(connected.map_err(Into::into)).await?;
         let rss_before = target.pid.and_then(rss_kib);
-        let bus = if args.valkey_url.is_some() {
-            "valkey"
-        } else if args.spawn {
-            "embedded"
-        } else {
-            "unknown (running bridge)"
-        };
+        let bus = super::args::bus_name(
+            args,
+            if args.spawn {
+                "embedded"
+            } else {
+                "unknown (running bridge)"
+            },
+        );
         Ok(Self {
             target,
             tenant,

@@ -328,8 +328,11 @@ impl Bus for MemoryBus {
         Ok(1)
     }
 
-    async fn ready(&self) -> bool {
-        true
+    async fn readiness(&self) -> super::Readiness {
+        super::Readiness {
+            commands: true,
+            subscriptions: true,
+        }
     }
 }
 

@@ -185,6 +185,25 @@ pub trait Bus: Send + Sync + 'static {
     /// returns how many nodes received it.
     async fn revoke(&self, order: &Revocation) -> Result<u64, BusError>;
 
+    /// Which of the bus's parts can serve requests now.
+    async fn readiness(&self) -> Readiness;
+
     /// Whether the bus can serve requests now.
-    async fn ready(&self) -> bool;
+    async fn ready(&self) -> bool {
+        self.readiness().await.ready()
+    }
+}
+
+/// What `/readyz` reports of the bus: commands (publishes, history reads)
+/// and subscriptions (live delivery) answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Readiness {
+    pub commands: bool,
+    pub subscriptions: bool,
+}
+
+impl Readiness {
+    pub fn ready(self) -> bool {
+        self.commands && self.subscriptions
+    }
 }

@@ -27,6 +27,12 @@ pub enum CodegenTarget {
 
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
+    /// TOML configuration file: one key per flag (`-` → `_`), optionally
+    /// grouped in tables (`[valkey] url = …` is `valkey_url`). A flag or an
+    /// environment variable wins over the file (`sse-bridge config default`
+    /// prints every key).
+    #[arg(long, env = "SSE_BRIDGE_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Development mode: embedded bus, a random secret unless one is given,
     /// and ready-to-paste tokens and commands printed at start.
     #[arg(long)]
@@ -37,11 +43,21 @@ pub struct ServeArgs {
     /// Address of the gRPC (publish) listener.
     #[arg(long, env = "SSE_BRIDGE_GRPC_ADDR", default_value = "127.0.0.1:50051")]
     pub grpc_addr: SocketAddr,
-    /// Valkey URL for several nodes (`redis://` or `rediss://`, with
-    /// optional `user:password@` and `/<db>`); without it the embedded bus
-    /// is used.
-    #[arg(long, env = "SSE_BRIDGE_VALKEY_URL")]
+    /// Valkey URL for several nodes: one server (`redis://` or `rediss://`,
+    /// with optional `user:password@` and `/<db>`), Valkey Cluster seeds
+    /// (`redis+cluster://h1:p1,h2:p2`) or Sentinel
+    /// (`redis+sentinel://s1:p1,s2:p2/<master-name>`); without it the
+    /// embedded bus is used (docs/scaling.md).
+    #[arg(long, env = "SSE_BRIDGE_VALKEY_URL", hide_env_values = true)]
     pub valkey_url: Option<String>,
+    /// A file holding the Valkey URL (it may carry a password), so it is
+    /// neither in argv nor in the environment.
+    #[arg(
+        long,
+        env = "SSE_BRIDGE_VALKEY_URL_FILE",
+        conflicts_with = "valkey_url"
+    )]
+    pub valkey_url_file: Option<PathBuf>,
     /// Bound on each Valkey command, in milliseconds; past
     /// it publishes fail with UNAVAILABLE and /readyz reports not ready.
     #[arg(long, env = "SSE_BRIDGE_VALKEY_TIMEOUT_MS", default_value_t = 1000)]
@@ -63,6 +79,13 @@ pub struct ServeArgs {
     /// HS256 secret for subscriber (and, by default, publisher) tokens.
     #[arg(long, env = "SSE_BRIDGE_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// A file holding --jwt-secret (surrounding whitespace is ignored).
+    #[arg(
+        long,
+        env = "SSE_BRIDGE_JWT_SECRET_FILE",
+        conflicts_with = "jwt_secret"
+    )]
+    pub jwt_secret_file: Option<PathBuf>,
     /// PEM public key (RS256, ES256 or EdDSA, picked from the key) for
     /// subscriber tokens.
     #[arg(long, env = "SSE_BRIDGE_JWT_PUBLIC_KEY")]
@@ -98,6 +121,13 @@ pub struct ServeArgs {
     /// HS256 secret for publisher tokens, when not the subscriber secret.
     #[arg(long, env = "SSE_BRIDGE_PUBLISHER_JWT_SECRET", hide_env_values = true)]
     pub publisher_jwt_secret: Option<String>,
+    /// A file holding --publisher-jwt-secret.
+    #[arg(
+        long,
+        env = "SSE_BRIDGE_PUBLISHER_JWT_SECRET_FILE",
+        conflicts_with = "publisher_jwt_secret"
+    )]
+    pub publisher_jwt_secret_file: Option<PathBuf>,
     /// PEM public key for publisher tokens.
     #[arg(long, env = "SSE_BRIDGE_PUBLISHER_JWT_PUBLIC_KEY")]
     pub publisher_jwt_public_key: Option<PathBuf>,
@@ -217,6 +247,14 @@ pub struct ServeArgs {
     /// before it exits anyway.
     #[arg(long, env = "SSE_BRIDGE_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
+    /// Seconds a node keeps serving after SIGTERM with /readyz at 503, so
+    /// load balancers take it out before its streams end.
+    #[arg(long, env = "SSE_BRIDGE_DRAIN_DELAY_SECS", default_value_t = 0)]
+    pub drain_delay_secs: u64,
+    /// Then each stream ends with a `retry:` hint drawn from up to this many
+    /// milliseconds, so its clients do not all reconnect in the same second.
+    #[arg(long, env = "SSE_BRIDGE_DRAIN_JITTER_MS", default_value_t = 1000)]
+    pub drain_jitter_ms: u64,
     /// PEM certificate chain: serve HTTPS (HTTP/2 by ALPN) and gRPC over TLS.
     #[arg(long, env = "SSE_BRIDGE_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

@@ -3,7 +3,9 @@
 //! [`settings`].
 
 mod args;
+mod config;
 mod disconnect;
+mod health;
 mod publish;
 mod schema;
 mod serve;
@@ -13,6 +15,8 @@ mod token;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+
+pub use config::{ConfigError, Loaded, parse};
 
 pub use args::{
     CodegenArgs, CodegenTarget, DisconnectArgs, LogFormat, PublishArgs, SchemaArgs, ServeArgs,
@@ -49,6 +53,24 @@ pub enum Command {
     Codegen(CodegenArgs),
     /// Load-test a bridge through its real APIs (see docs/benchmarks.md).
     Bench(Box<crate::bench::BenchArgs>),
+    /// The configuration file: print a complete commented one, or check one.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Exit 0 when a bridge's /healthz answers 200 (or /readyz, with
+    /// --ready), 1 otherwise: a container HEALTHCHECK without curl.
+    Health(health::HealthArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Print every `serve` key, commented, with its help and default.
+    Default,
+    /// Validate a configuration file (with the environment) and print the
+    /// effective configuration: each value's source, secrets redacted.
+    Check {
+        #[arg(long, env = "SSE_BRIDGE_CONFIG")]
+        config: std::path::PathBuf,
+    },
 }
 
 /// Runs a parsed command line.
@@ -62,5 +84,35 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Schema(args) => schema::schema(args),
         Command::Codegen(args) => schema::codegen(args),
         Command::Bench(args) => crate::bench::run(*args).await,
+        Command::Config(ConfigCommand::Default) => {
+            print!("{}", config::default_file());
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Check { config }) => check(config).await,
+        Command::Health(args) => health::health(args).await,
     }
+}
+
+/// `config check`: the file parsed as `serve --config` would, the settings
+/// built (keys loaded), the effective configuration printed.
+async fn check(path: std::path::PathBuf) -> Result<()> {
+    let argv = vec![
+        "sse-bridge".into(),
+        "serve".into(),
+        "--config".into(),
+        path.clone().into_os_string(),
+    ];
+    let loaded = parse(argv).map_err(|e| match e {
+        ConfigError::Clap(e) => anyhow::anyhow!("{}", e.render()),
+        other => other.into(),
+    })?;
+    let Command::Serve(args) = &loaded.cli.command else {
+        anyhow::bail!("not a serve command line");
+    };
+    args.settings().await?;
+    for line in loaded.effective() {
+        println!("{line}");
+    }
+    eprintln!("{}: valid", path.display());
+    Ok(())
 }

@@ -145,6 +145,7 @@ impl ServeArgs {
                 max_channels: self.max_channels,
                 keepalive: Duration::from_secs(self.keepalive_secs),
                 retry: Duration::from_millis(self.retry_ms),
+                drain_jitter: Duration::from_millis(self.drain_jitter_ms),
                 cors_origins,
                 max_url_bytes: self.max_url_bytes,
                 max_header_bytes: self.max_header_bytes,
@@ -186,6 +187,7 @@ impl ServeArgs {
                 max_connections: self.max_grpc_connections,
             },
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            drain_delay: Duration::from_secs(self.drain_delay_secs),
         })
     }
 }

@@ -32,7 +32,7 @@ pub fn router(
     streams: Arc<Streams>,
     auth: SubscriberAuth,
     config: HttpConfig,
-    shutdown: watch::Receiver<bool>,
+    (shutdown, draining): (watch::Receiver<bool>, watch::Receiver<bool>),
     metrics: Option<PrometheusHandle>,
 ) -> Router {
     let cors_origins = config.cors_origins.clone();
@@ -42,6 +42,7 @@ pub fn router(
         auth: Arc::new(auth),
         config: Arc::new(config),
         shutdown,
+        draining,
         metrics,
     };
     let router = Router::new()
@@ -150,10 +151,24 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
-    if state.hub.bus().ready().await {
-        (StatusCode::OK, "ready\n")
+/// 200 when the node should get traffic; 503 while the bus or a Valkey
+/// subscription is down, or while the node drains. The body says which:
+/// `{"ready":false,"bus":"ok","subscriptions":"down","draining":false}`.
+async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<serde_json::Value>) {
+    let draining = *state.draining.borrow();
+    let bus = state.hub.bus().readiness().await;
+    let ready = bus.ready() && !draining;
+    let word = |ok: bool| if ok { "ok" } else { "down" };
+    let body = serde_json::json!({
+        "ready": ready,
+        "bus": word(bus.commands),
+        "subscriptions": word(bus.subscriptions),
+        "draining": draining,
+    });
+    let status = if ready {
+        StatusCode::OK
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "bus unavailable\n")
-    }
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body))
 }

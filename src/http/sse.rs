@@ -204,6 +204,7 @@ fn stream(
     // Only what the stream needs is kept for its lifetime: an open stream's
     // size is the bridge's memory per connection.
     let retry_ms = config.retry.as_millis();
+    let jitter_ms = config.drain_jitter.as_millis() as u64;
     let keepalive_every = config.keepalive;
     drop(config);
 
@@ -246,8 +247,11 @@ fn stream(
                     break "revoked";
                 }
                 _ = &mut down => {
-                    // Reconnect soon, to another node, with the cursor.
-                    yield Ok(Bytes::from_static(b"retry: 500\n\n"));
+                    // Reconnect to another node with the cursor, each
+                    // client after its own delay: thousands of them must
+                    // not land on the other nodes in the same second.
+                    let retry = rand::random_range(0..=jitter_ms);
+                    yield Ok(Bytes::from(format!("retry: {retry}\n\n")));
                     break "shutdown";
                 }
                 item = sub.next() => match item {

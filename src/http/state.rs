@@ -19,6 +19,9 @@ pub struct HttpConfig {
     pub keepalive: Duration,
     /// Reconnect delay sent in the opening `retry:` line.
     pub retry: Duration,
+    /// When a draining node ends its streams, each gets a `retry:` drawn
+    /// from up to this long, so its clients do not return all at once.
+    pub drain_jitter: Duration,
     pub cors_origins: Vec<HeaderValue>,
     /// Longest accepted request target (path and query), in bytes.
     pub max_url_bytes: usize,
@@ -35,5 +38,7 @@ pub(crate) struct AppState {
     pub(super) config: Arc<HttpConfig>,
     /// Flips to true when the node shuts down; open streams then close.
     pub(super) shutdown: watch::Receiver<bool>,
+    /// True from SIGTERM on: `/readyz` says 503 while the node still serves.
+    pub(super) draining: watch::Receiver<bool>,
     pub(super) metrics: Option<PrometheusHandle>,
 }

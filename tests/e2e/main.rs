@@ -1,12 +1,14 @@
 //! End-to-end tests: a real bridge, real gRPC calls through the generated
 //! client, real SSE reads over HTTP.
 
+mod balancer;
 mod black_hole;
 mod catalogue;
 mod cli;
 mod cluster;
 mod connections;
 mod delivery;
+mod deploy;
 mod docs;
 mod durability;
 mod hardening;

@@ -9,7 +9,6 @@ use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
 use super::cluster::router::{Routed, Router};
-use super::cluster::slot::SLOTS;
 use crate::channel::Channel;
 
 #[derive(Clone)]
@@ -49,7 +48,7 @@ impl Commands {
 
 /// The slot of a channel's names.
 pub(super) fn channel_slot(channel: &Channel) -> u16 {
-    super::cluster::slot::slot(channel.as_str().as_bytes()) % SLOTS
+    super::cluster::slot::slot(channel.as_str().as_bytes())
 }
 
 /// A connection to send commands on.
@@ -81,5 +80,32 @@ impl ConnectionLike for Conn {
 
     fn get_db(&self) -> i64 {
         0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::valkey::cluster::slot::slot;
+    use crate::bus::valkey::keys::{Name, SHARDED_CONTROL};
+
+    #[test]
+    fn a_channel_s_slot_is_the_slot_of_each_of_its_names() {
+        for r in ["a", "b", "scan-42", "x.y~z"] {
+            let c = Channel::parse(&format!("scans:0b6e1a52-3a8e-4a47-9d0e-2c4f5d6e7f80:{r}"))
+                .expect("a channel");
+            for name in [
+                Name::History(&c),
+                Name::Idempotency(&c, "key-1"),
+                Name::Shard(&c),
+            ] {
+                assert_eq!(
+                    slot(name.to_string().as_bytes()),
+                    channel_slot(&c),
+                    "{name}"
+                );
+            }
+        }
+        assert_eq!(slot(SHARDED_CONTROL.as_bytes()), slot(b"control"));
     }
 }

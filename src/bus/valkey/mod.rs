@@ -581,7 +581,7 @@ impl Bus for ValkeyBus {
         .await
     }
 
-    async fn ready(&self) -> bool {
+    async fn readiness(&self) -> super::Readiness {
         // Both kinds of connection: publishing needs one, live delivery the
         // other; on a cluster, every primary's.
         let commands = async {
@@ -609,6 +609,9 @@ impl Bus for ValkeyBus {
         };
         let (commands, subscriptions) =
             tokio::join!(commands, self.bounded("ping", self.subs.ping()));
-        commands.is_ok() && subscriptions.is_ok()
+        super::Readiness {
+            commands: commands.is_ok(),
+            subscriptions: subscriptions.is_ok(),
+        }
     }
 }
