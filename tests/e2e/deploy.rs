@@ -355,7 +355,16 @@ fn the_binary_runs_as_the_image_runs_it() {
         ),
     )
     .unwrap();
-    let mut command = std::process::Command::new(BIN);
+    // Installed as the image installs it: a checkout's build directory may
+    // be closed to other users (a clone under a 0700 temp dir is).
+    let installed = dir.join("sse-bridge");
+    std::fs::copy(BIN, &installed).expect("copy the binary");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&installed, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let mut command = std::process::Command::new(&installed);
     command
         .arg("serve")
         .current_dir("/")
