@@ -114,7 +114,6 @@ async fn events_over_a_hundred_channels_reach_two_nodes_once_and_in_order() {
         read_in_order(sse, 480, &mut next).await;
         assert!(next.values().all(|&n| n == 4), "{next:?}");
     }
-    // A client resuming on B from A's cursor gets what followed, once.
     a.stop().await;
     b.stop().await;
 }

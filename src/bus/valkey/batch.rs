@@ -39,11 +39,15 @@ pub(super) fn by_slot(
     events: &[Outgoing],
     groups: &mut [Group<usize>],
 ) -> Vec<(u16, std::ops::Range<usize>)> {
-    let slot_of = |g: &Group<usize>| channel_slot(&events[g[0]].channel);
-    groups.sort_by_cached_key(slot_of);
+    // Each group's slot hashed once: sorted with the groups, then read.
+    let mut keyed: Vec<(u16, Group<usize>)> = groups
+        .iter_mut()
+        .map(|g| (channel_slot(&events[g[0]].channel), std::mem::take(g)))
+        .collect();
+    keyed.sort_by_key(|(slot, _)| *slot);
     let mut runs: Vec<(u16, std::ops::Range<usize>)> = Vec::new();
-    for (i, g) in groups.iter().enumerate() {
-        let slot = slot_of(g);
+    for (i, ((slot, g), out)) in keyed.into_iter().zip(groups.iter_mut()).enumerate() {
+        *out = g;
         match runs.last_mut() {
             Some((s, range)) if *s == slot => range.end = i + 1,
             _ => runs.push((slot, i..i + 1)),
