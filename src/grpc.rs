@@ -8,6 +8,7 @@ use futures::stream::FuturesOrdered;
 use futures::{FutureExt, Stream, StreamExt};
 use tonic::{Code, Request, Response, Status, Streaming};
 use tonic_types::{ErrorDetails, StatusExt};
+use tracing::Instrument;
 
 use crate::auth::{self, AuthError, PublisherAuth, Scope, Tenants};
 use crate::bus::Bus;
@@ -17,6 +18,7 @@ use crate::proto::server::publisher_server::{Publisher, PublisherServer};
 use crate::proto::ssebridge::v1 as pb;
 use crate::publish::{PublishError, PublishService};
 use crate::revocation::{Reason, Revocation, Target, check_subject};
+use crate::telemetry;
 
 /// Most stream items published in one bus batch.
 const MAX_BATCH: usize = 64;
@@ -252,15 +254,23 @@ impl Publisher for PublisherApi {
         &self,
         request: Request<crate::proto::server::PublishRequest>,
     ) -> Result<Response<pb::PublishResponse>, Status> {
-        let publisher = self
-            .authenticate(bearer_token(&request), Scope::Publish)
-            .await?;
-        let published = self
-            .service
-            .publish(&publisher, request.into_inner())
-            .await
-            .map_err(|e| status_of(&e))?;
-        Ok(Response::new(accepted(published)))
+        let span = telemetry::server_span("publish", request.metadata());
+        let call = async {
+            let publisher = self
+                .authenticate(bearer_token(&request), Scope::Publish)
+                .await?;
+            let published = self
+                .service
+                .publish(&publisher, request.into_inner())
+                .await
+                .map_err(|e| status_of(&e))?;
+            Ok(Response::new(accepted(published)))
+        };
+        let outcome = call.instrument(span.clone()).await;
+        if let Err(status) = &outcome {
+            telemetry::record_status(&span, status);
+        }
+        outcome
     }
 
     async fn disconnect(
@@ -299,9 +309,18 @@ impl Publisher for PublisherApi {
         &self,
         request: Request<Streaming<crate::proto::server::PublishRequest>>,
     ) -> Result<Response<Self::PublishStreamStream>, Status> {
-        let publisher = self
+        let span = telemetry::server_span("publish_stream", request.metadata());
+        let publisher = match self
             .authenticate(bearer_token(&request), Scope::Publish)
-            .await?;
+            .instrument(span.clone())
+            .await
+        {
+            Ok(p) => p,
+            Err(status) => {
+                telemetry::record_status(&span, &status);
+                return Err(status);
+            }
+        };
         let service = self.service.clone();
         let mut requests = request.into_inner();
         // Items already waiting are published as one ordered batch (one
@@ -366,7 +385,7 @@ impl Publisher for PublisherApi {
                 if batch.is_empty() {
                     continue;
                 }
-                in_flight.push_back(service.publish_many(&publisher, batch));
+                in_flight.push_back(service.publish_many(&publisher, batch).instrument(span.clone()));
                 // Send it now, before the next batch is made.
                 if let std::task::Poll::Ready(Some(outcomes)) = futures::poll!(in_flight.next()) {
                     for r in responses(outcomes) {
@@ -375,6 +394,7 @@ impl Publisher for PublisherApi {
                 }
             }
             if let Some(status) = failed {
+                telemetry::record_status(&span, &status);
                 yield Err(contract_status(status));
             }
         };

@@ -13,6 +13,7 @@
 //! - [`channel`]: the parsed channel name, for checking names before a
 //!   publish.
 //! - [`bench`]: the load generator behind `sse-bridge bench`.
+//! - [`telemetry`]: logs and the optional OTLP export of traces.
 //!
 //! Everything else is internal. Modules by layer, dependencies pointing
 //! down:
@@ -33,6 +34,7 @@ pub mod client;
 pub mod proto;
 pub mod schema;
 pub mod server;
+pub mod telemetry;
 pub mod token;
 
 pub(crate) mod auth;
@@ -45,6 +47,7 @@ pub(crate) mod http;
 pub(crate) mod hub;
 pub(crate) mod jwks;
 pub(crate) mod key;
+pub(crate) mod latency;
 pub(crate) mod metrics;
 pub(crate) mod publish;
 pub(crate) mod rate;

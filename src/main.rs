@@ -1,5 +1,5 @@
 use sse_bridge::cli::{Command, ConfigError, LogFormat};
-use tracing_subscriber::EnvFilter;
+use sse_bridge::telemetry::{self, Otlp};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -12,19 +12,34 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let format = match &cli.command {
-        Command::Serve(args) => args.log_format,
-        _ => LogFormat::Plain,
+    let (format, otlp) = match &cli.command {
+        Command::Serve(args) => {
+            let otlp = args
+                .otlp_endpoint
+                .as_deref()
+                .map(|e| Otlp::parse(e, args.otlp_sample_ratio))
+                .transpose();
+            match otlp {
+                Ok(otlp) => (args.log_format, otlp),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return std::process::ExitCode::from(2);
+                }
+            }
+        }
+        _ => (LogFormat::Plain, None),
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Plain => logs.init(),
-        LogFormat::Json => logs.json().with_current_span(true).init(),
-    }
-    match sse_bridge::cli::run(cli).await {
+    let telemetry = match telemetry::init(format == LogFormat::Json, otlp.as_ref()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let outcome = sse_bridge::cli::run(cli).await;
+    // Spans still buffered go out before the process does.
+    telemetry.shutdown().await;
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

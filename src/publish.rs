@@ -123,6 +123,8 @@ pub struct PublishService {
     max_payload_bytes: usize,
     limiter: Option<Arc<RateLimiter>>,
     recorded: Recorded,
+    /// Whether the exported `publish` span carries the tenant id.
+    pub(crate) trace_tenant: bool,
 }
 
 impl PublishService {
@@ -133,6 +135,7 @@ impl PublishService {
             max_payload_bytes,
             limiter: None,
             recorded: Recorded::new(),
+            trace_tenant: false,
         }
     }
 
@@ -202,20 +205,31 @@ impl PublishService {
         request: PublishRequest,
     ) -> Result<Published, PublishError> {
         let outgoing = self.prepare(publisher, request)?;
-        let span = tracing::debug_span!(
-            "publish",
-            channel = %outgoing.channel,
-            event = &*outgoing.event,
-            publisher = publisher.subject.as_deref().unwrap_or(""),
-        );
+        // The caller's `publish` span, when it is exported.
+        let call = tracing::Span::current();
+        if !call.is_disabled() {
+            call.record("channel.prefix", outgoing.channel.prefix());
+            call.record("event.name", &*outgoing.event);
+            if self.trace_tenant {
+                call.record(
+                    "sse_bridge.tenant",
+                    tracing::field::display(outgoing.channel.tenant()),
+                );
+            }
+        }
+        let channel = outgoing.channel.clone();
+        let span = bus_span(1);
         let started = std::time::Instant::now();
-        let published = self.bus.publish(outgoing).instrument(span.clone()).await;
+        let published = self.bus.publish(outgoing).instrument(span).await;
         self.recorded.outcome(&published, started);
         match &published {
             Ok(p) => {
-                tracing::debug!(parent: &span, id = %p.id, duplicate = p.duplicate, "published")
+                if !call.is_disabled() {
+                    call.record("event.id", tracing::field::display(p.id));
+                }
+                tracing::debug!(%channel, id = %p.id, duplicate = p.duplicate, "published")
             }
-            Err(e) => tracing::warn!(parent: &span, error = %e, "publish failed"),
+            Err(e) => tracing::warn!(%channel, error = %e, "publish failed"),
         }
         published.map_err(PublishError::Unavailable)
     }
@@ -239,11 +253,7 @@ impl PublishService {
                 Err(e) => outcomes.push(Some(Err(e))),
             }
         }
-        let span = tracing::debug_span!(
-            "publish_batch",
-            events = batch.len(),
-            publisher = publisher.subject.as_deref().unwrap_or(""),
-        );
+        let span = bus_span(batch.len());
         let started = std::time::Instant::now();
         let outcomes_of_batch = self.bus.publish_batch(batch).instrument(span).await;
         for p in &outcomes_of_batch {
@@ -263,6 +273,11 @@ impl PublishService {
             })
             .collect()
     }
+}
+
+/// The exported span of one bus append (a batch of `events`).
+fn bus_span(events: usize) -> tracing::Span {
+    tracing::info_span!(target: crate::telemetry::TARGET, "bus.publish", events)
 }
 
 #[cfg(test)]

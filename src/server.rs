@@ -60,6 +60,8 @@ pub struct Settings {
     pub(crate) shutdown_grace: Duration,
     /// How long a node keeps serving after SIGTERM, not ready.
     pub(crate) drain_delay: Duration,
+    /// Whether publish spans carry the tenant id.
+    pub(crate) trace_tenant: bool,
 }
 
 /// Connection bounds of the gRPC listener.
@@ -168,6 +170,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     if let Some(rate) = settings.publish_rate {
         service = service.with_rate_limit(rate);
     }
+    service.trace_tenant = settings.trace_tenant;
     let api = PublisherApi::new(service, settings.publisher_auth.clone(), bus.clone());
     let (health, health_service) = tonic_health::server::health_reporter();
     type Served = crate::proto::server::publisher_server::PublisherServer<PublisherApi>;

@@ -268,6 +268,19 @@ pub struct ServeArgs {
     /// Log format: `plain` text or `json` lines (one object per event).
     #[arg(long, env = "SSE_BRIDGE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
     pub log_format: LogFormat,
+    /// Export traces over OTLP/gRPC to this collector, such as
+    /// `http://127.0.0.1:4317`: spans for each publish, its bus step and
+    /// each node's fan-out. Off when unset, and then free.
+    #[arg(long, env = "SSE_BRIDGE_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// The fraction of new traces exported (0 to 1). A producer's sampled
+    /// `traceparent` is always followed.
+    #[arg(long, env = "SSE_BRIDGE_OTLP_SAMPLE_RATIO", default_value_t = 1.0)]
+    pub otlp_sample_ratio: f64,
+    /// Put the tenant id on publish spans (`sse_bridge.tenant`). Off by
+    /// default: a shared tracing backend may not be a place for tenant ids.
+    #[arg(long, env = "SSE_BRIDGE_OTLP_TENANT_ATTRIBUTE")]
+    pub otlp_tenant_attribute: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -188,6 +188,7 @@ impl ServeArgs {
             },
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             drain_delay: Duration::from_secs(self.drain_delay_secs),
+            trace_tenant: self.otlp_tenant_attribute,
         })
     }
 }

@@ -134,11 +134,11 @@ async fn schema() -> axum::Json<serde_json::Value> {
 async fn render_metrics(State(state): State<AppState>) -> axum::response::Response {
     use axum::response::IntoResponse;
     match &state.metrics {
-        Some(handle) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            handle.render(),
-        )
-            .into_response(),
+        Some(handle) => {
+            let mut text = handle.render();
+            crate::latency::render(&mut text);
+            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+        }
         None => (
             StatusCode::NOT_FOUND,
             "metrics are recorded by the embedding program\n",

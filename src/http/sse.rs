@@ -255,8 +255,11 @@ fn stream(
                     break "shutdown";
                 }
                 item = sub.next() => match item {
-                    Some(Ok(Item::Event { frame: f, .. })) => {
+                    Some(Ok(Item::Event { frame: f, live, .. })) => {
                         delivered.increment(1);
+                        if live {
+                            f.written_live();
+                        }
                         end.sent += 1;
                         if single {
                             yield Ok(f.with_own_id());

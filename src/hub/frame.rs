@@ -2,6 +2,7 @@
 
 use crate::bus::Entry;
 use crate::cursor::StreamId;
+use crate::latency::Latency;
 use crate::wire;
 
 /// An event encoded once as an SSE frame.
@@ -12,6 +13,8 @@ pub struct Frame {
     bytes: bytes::Bytes,
     /// Where `event:` starts in `bytes`.
     body_at: usize,
+    /// Its event name's publish → write latency.
+    latency: std::sync::Arc<Latency>,
 }
 
 impl Frame {
@@ -31,7 +34,13 @@ impl Frame {
             id: entry.id,
             bytes: buf.into(),
             body_at,
+            latency: crate::latency::of(&entry.event),
         }
+    }
+
+    /// Counts the frame as written to a live stream now.
+    pub fn written_live(&self) {
+        self.latency.record(self.id);
     }
 
     /// The whole frame with the channel's own id (one-channel streams).

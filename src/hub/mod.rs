@@ -163,12 +163,27 @@ impl Fanout {
 
 impl Sink for Fanout {
     fn deliver(&self, channel: &Channel, entry: Entry) {
+        // On the embedded bus this runs inside the publish, so the span is
+        // the bus step's child. Valkey carries no trace context: there it
+        // starts its own trace, found by `event.id`.
+        let span = tracing::info_span!(
+            target: crate::telemetry::TARGET,
+            "fanout",
+            channel.prefix = channel.prefix(),
+            event.name = &*entry.event,
+            event.id = %entry.id,
+            listeners = tracing::field::Empty,
+        )
+        .entered();
         let frame = Arc::new(Frame::encode(&entry));
         let mut guard = self.lock();
         let slots = &mut *guard;
         let Some(slot) = slots.map.get_mut(channel) else {
             return;
         };
+        if !span.is_disabled() {
+            span.record("listeners", slot.tx.receiver_count());
+        }
         slot.live = slot.live.max(Some(frame.id));
         // Sent under the lock so the cache and the broadcast agree on
         // order. No receivers left is not an error: the last listener just

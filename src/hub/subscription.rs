@@ -28,8 +28,13 @@ use crate::cursor::{self, Positions, StreamId};
 /// What a subscription yields.
 #[derive(Debug, Clone)]
 pub enum Item {
-    /// An event of `channels()[channel]`.
-    Event { channel: usize, frame: Arc<Frame> },
+    /// An event of `channels()[channel]`; `live` when it came as it was
+    /// published, not replayed from the cache or history.
+    Event {
+        channel: usize,
+        frame: Arc<Frame>,
+        live: bool,
+    },
     /// History cannot cover these channels' missed range; the stream goes
     /// on from their newest position.
     Reset {
@@ -198,11 +203,12 @@ impl Subscription {
             replay.truncate(cut);
         }
         self.unfinished = unfinished;
-        self.pending.extend(
-            replay
-                .into_iter()
-                .map(|(_, channel, frame)| Item::Event { channel, frame }),
-        );
+        self.pending
+            .extend(replay.into_iter().map(|(_, channel, frame)| Item::Event {
+                channel,
+                frame,
+                live: false,
+            }));
         Ok(())
     }
 
@@ -211,7 +217,7 @@ impl Subscription {
     pub async fn next(&mut self) -> Option<Result<Item, BusError>> {
         loop {
             if let Some(item) = self.pending.pop_front() {
-                if let Item::Event { channel, frame } = &item {
+                if let Item::Event { channel, frame, .. } = &item {
                     if frame.id <= self.positions[*channel] {
                         continue;
                     }
@@ -231,7 +237,11 @@ impl Subscription {
                 (i, Ok(Delivery::Frame(frame))) => {
                     if frame.id > self.positions[i] {
                         self.positions[i] = frame.id;
-                        return Some(Ok(Item::Event { channel: i, frame }));
+                        return Some(Ok(Item::Event {
+                            channel: i,
+                            frame,
+                            live: true,
+                        }));
                     }
                 }
                 (i, Ok(Delivery::Resync)) => {
@@ -306,7 +316,7 @@ mod tests {
     /// The next event's channel and id, failing rather than waiting long.
     async fn next_event(sub: &mut Subscription) -> (usize, StreamId) {
         match tokio::time::timeout(Duration::from_secs(5), sub.next()).await {
-            Ok(Some(Ok(Item::Event { channel, frame }))) => (channel, frame.id),
+            Ok(Some(Ok(Item::Event { channel, frame, .. }))) => (channel, frame.id),
             other => panic!("expected an event, got {other:?}"),
         }
     }

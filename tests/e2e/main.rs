@@ -21,6 +21,7 @@ mod resume;
 mod revocation;
 mod soak;
 mod subscriber_auth;
+mod telemetry;
 mod tls;
 mod valkey_faults;
 mod valkey_server;
