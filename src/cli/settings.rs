@@ -82,7 +82,10 @@ impl ServeArgs {
         let shared_key = self.publisher_jwt_secret.is_none()
             && self.publisher_jwt_public_key.is_none()
             && self.publisher_jwt_jwks.is_none();
-        if shared_key && !self.dev {
+        let any_key =
+            self.jwt_secret.is_some() || self.jwt_public_key.is_some() || self.jwt_jwks.is_some();
+        // Without any key start-up fails below, with the message that matters.
+        if shared_key && any_key && !self.dev {
             tracing::warn!(
                 "publisher tokens are verified with the subscriber key: any token that key signs with `scope` and `tenants` can publish; set --publisher-jwt-secret/-public-key/-jwks, or at least --publisher-jwt-audience (docs/auth.md)"
             );
