@@ -16,6 +16,9 @@ mod rules;
 #[path = "src/schema/catalogue.rs"]
 mod catalogue;
 
+#[path = "src/schema/diagnostic.rs"]
+mod diagnostic;
+
 fn protos(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
@@ -38,6 +41,7 @@ fn main() {
     println!("cargo:rerun-if-changed=src/schema/rules.rs");
     println!("cargo:rerun-if-changed=src/schema/catalogue.rs");
     println!("cargo:rerun-if-changed=src/schema/name.rs");
+    println!("cargo:rerun-if-changed=src/schema/diagnostic.rs");
 
     let root = Path::new("proto");
     let mut files = Vec::new();
@@ -58,7 +62,10 @@ fn main() {
     };
     compiler.include_imports(true).include_source_info(true);
     if let Err(e) = compiler.open_files(&relative) {
-        fail(&format!("proto/ does not compile: {e:?}"));
+        fail(&format!(
+            "proto/ does not compile: {}",
+            diagnostic::render(&e, &e.to_string())
+        ));
     }
     // The encoded set keeps custom options (prost_types would drop them as
     // unknown fields); it is what the bridge embeds and reflects on.
@@ -70,7 +77,10 @@ fn main() {
         Err(e) => fail(&format!("descriptor set is invalid: {e}")),
     };
     if let Err(errors) = catalogue::Catalogue::load(&pool) {
-        let list: Vec<String> = errors.iter().map(|e| format!("  - {e}")).collect();
+        let list: Vec<String> = catalogue::placed(&pool, &errors)
+            .iter()
+            .map(|e| format!("  - proto/{e}"))
+            .collect();
         fail(&format!(
             "the event catalogue breaks {} rule(s):\n{}",
             errors.len(),

@@ -412,4 +412,19 @@ pub struct SchemaArgs {
     /// Print the catalogue as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(subcommand)]
+    pub action: Option<SchemaAction>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum SchemaAction {
+    /// Print the catalogue's compatibility snapshot (what
+    /// `proto/catalogue.json` holds).
+    Snapshot,
+    /// Compare the catalogue with a snapshot; exit 1 on a breaking change.
+    Diff {
+        /// The baseline snapshot, e.g. proto/catalogue.json.
+        #[arg(long)]
+        against: PathBuf,
+    },
 }

@@ -3,10 +3,19 @@
 
 use anyhow::{Context, Result};
 
-use super::args::{CodegenArgs, CodegenTarget, SchemaArgs};
+use super::args::{CodegenArgs, CodegenTarget, SchemaAction, SchemaArgs};
 use crate::schema::Schema;
+use crate::schema::compat::{Snapshot, diff as compare};
 
 pub(super) fn schema(args: SchemaArgs) -> Result<()> {
+    match args.action {
+        Some(SchemaAction::Snapshot) => {
+            print!("{}", Snapshot::of(Schema::embedded()).to_json());
+            return Ok(());
+        }
+        Some(SchemaAction::Diff { against }) => return diff(&against),
+        None => {}
+    }
     let described = Schema::embedded().describe();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&described)?);
@@ -39,6 +48,35 @@ pub(super) fn schema(args: SchemaArgs) -> Result<()> {
             );
         }
         println!("  example: {}\n", event["example"]);
+    }
+    Ok(())
+}
+
+/// Prints every change from the baseline, breaking ones first; a breaking
+/// one is an error (exit 1).
+fn diff(against: &std::path::Path) -> Result<()> {
+    let text = std::fs::read_to_string(against)
+        .with_context(|| format!("cannot read the baseline {}", against.display()))?;
+    let before = Snapshot::parse(&text).with_context(|| against.display().to_string())?;
+    let changes = compare(&before, &Snapshot::of(Schema::embedded()));
+    for c in &changes {
+        println!(
+            "{}: {}",
+            if c.breaking { "breaking" } else { "safe" },
+            c.what
+        );
+    }
+    let breaking = changes.iter().filter(|c| c.breaking).count();
+    if breaking > 0 {
+        anyhow::bail!(
+            "{breaking} breaking change(s) against {}. Producers or browsers built for it would fail. \
+             If the break is deliberate (a new major version of the catalogue), record the new \
+             catalogue with scripts/update-proto-baseline and say so in the release notes",
+            against.display()
+        );
+    }
+    if changes.is_empty() {
+        println!("no change against {}", against.display());
     }
     Ok(())
 }

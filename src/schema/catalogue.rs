@@ -185,3 +185,40 @@ impl Catalogue {
         self.by_name.get(name).map(|&i| &self.events[i])
     }
 }
+
+/// Where `location` (a message's full name, or a message's and then a
+/// field's) is declared: `events/v1/events.proto:51`.
+pub fn source_line(pool: &DescriptorPool, location: &str) -> Option<String> {
+    let (file, path) = match pool.get_message_by_name(location) {
+        Some(m) => (m.parent_file(), m.path().to_vec()),
+        None => {
+            let (message, field) = location.rsplit_once('.')?;
+            let f = pool
+                .get_message_by_name(message)?
+                .get_field_by_name(field)?;
+            (f.parent_file(), f.path().to_vec())
+        }
+    };
+    let line = file
+        .file_descriptor_proto()
+        .source_code_info
+        .as_ref()?
+        .location
+        .iter()
+        .find(|l| l.path == path)?
+        .span
+        .first()?;
+    // Spans count lines from 0.
+    Some(format!("{}:{}", file.name(), line + 1))
+}
+
+/// Each error on a line of its own, after the place it points at.
+pub fn placed(pool: &DescriptorPool, errors: &[RuleError]) -> Vec<String> {
+    errors
+        .iter()
+        .map(|e| match source_line(pool, &e.location) {
+            Some(at) => format!("{at}: {e}"),
+            None => e.to_string(),
+        })
+        .collect()
+}

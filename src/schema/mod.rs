@@ -2,6 +2,7 @@
 //! descriptor set, field-rule validation, and canonical proto3 JSON.
 
 pub mod catalogue;
+pub mod compat;
 mod envelope;
 pub mod name;
 pub mod rules;
@@ -15,7 +16,7 @@ use prost_reflect::{
 };
 use serde_json::json;
 
-pub use catalogue::{Catalogue, EventType};
+pub use catalogue::{Catalogue, EventType, placed};
 pub use name::{EventName, NameError};
 pub use rules::Violation;
 
@@ -280,7 +281,7 @@ mod tests {
             ),
             (
                 "scan.end",
-                serde_json::json!({"scan_id": scan, "findings": 2, "duration_ms": "18446744073709551615"}),
+                serde_json::json!({"scan_id": scan, "state": "SCAN_STATE_FAILED", "findings": 2, "duration_ms": "18446744073709551615"}),
             ),
             (
                 "message.delta",

@@ -58,6 +58,23 @@ enum Check {
     Nested(Box<MessageRules>),
 }
 
+/// One field's rules as plain data.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuleSet {
+    pub uuid: bool,
+    pub required: bool,
+    pub max_chars: Option<u32>,
+    pub max_bytes: Option<u32>,
+    pub min: Option<i64>,
+    pub max: Option<i64>,
+    /// The fields this one must be at most.
+    pub lte: Vec<String>,
+    /// An enum field's values, number and name.
+    pub enum_values: Vec<(i32, String)>,
+    /// A message field's own fields' rules.
+    pub nested: Vec<(String, RuleSet)>,
+}
+
 #[derive(Debug, Clone)]
 struct FieldChecks {
     field: FieldDescriptor,
@@ -155,6 +172,48 @@ impl MessageRules {
                 }
             }
         }
+    }
+
+    /// Each field's rules as plain data, for the compatibility check.
+    pub fn rule_sets(&self) -> Vec<(String, RuleSet)> {
+        let mut out: Vec<(String, RuleSet)> = self
+            .fields
+            .iter()
+            .map(|fc| {
+                let mut set = RuleSet::default();
+                for check in &fc.checks {
+                    match check {
+                        Check::Uuid => set.uuid = true,
+                        Check::Required => set.required = true,
+                        Check::MaxChars(n) => set.max_chars = Some(*n),
+                        Check::MaxBytes(n) => set.max_bytes = Some(*n),
+                        Check::Min(n) => set.min = Some(*n),
+                        Check::Max(n) => set.max = Some(*n),
+                        Check::Enum(e) => {
+                            set.enum_values = e
+                                .values()
+                                .map(|v| (v.number(), v.name().to_owned()))
+                                .collect()
+                        }
+                        Check::Nested(rules) => set.nested = rules.rule_sets(),
+                    }
+                }
+                (fc.field.name().to_owned(), set)
+            })
+            .collect();
+        for (a, b) in &self.lte {
+            match out.iter_mut().find(|(name, _)| name == a.name()) {
+                Some((_, set)) => set.lte.push(b.name().to_owned()),
+                None => out.push((
+                    a.name().to_owned(),
+                    RuleSet {
+                        lte: vec![b.name().to_owned()],
+                        ..RuleSet::default()
+                    },
+                )),
+            }
+        }
+        out
     }
 
     /// Human-readable rules of each field, for the catalogue listing.
@@ -307,10 +366,18 @@ fn compile_field_rules(
                 }
             }
             ("required", Value::Bool(true)) => {
-                if !repeated && matches!(kind, Kind::String | Kind::Bytes | Kind::Message(_)) {
+                if !repeated
+                    && matches!(
+                        kind,
+                        Kind::String | Kind::Bytes | Kind::Message(_) | Kind::Enum(_)
+                    )
+                {
                     checks.push(Check::Required);
                 } else {
-                    errors.push(wrong_type("required", "singular string, bytes or message"));
+                    errors.push(wrong_type(
+                        "required",
+                        "singular string, bytes, message or enum",
+                    ));
                 }
             }
             // `false` / `0` turn a rule off; nothing to enforce.
@@ -450,6 +517,22 @@ fn check_value(
         (Check::Required, Value::Message(_)) if !message.has_field(field) => {
             fail("must be set".to_owned())
         }
+        // On an enum, `required` means a real value: not the zero one, which
+        // proto3 sends when a producer forgot the field.
+        (Check::Required, Value::EnumNumber(0)) => fail(match field.kind() {
+            Kind::Enum(e) => format!(
+                "must be set to one of {}; got {}",
+                e.values()
+                    .filter(|v| v.number() != 0)
+                    .map(|v| v.name().to_owned())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                e.get_value(0)
+                    .map(|v| v.name().to_owned())
+                    .unwrap_or_else(|| "0".to_owned())
+            ),
+            _ => "must be set".to_owned(),
+        }),
         (Check::MaxChars(n), Value::String(s)) => {
             let len = s.chars().count();
             if len > *n as usize {

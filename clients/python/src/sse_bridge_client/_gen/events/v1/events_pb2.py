@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from sse_bridge_client._gen.ssebridge.v1 import options_pb2 as ssebridge_dot_v1_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x65vents/v1/events.proto\x12\tevents.v1\x1a\x1assebridge/v1/options.proto\"\xb2\x04\n\x05\x45vent\x12\x30\n\rscan_progress\x18\x01 \x01(\x0b\x32\x17.events.v1.ScanProgressH\x00\x12&\n\x08scan_end\x18\x02 \x01(\x0b\x32\x12.events.v1.ScanEndH\x00\x12*\n\nscan_error\x18\x03 \x01(\x0b\x32\x14.events.v1.ScanErrorH\x00\x12\x30\n\rmessage_delta\x18\x04 \x01(\x0b\x32\x17.events.v1.MessageDeltaH\x00\x12,\n\x0bmessage_end\x18\x05 \x01(\x0b\x32\x15.events.v1.MessageEndH\x00\x12\x30\n\rmessage_error\x18\x06 \x01(\x0b\x32\x17.events.v1.MessageErrorH\x00\x12\x33\n\x0ftool_call_start\x18\x07 \x01(\x0b\x32\x18.events.v1.ToolCallStartH\x00\x12/\n\rtool_call_end\x18\x08 \x01(\x0b\x32\x16.events.v1.ToolCallEndH\x00\x12\x34\n\x0f\x66inding_created\x18\t \x01(\x0b\x32\x19.events.v1.FindingCreatedH\x00\x12\x34\n\x0f\x66inding_updated\x18\n \x01(\x0b\x32\x19.events.v1.FindingUpdatedH\x00\x12\x34\n\x0f\x66inding_deleted\x18\x0b \x01(\x0b\x32\x19.events.v1.FindingDeletedH\x00\x42\t\n\x07payload\"p\n\x0cScanProgress\x12\x17\n\x07scan_id\x18\x01 \x01(\tB\x06\xda\xf3\x18\x02\x08\x01\x12\x0f\n\x07\x63hecked\x18\x02 \x01(\r\x12\r\n\x05total\x18\x03 \x01(\r:\'\xca\xf3\x18\rscan.progress\xd2\xf3\x18\x12\n\x10\n\x07\x63hecked\x12\x05total\"|\n\x07ScanEnd\x12\x17\n\x07scan_id\x18\x01 \x01(\tB\x06\xda\xf3\x18\x02\x08\x01\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.events.v1.ScanState\x12\x10\n\x08\x66indings\x18\x03 \x01(\r\x12\x13\n\x0b\x64uration_ms\x18\x04 \x01(\x04:\x0c\xca\xf3\x18\x08scan.end\"g\n\tScanError\x12\x17\n\x07scan_id\x18\x01 \x01(\tB\x06\xda\xf3\x18\x02\x08\x01\x12\x16\n\x04\x63ode\x18\x02 \x01(\tB\x08\xda\xf3\x18\x04\x10\x01\x18@\x12\x19\n\x06\x64\x65tail\x18\x03 \x01(\tB\t\xda\xf3\x18\x05\x10\x01\x18\x80 :\x0e\xca\xf3\x18\nscan.error\"<\n\x0cMessageDelta\x12\x19\n\x07\x63ontent\x18\x01 \x01(\tB\x08\xda\xf3\x18\x04\x18\x80\x80\x01:\x11\xca\xf3\x18\rmessage.delta\"9\n\nMessageEnd\x12\x1a\n\nmessage_id\x18\x01 \x01(\tB\x06\xda\xf3\x18\x02\x08\x01:\x0f\xca\xf3\x18\x0bmessage.end\"T\n\x0cMessageError\x12\x16\n\x04\x63ode\x18\x01 \x01(\tB\x08\xda\xf3\x18\x04\x10\x01\x18@\x12\x19\n\x06\x64\x65tail\x18\x02 \x01(\tB\t\xda\xf3\x18\x05\x10\x01\x18\x80 :\x11\xca\xf3\x18\rmessage.error\"`\n\rToolCallStart\x12\x1c\n\x0ctool_call_id\x18\x01 \x01(\tB\x06\xda\xf3\x18\x02\x08\x01\x12\x1c\n\ttool_name\x18\x02 \x01(\tB\t\xda\xf3\x18\x05\x10\x01\x18\x80\x01:\x13\xca\xf3\x18\x0ftool_call.start\"k\n\x0bToolCallEnd\x12\x1c\n\x0ctool_call_id\x18\x01 \x01(\tB\x06\xda\xf3\x18\x02\x08\x01\x12+\n\x07outcome\x18\x02 \x01(\x0e\x32\x1a.events.v1.ToolCallOutcome:\x11\xca\xf3\x18\rtool_call.end\"\x82\x01\n\x0e\x46indingCreated\x12\x1a\n\nfinding_id\x18\x01 \x01(\tB\x06\xda\xf3\x18\x02\x08\x01\x12\x18\n\x05title\x18\x02 \x01(\tB\t\xda\xf3\x18\x05\x10\x01\x18\x80\x04\x12%\n\x08severity\x18\x03 \x01(\x0e\x32\x13.events.v1.Severity:\x13\xca\xf3\x18\x0f\x66inding.created\"\x82\x01\n\x0e\x46indingUpdated\x12\x1a\n\nfinding_id\x18\x01 \x01(\tB\x06\xda\xf3\x18\x02\x08\x01\x12\x18\n\x05title\x18\x02 \x01(\tB\t\xda\xf3\x18\x05\x10\x01\x18\x80\x04\x12%\n\x08severity\x18\x03 \x01(\x0e\x32\x13.events.v1.Severity:\x13\xca\xf3\x18\x0f\x66inding.updated\"A\n\x0e\x46indingDeleted\x12\x1a\n\nfinding_id\x18\x01 \x01(\tB\x06\xda\xf3\x18\x02\x08\x01:\x13\xca\xf3\x18\x0f\x66inding.deleted*r\n\tScanState\x12\x1a\n\x16SCAN_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14SCAN_STATE_COMPLETED\x10\x01\x12\x15\n\x11SCAN_STATE_FAILED\x10\x02\x12\x18\n\x14SCAN_STATE_CANCELLED\x10\x03*\x94\x01\n\x0fToolCallOutcome\x12!\n\x1dTOOL_CALL_OUTCOME_UNSPECIFIED\x10\x00\x12\x1f\n\x1bTOOL_CALL_OUTCOME_SUCCEEDED\x10\x01\x12\x1c\n\x18TOOL_CALL_OUTCOME_FAILED\x10\x02\x12\x1f\n\x1bTOOL_CALL_OUTCOME_CANCELLED\x10\x03*u\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x10\n\x0cSEVERITY_LOW\x10\x01\x12\x13\n\x0fSEVERITY_MEDIUM\x10\x02\x12\x11\n\rSEVERITY_HIGH\x10\x03\x12\x15\n\x11SEVERITY_CRITICAL\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x65vents/v1/events.proto\x12\tevents.v1\x1a\x1assebridge/v1/options.proto\"\xb2\x04\n\x05\x45vent\x12\x30\n\rscan_progress\x18\x01 \x01(\x0b\x32\x17.events.v1.ScanProgressH\x00\x12&\n\x08scan_end\x18\x02 \x01(\x0b\x32\x12.events.v1.ScanEndH\x00\x12*\n\nscan_error\x18\x03 \x01(\x0b\x32\x14.events.v1.ScanErrorH\x00\x12\x30\n\rmessage_delta\x18\x04 \x01(\x0b\x32\x17.events.v1.MessageDeltaH\x00\x12,\n\x0bmessage_end\x18\x05 \x01(\x0b\x32\x15.events.v1.MessageEndH\x00\x12\x30\n\rmessage_error\x18\x06 \x01(\x0b\x32\x17.events.v1.MessageErrorH\x00\x12\x33\n\x0ftool_call_start\x18\x07 \x01(\x0b\x32\x18.events.v1.ToolCallStartH\x00\x12/\n\rtool_call_end\x18\x08 \x01(\x0b\x32\x16.events.v1.ToolCallEndH\x00\x12\x34\n\x0f\x66inding_created\x18\t \x01(\x0b\x32\x19.events.v1.FindingCreatedH\x00\x12\x34\n\x0f\x66inding_updated\x18\n \x01(\x0b\x32\x19.events.v1.FindingUpdatedH\x00\x12\x34\n\x0f\x66inding_deleted\x18\x0b \x01(\x0b\x32\x19.events.v1.FindingDeletedH\x00\x42\t\n\x07payload\"p\n\x0cScanProgress\x12\x17\n\x07scan_id\x18\x01 \x01(\tB\x06\xda\xf3\x18\x02\x08\x01\x12\x0f\n\x07\x63hecked\x18\x02 \x01(\r\x12\r\n\x05total\x18\x03 \x01(\r:\'\xca\xf3\x18\rscan.progress\xd2\xf3\x18\x12\n\x10\n\x07\x63hecked\x12\x05total\"\x84\x01\n\x07ScanEnd\x12\x17\n\x07scan_id\x18\x01 \x01(\tB\x06\xda\xf3\x18\x02\x08\x01\x12+\n\x05state\x18\x02 \x01(\x0e\x32\x14.events.v1.ScanStateB\x06\xda\xf3\x18\x02\x10\x01\x12\x10\n\x08\x66indings\x18\x03 \x01(\r\x12\x13\n\x0b\x64uration_ms\x18\x04 \x01(\x04:\x0c\xca\xf3\x18\x08scan.end\"g\n\tScanError\x12\x17\n\x07scan_id\x18\x01 \x01(\tB\x06\xda\xf3\x18\x02\x08\x01\x12\x16\n\x04\x63ode\x18\x02 \x01(\tB\x08\xda\xf3\x18\x04\x10\x01\x18@\x12\x19\n\x06\x64\x65tail\x18\x03 \x01(\tB\t\xda\xf3\x18\x05\x10\x01\x18\x80 :\x0e\xca\xf3\x18\nscan.error\"<\n\x0cMessageDelta\x12\x19\n\x07\x63ontent\x18\x01 \x01(\tB\x08\xda\xf3\x18\x04\x18\x80\x80\x01:\x11\xca\xf3\x18\rmessage.delta\"9\n\nMessageEnd\x12\x1a\n\nmessage_id\x18\x01 \x01(\tB\x06\xda\xf3\x18\x02\x08\x01:\x0f\xca\xf3\x18\x0bmessage.end\"T\n\x0cMessageError\x12\x16\n\x04\x63ode\x18\x01 \x01(\tB\x08\xda\xf3\x18\x04\x10\x01\x18@\x12\x19\n\x06\x64\x65tail\x18\x02 \x01(\tB\t\xda\xf3\x18\x05\x10\x01\x18\x80 :\x11\xca\xf3\x18\rmessage.error\"`\n\rToolCallStart\x12\x1c\n\x0ctool_call_id\x18\x01 \x01(\tB\x06\xda\xf3\x18\x02\x08\x01\x12\x1c\n\ttool_name\x18\x02 \x01(\tB\t\xda\xf3\x18\x05\x10\x01\x18\x80\x01:\x13\xca\xf3\x18\x0ftool_call.start\"s\n\x0bToolCallEnd\x12\x1c\n\x0ctool_call_id\x18\x01 \x01(\tB\x06\xda\xf3\x18\x02\x08\x01\x12\x33\n\x07outcome\x18\x02 \x01(\x0e\x32\x1a.events.v1.ToolCallOutcomeB\x06\xda\xf3\x18\x02\x10\x01:\x11\xca\xf3\x18\rtool_call.end\"\x82\x01\n\x0e\x46indingCreated\x12\x1a\n\nfinding_id\x18\x01 \x01(\tB\x06\xda\xf3\x18\x02\x08\x01\x12\x18\n\x05title\x18\x02 \x01(\tB\t\xda\xf3\x18\x05\x10\x01\x18\x80\x04\x12%\n\x08severity\x18\x03 \x01(\x0e\x32\x13.events.v1.Severity:\x13\xca\xf3\x18\x0f\x66inding.created\"\x82\x01\n\x0e\x46indingUpdated\x12\x1a\n\nfinding_id\x18\x01 \x01(\tB\x06\xda\xf3\x18\x02\x08\x01\x12\x18\n\x05title\x18\x02 \x01(\tB\t\xda\xf3\x18\x05\x10\x01\x18\x80\x04\x12%\n\x08severity\x18\x03 \x01(\x0e\x32\x13.events.v1.Severity:\x13\xca\xf3\x18\x0f\x66inding.updated\"A\n\x0e\x46indingDeleted\x12\x1a\n\nfinding_id\x18\x01 \x01(\tB\x06\xda\xf3\x18\x02\x08\x01:\x13\xca\xf3\x18\x0f\x66inding.deleted*r\n\tScanState\x12\x1a\n\x16SCAN_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14SCAN_STATE_COMPLETED\x10\x01\x12\x15\n\x11SCAN_STATE_FAILED\x10\x02\x12\x18\n\x14SCAN_STATE_CANCELLED\x10\x03*\x94\x01\n\x0fToolCallOutcome\x12!\n\x1dTOOL_CALL_OUTCOME_UNSPECIFIED\x10\x00\x12\x1f\n\x1bTOOL_CALL_OUTCOME_SUCCEEDED\x10\x01\x12\x1c\n\x18TOOL_CALL_OUTCOME_FAILED\x10\x02\x12\x1f\n\x1bTOOL_CALL_OUTCOME_CANCELLED\x10\x03*u\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x10\n\x0cSEVERITY_LOW\x10\x01\x12\x13\n\x0fSEVERITY_MEDIUM\x10\x02\x12\x11\n\rSEVERITY_HIGH\x10\x03\x12\x15\n\x11SEVERITY_CRITICAL\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,6 +38,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SCANPROGRESS']._serialized_options = b'\312\363\030\rscan.progress\322\363\030\022\n\020\n\007checked\022\005total'
   _globals['_SCANEND'].fields_by_name['scan_id']._loaded_options = None
   _globals['_SCANEND'].fields_by_name['scan_id']._serialized_options = b'\332\363\030\002\010\001'
+  _globals['_SCANEND'].fields_by_name['state']._loaded_options = None
+  _globals['_SCANEND'].fields_by_name['state']._serialized_options = b'\332\363\030\002\020\001'
   _globals['_SCANEND']._loaded_options = None
   _globals['_SCANEND']._serialized_options = b'\312\363\030\010scan.end'
   _globals['_SCANERROR'].fields_by_name['scan_id']._loaded_options = None
@@ -70,6 +72,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOOLCALLSTART']._serialized_options = b'\312\363\030\017tool_call.start'
   _globals['_TOOLCALLEND'].fields_by_name['tool_call_id']._loaded_options = None
   _globals['_TOOLCALLEND'].fields_by_name['tool_call_id']._serialized_options = b'\332\363\030\002\010\001'
+  _globals['_TOOLCALLEND'].fields_by_name['outcome']._loaded_options = None
+  _globals['_TOOLCALLEND'].fields_by_name['outcome']._serialized_options = b'\332\363\030\002\020\001'
   _globals['_TOOLCALLEND']._loaded_options = None
   _globals['_TOOLCALLEND']._serialized_options = b'\312\363\030\rtool_call.end'
   _globals['_FINDINGCREATED'].fields_by_name['finding_id']._loaded_options = None
@@ -88,34 +92,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FINDINGDELETED'].fields_by_name['finding_id']._serialized_options = b'\332\363\030\002\010\001'
   _globals['_FINDINGDELETED']._loaded_options = None
   _globals['_FINDINGDELETED']._serialized_options = b'\312\363\030\017finding.deleted'
-  _globals['_SCANSTATE']._serialized_start=1722
-  _globals['_SCANSTATE']._serialized_end=1836
-  _globals['_TOOLCALLOUTCOME']._serialized_start=1839
-  _globals['_TOOLCALLOUTCOME']._serialized_end=1987
-  _globals['_SEVERITY']._serialized_start=1989
-  _globals['_SEVERITY']._serialized_end=2106
+  _globals['_SCANSTATE']._serialized_start=1739
+  _globals['_SCANSTATE']._serialized_end=1853
+  _globals['_TOOLCALLOUTCOME']._serialized_start=1856
+  _globals['_TOOLCALLOUTCOME']._serialized_end=2004
+  _globals['_SEVERITY']._serialized_start=2006
+  _globals['_SEVERITY']._serialized_end=2123
   _globals['_EVENT']._serialized_start=66
   _globals['_EVENT']._serialized_end=628
   _globals['_SCANPROGRESS']._serialized_start=630
   _globals['_SCANPROGRESS']._serialized_end=742
-  _globals['_SCANEND']._serialized_start=744
-  _globals['_SCANEND']._serialized_end=868
-  _globals['_SCANERROR']._serialized_start=870
-  _globals['_SCANERROR']._serialized_end=973
-  _globals['_MESSAGEDELTA']._serialized_start=975
-  _globals['_MESSAGEDELTA']._serialized_end=1035
-  _globals['_MESSAGEEND']._serialized_start=1037
-  _globals['_MESSAGEEND']._serialized_end=1094
-  _globals['_MESSAGEERROR']._serialized_start=1096
-  _globals['_MESSAGEERROR']._serialized_end=1180
-  _globals['_TOOLCALLSTART']._serialized_start=1182
-  _globals['_TOOLCALLSTART']._serialized_end=1278
-  _globals['_TOOLCALLEND']._serialized_start=1280
-  _globals['_TOOLCALLEND']._serialized_end=1387
-  _globals['_FINDINGCREATED']._serialized_start=1390
-  _globals['_FINDINGCREATED']._serialized_end=1520
-  _globals['_FINDINGUPDATED']._serialized_start=1523
-  _globals['_FINDINGUPDATED']._serialized_end=1653
-  _globals['_FINDINGDELETED']._serialized_start=1655
-  _globals['_FINDINGDELETED']._serialized_end=1720
+  _globals['_SCANEND']._serialized_start=745
+  _globals['_SCANEND']._serialized_end=877
+  _globals['_SCANERROR']._serialized_start=879
+  _globals['_SCANERROR']._serialized_end=982
+  _globals['_MESSAGEDELTA']._serialized_start=984
+  _globals['_MESSAGEDELTA']._serialized_end=1044
+  _globals['_MESSAGEEND']._serialized_start=1046
+  _globals['_MESSAGEEND']._serialized_end=1103
+  _globals['_MESSAGEERROR']._serialized_start=1105
+  _globals['_MESSAGEERROR']._serialized_end=1189
+  _globals['_TOOLCALLSTART']._serialized_start=1191
+  _globals['_TOOLCALLSTART']._serialized_end=1287
+  _globals['_TOOLCALLEND']._serialized_start=1289
+  _globals['_TOOLCALLEND']._serialized_end=1404
+  _globals['_FINDINGCREATED']._serialized_start=1407
+  _globals['_FINDINGCREATED']._serialized_end=1537
+  _globals['_FINDINGUPDATED']._serialized_start=1540
+  _globals['_FINDINGUPDATED']._serialized_end=1670
+  _globals['_FINDINGDELETED']._serialized_start=1672
+  _globals['_FINDINGDELETED']._serialized_end=1737
 # @@protoc_insertion_point(module_scope)
