@@ -50,9 +50,12 @@ pub type Client = PublisherClient<InterceptedService<Transport, Bearer>>;
 pub enum ClientError {
     #[error("the token cannot be sent as a header")]
     Token,
-    #[error("bad target `{0}`: expected e.g. http://127.0.0.1:50051")]
+    #[error(
+        "bad target `{0}`: expected the gRPC listener's URL, e.g. http://127.0.0.1:50051 (https:// with TLS)"
+    )]
     Target(String),
-    #[error("cannot connect to {target}: {source}")]
+    /// The transport's own error follows in the source chain.
+    #[error("cannot connect to {target}")]
     Connect {
         target: String,
         source: tonic::transport::Error,
@@ -61,6 +64,11 @@ pub enum ClientError {
 
 /// Connects to a bridge's gRPC address.
 pub async fn connect(target: &str, token: &str) -> Result<Client, ClientError> {
+    // tonic takes `host:port` and fails only when connecting, with its
+    // message twice; say what is wanted before trying.
+    if !(target.starts_with("http://") || target.starts_with("https://")) {
+        return Err(ClientError::Target(target.to_owned()));
+    }
     let endpoint = Endpoint::from_shared(target.to_owned())
         .map_err(|_| ClientError::Target(target.to_owned()))?;
     connect_endpoint(endpoint, token).await

@@ -30,6 +30,10 @@ pub enum AuthError {
     Issuer,
     #[error("token is missing the required claim `{0}`")]
     MissingClaim(String),
+    #[error(
+        "token is missing the required claim `{0}`, and it carries `scope` or `tenants`: this looks like a publisher token; streams take a subscriber token (see docs/auth.md)"
+    )]
+    PublisherToken(String),
     #[error("token claim `{0}` must be a NumericDate (seconds since 1970 as a JSON number)")]
     ClaimFormat(&'static str),
     #[error(
@@ -61,7 +65,7 @@ impl AuthError {
             AuthError::NotYetValid => "not_yet_valid",
             AuthError::Audience => "audience",
             AuthError::Issuer => "issuer",
-            AuthError::MissingClaim(_) => "missing_claim",
+            AuthError::MissingClaim(_) | AuthError::PublisherToken(_) => "missing_claim",
             AuthError::ClaimFormat(_) => "claim_format",
             AuthError::SubscriberType(_) => "subscriber_type",
             AuthError::Type(_) => "type",

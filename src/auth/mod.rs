@@ -141,6 +141,9 @@ impl SubscriberAuth {
     pub async fn verify(&self, token: &str) -> Result<Subscriber, AuthError> {
         let Claims { claims, exp } = self.verifier.verify(token).await?;
         let tenant = match claims.get(&self.tenant_claim) {
+            None if claims.contains_key("scope") || claims.contains_key("tenants") => {
+                return Err(AuthError::PublisherToken(self.tenant_claim.clone()));
+            }
             None => return Err(AuthError::MissingClaim(self.tenant_claim.clone())),
             Some(Value::String(s)) => {
                 parse_tenant(s).map_err(|_| AuthError::Tenant(self.tenant_claim.clone()))?

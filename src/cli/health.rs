@@ -20,6 +20,12 @@ pub struct HealthArgs {
 }
 
 pub(super) async fn health(args: HealthArgs) -> Result<()> {
+    if !(args.url.starts_with("http://") || args.url.starts_with("https://")) {
+        bail!(
+            "bad --url `{}`: expected the HTTP listener's URL, e.g. http://127.0.0.1:8080",
+            args.url
+        );
+    }
     let path = if args.ready { "readyz" } else { "healthz" };
     let url = format!("{}/{path}", args.url.trim_end_matches('/'));
     let client = reqwest::Client::builder()

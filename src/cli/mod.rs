@@ -6,6 +6,7 @@ mod args;
 mod config;
 mod disconnect;
 mod health;
+mod invocation;
 mod publish;
 mod schema;
 mod serve;

@@ -37,7 +37,19 @@ fn print_dev_banner(
         ),
         day,
     )?;
+    let admin = token::mint(
+        secret,
+        token::publisher_claims(
+            "dev-admin",
+            crate::auth::Scope::Admin.as_str(),
+            &["*".to_owned()],
+        ),
+        day,
+    )?;
     let channel = format!("scans:{tenant}:scan-1");
+    let scan = uuid::Uuid::new_v4();
+    // Commands that run as printed, from a checkout or an installed binary.
+    let run = super::invocation::command();
     println!(
         r#"
 sse-bridge dev server (embedded bus)
@@ -49,14 +61,19 @@ Subscriber token (tenant {tenant}, 24 h):
   {sub}
 Publisher token (all tenants, 24 h):
   {publ}
+Admin token (Disconnect, all tenants, 24 h):
+  {admin}
 
 Follow a channel (another terminal):
-  sse-bridge tail --url http://{http} --token {sub} --channel {channel}
+  {run} tail --url http://{http} --token {sub} --channel {channel}
 or with curl:
   curl -N -H 'Authorization: Bearer {sub}' 'http://{http}/v1/events?channel={channel}'
 
 Publish an event:
-  sse-bridge publish --target http://{grpc} --token {publ} --channel {channel} --event scan.progress --data '{{"scan_id":"{tenant}","checked":3,"total":10}}'
+  {run} publish --target http://{grpc} --token {publ} --channel {channel} --event scan.progress --data '{{"scan_id":"{scan}","checked":3,"total":10}}'
+
+Close the tenant's streams on every node:
+  {run} disconnect --target http://{grpc} --token {admin} --tenant {tenant}
 "#
     );
     Ok(())

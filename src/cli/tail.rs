@@ -6,9 +6,16 @@ use futures::StreamExt;
 use super::args::TailArgs;
 
 pub(super) async fn tail(args: TailArgs) -> Result<()> {
-    let mut url = reqwest::Url::parse(&args.url)
-        .with_context(|| format!("bad --url `{}`", args.url))?
-        .join("/v1/events")?;
+    let url = reqwest::Url::parse(&args.url)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https"));
+    let Some(url) = url else {
+        bail!(
+            "bad --url `{}`: expected the HTTP listener's URL, e.g. http://127.0.0.1:8080",
+            args.url
+        );
+    };
+    let mut url = url.join("/v1/events")?;
     {
         let mut q = url.query_pairs_mut();
         for c in &args.channels {
@@ -24,7 +31,20 @@ pub(super) async fn tail(args: TailArgs) -> Result<()> {
         .bearer_auth(&args.token)
         .send()
         .await
-        .context("cannot reach the bridge")?;
+        .map_err(|e| {
+            // HTTP/1.1 sent to the gRPC listener (HTTP/2 only) gets its
+            // connection preface back, which reqwest calls unexpected.
+            let wrong_port =
+                std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
+                    .any(|e| e.to_string().contains("unexpected message"));
+            let hint = if wrong_port {
+                ": this looks like the gRPC listener; is --url the gRPC port? \
+                 Streams come from --http-addr (default 127.0.0.1:8080)"
+            } else {
+                ""
+            };
+            anyhow::Error::new(e).context(format!("cannot reach the bridge{hint}"))
+        })?;
     if !response.status().is_success() {
         let status = response.status();
         let body = response.text().await.unwrap_or_default();

@@ -97,6 +97,9 @@ enum Head {
     Stream(Box<Request<Body>>),
     /// Anything else: these bytes go to hyper first.
     Other(Vec<u8>),
+    /// A request line or header with characters HTTP does not allow (a raw
+    /// `<` in the URL): answered here, since hyper's 400 has no body.
+    Malformed,
     /// The client left (or sent nothing within the idle timeout).
     Gone,
 }
@@ -120,10 +123,19 @@ async fn read_head<IO: AsyncRead + Unpin>(io: &mut IO, max_head: usize) -> Head 
             Ok(httparse::Status::Complete(len)) => {
                 return match to_request(&request, len == head.len()) {
                     Some(r) => Head::Stream(Box::new(r)),
+                    None if request
+                        .path
+                        .is_some_and(|p| p.parse::<axum::http::Uri>().is_err()) =>
+                    {
+                        Head::Malformed
+                    }
                     None => Head::Other(head),
                 };
             }
             Ok(httparse::Status::Partial) => continue,
+            // Other errors include HTTP/2's preface (`PRI * HTTP/2.0`),
+            // which hyper serves.
+            Err(httparse::Error::Token | httparse::Error::HeaderValue) => return Head::Malformed,
             Err(_) => return Head::Other(head),
         }
     }
@@ -145,6 +157,15 @@ where
     let request = match Box::pin(tokio::time::timeout(idle, read_head(&mut io, max_head))).await {
         Ok(Head::Stream(r)) => *r,
         Ok(Head::Other(read)) => return Outcome::Hyper(Rewind::new(io, read)),
+        Ok(Head::Malformed) => {
+            use axum::response::IntoResponse;
+            Box::pin(answer(
+                io,
+                super::error::ApiError::Malformed.into_response(),
+            ))
+            .await;
+            return Outcome::Done;
+        }
         Ok(Head::Gone) | Err(_) => return Outcome::Done,
     };
     // The connection is not idle while its one request is answered.

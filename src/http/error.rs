@@ -42,6 +42,10 @@ pub enum ApiError {
     UrlTooLong { max: usize, got: usize },
     #[error("request headers are {got} bytes; at most {max} are accepted")]
     HeadersTooLarge { max: usize, got: usize },
+    #[error(
+        "the request line or a header is not valid HTTP: characters such as < > \" and spaces must be percent-encoded in the URL (is a placeholder like <tenant> left in it?)"
+    )]
+    Malformed,
 }
 
 impl ApiError {
@@ -52,7 +56,8 @@ impl ApiError {
             | ApiError::NoChannel
             | ApiError::TooManyChannels { .. }
             | ApiError::BadChannel { .. }
-            | ApiError::BadCursor(_) => StatusCode::BAD_REQUEST,
+            | ApiError::BadCursor(_)
+            | ApiError::Malformed => StatusCode::BAD_REQUEST,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Refused(OpenError::Revoked { .. }) => StatusCode::UNAUTHORIZED,
@@ -76,6 +81,7 @@ impl ApiError {
             ApiError::Refused(_) => "too_many_streams",
             ApiError::UrlTooLong { .. } => "url_too_long",
             ApiError::HeadersTooLarge { .. } => "headers_too_large",
+            ApiError::Malformed => "bad_request",
         }
     }
 }

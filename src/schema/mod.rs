@@ -31,7 +31,7 @@ pub enum SchemaError {
     Decode(String),
     #[error("event breaks {} field rule(s): {}", .0.len(), describe(.0))]
     Rules(Vec<Violation>),
-    #[error("unknown event `{0}`; `sse-bridge schema` lists the catalogue")]
+    #[error("unknown event `{0}`; the `schema` command lists the catalogue")]
     UnknownEvent(String),
     /// A producer's catalogue is newer than this bridge's.
     #[error("{0}: this bridge's catalogue is older than the producer's; deploy the bridge first")]

@@ -491,3 +491,126 @@ async fn dev_mode_takes_a_jwks() {
     let _ = child.kill().await;
     let _ = std::fs::remove_file(&path);
 }
+
+/// The commands `serve --dev` prints run as printed: here the binary is not
+/// on `PATH` and not under `cargo run`, so they name its path. The banner
+/// has an admin token, and its `disconnect` command works too.
+#[tokio::test(flavor = "multi_thread")]
+async fn dev_banner_commands_run_as_printed() {
+    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let grpc = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (http_addr, grpc_addr) = (http.local_addr().unwrap(), grpc.local_addr().unwrap());
+    drop((http, grpc));
+    let mut child = tokio::process::Command::new(BIN)
+        .args([
+            "serve",
+            "--dev",
+            "--http-addr",
+            &http_addr.to_string(),
+            "--grpc-addr",
+            &grpc_addr.to_string(),
+        ])
+        .env_remove("CARGO_MANIFEST_DIR")
+        .env("PATH", "/usr/bin:/bin")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut banner = Vec::new();
+    while !banner.iter().any(|l: &String| l.contains(" disconnect ")) {
+        let line = tokio::time::timeout(PATIENCE, lines.next_line())
+            .await
+            .expect("the banner")
+            .unwrap()
+            .expect("a line");
+        banner.push(line);
+    }
+    assert!(
+        banner.iter().any(|l| l.starts_with("Admin token")),
+        "{banner:#?}"
+    );
+    let command = |word: &str| {
+        banner
+            .iter()
+            .find(|l| l.trim_start().starts_with(&format!("{BIN} {word} ")))
+            .unwrap_or_else(|| panic!("no `{BIN} {word}` command in {banner:#?}"))
+            .trim()
+            .to_owned()
+    };
+    for word in ["publish", "disconnect"] {
+        let out = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(command(word))
+            .env("PATH", "/usr/bin:/bin")
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success(), "{word}: {out:?}");
+    }
+    assert!(command("tail").contains("--channel scans:"));
+    let _ = child.kill().await;
+}
+
+/// Mistakes with addresses say what is wanted: a URL without a scheme, the
+/// HTTP port given to `publish`, the gRPC port given to `tail`.
+#[tokio::test(flavor = "multi_thread")]
+async fn address_mistakes_say_which_port_is_which() {
+    let bridge = Bridge::start(&[]).await;
+    let run = |args: Vec<String>| async move {
+        let out = tokio::process::Command::new(BIN)
+            .args(&args)
+            .output()
+            .await
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let channel = channel("ports");
+    let publish = |target: &str| {
+        [
+            "publish",
+            "--target",
+            target,
+            "--token",
+            &publisher_token(&["*"]),
+            "--channel",
+            &channel,
+            "--event",
+            "scan.progress",
+            "--data",
+            &format!(r#"{{"scan_id":"{TENANT}","checked":1,"total":2}}"#),
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    };
+    let tail = |url: &str| {
+        [
+            "tail",
+            "--url",
+            url,
+            "--token",
+            &subscriber_token(TENANT),
+            "--channel",
+            &channel,
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    };
+    let no_scheme = bridge.grpc.trim_start_matches("http://");
+    let err = run(publish(no_scheme)).await;
+    assert!(err.contains("expected the gRPC listener's URL"), "{err}");
+    assert_eq!(
+        err.matches("scheme").count(),
+        0,
+        "said once, plainly: {err}"
+    );
+    let err = run(publish(&bridge.http)).await;
+    assert!(err.contains("is --target the HTTP (SSE) port?"), "{err}");
+    let err = run(tail(bridge.http.trim_start_matches("http://"))).await;
+    assert!(err.contains("expected the HTTP listener's URL"), "{err}");
+    let err = run(tail(&bridge.grpc)).await;
+    assert!(err.contains("is --url the gRPC port?"), "{err}");
+    bridge.stop().await;
+}

@@ -371,9 +371,15 @@ async fn the_readme_walkthrough_runs_as_written() {
         .find(|id| shown.contains(&format!("id: {id}\n")))
         .unwrap();
     let expected = format!(
-        "id: {id}\nevent: scan.progress\ndata: {{\"scan_id\":\"{}\",\"checked\":3,\"total\":10}}\n",
-        dev.tenant
+        "id: {id}\nevent: scan.progress\ndata: {{\"scan_id\":\"2c5ea4c0-4067-4a9e-9a6f-1f2e3d4c5b6a\",\"checked\":3,\"total\":10}}\n"
     );
+    let text = std::fs::read_to_string(root().join("README.md")).unwrap();
+    for line in expected.lines().skip(1) {
+        assert!(
+            text.contains(line),
+            "the README shows the frame the tail printed, but not `{line}`"
+        );
+    }
     assert!(shown.contains(&expected), "{shown:?} lacks {expected:?}");
 
     // Step 4: the same command with the rule-breaking data.

@@ -488,3 +488,36 @@ async fn a_stale_key_set_is_served_while_one_refresh_runs() {
     assert_eq!(server.fetches(), 2, "one refresh at a time");
     bridge.stop().await;
 }
+
+/// A request line HTTP does not allow (a placeholder left in the URL, sent
+/// raw as some clients do) gets a 400 with the JSON error body, not hyper's
+/// empty one.
+#[tokio::test]
+async fn a_malformed_request_line_gets_the_json_error_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let bridge = Bridge::start(&[]).await;
+    let addr = bridge.http.trim_start_matches("http://").to_owned();
+    for target in ["/v1/events?channel=<tenant>", "/healthz?x=\"y\""] {
+        let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        socket
+            .write_all(format!("GET {target} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        tokio::time::timeout(PATIENCE, socket.read_to_string(&mut answer))
+            .await
+            .expect("answered and closed")
+            .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let json: serde_json::Value = serde_json::from_str(body).expect("a JSON body");
+        assert_eq!(json["error"]["code"], "bad_request", "{answer}");
+        assert!(
+            json["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("percent-encoded")),
+            "{answer}"
+        );
+    }
+    bridge.stop().await;
+}

@@ -506,3 +506,23 @@ async fn jwks_from_a_file_and_a_bad_source_stops_start_up() {
         .expect("a missing JWKS is an error");
     assert!(err.to_string().contains("/nonexistent/jwks.json"), "{err}");
 }
+
+/// A publisher token on the SSE endpoint is called what it looks like; a
+/// token that lacks the tenant claim and has no publisher claims either gets
+/// the plain message.
+#[tokio::test]
+async fn a_publisher_token_on_the_stream_is_named_as_one() {
+    let bridge = Bridge::start(&[]).await;
+    let (status, body) = status_with(&bridge, &publisher_token(&["*"])).await;
+    assert_eq!(status, 401);
+    assert!(body.contains("looks like a publisher token"), "{body}");
+    let bare = hs256(json!({"sub": "u", "exp": now_secs() + 60}));
+    let (status, body) = status_with(&bridge, &bare).await;
+    assert_eq!(status, 401);
+    assert!(
+        body.contains("missing the required claim `tenant_id`")
+            && !body.contains("publisher token"),
+        "{body}"
+    );
+    bridge.stop().await;
+}

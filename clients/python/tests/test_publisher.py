@@ -165,3 +165,16 @@ def test_generate_sh_checks_its_tools_before_it_touches_anything(tmp_path):
     assert run.returncode != 0
     assert "grpcio-tools" in run.stderr and "nothing was changed" in run.stderr, run.stderr
     assert (out / "kept.py").read_text() == "# a stub in place\n"
+
+
+def test_the_cli_target_form_works_and_bad_targets_fail_at_once(bridge):
+    """`http://host:port` (what `sse-bridge publish --target` takes) works as
+    well as grpc's `host:port`; a target that is neither raises ValueError
+    before any call, rather than an UNAVAILABLE marked retryable."""
+    channel = f"scans:{bridge.tenant}:targets"
+    for target in (f"http://{bridge.target}", bridge.target):
+        with Publisher(target, bridge.publisher_token) as pub:
+            pub.publish(channel, events.ScanProgress(scan_id=bridge.tenant, checked=1, total=2))
+    for bad in ("ftp://127.0.0.1:1", "http://", "http://host:1/path", ""):
+        with pytest.raises(ValueError, match="expected the bridge's gRPC address"):
+            Publisher(bad, bridge.publisher_token)

@@ -107,6 +107,26 @@ def to_event(event: Message) -> events_pb2.Event:
     raise TypeError(f"{type(event).__name__} is not an event of the catalogue")
 
 
+def _address(target: str) -> "tuple[str, bool]":
+    """`host:port` and whether to use TLS, from the CLI's `--target` form
+    (`http://host:port`, `https://host:port`) or grpc's own `host:port`.
+    Anything else is a configuration error, raised now: left to grpc it
+    becomes an UNAVAILABLE that looks worth retrying forever."""
+    for scheme, tls in (("http://", False), ("https://", True)):
+        if target.startswith(scheme):
+            address = target[len(scheme):].rstrip("/")
+            if not address or "/" in address:
+                break
+            return address, tls
+    else:
+        if "://" not in target and target and "/" not in target:
+            return target, False
+    raise ValueError(
+        f"bad target {target!r}: expected the bridge's gRPC address, "
+        "e.g. http://127.0.0.1:50051, https://bridge.example.com:443 or 127.0.0.1:50051"
+    )
+
+
 class Publisher:
     """Publishes typed events to a bridge over gRPC."""
 
@@ -118,10 +138,13 @@ class Publisher:
         credentials: Optional[grpc.ChannelCredentials] = None,
         timeout: float = 10.0,
     ) -> None:
+        address, tls = _address(target)
+        if tls and credentials is None:
+            credentials = grpc.ssl_channel_credentials()
         self._channel = (
-            grpc.secure_channel(target, credentials)
+            grpc.secure_channel(address, credentials)
             if credentials is not None
-            else grpc.insecure_channel(target)
+            else grpc.insecure_channel(address)
         )
         self._stub = publisher_pb2_grpc.PublisherStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),)
