@@ -442,6 +442,23 @@ fn flag_checks_come_before_loading_keys() {
     assert!(err.contains("--idle-timeout-secs"), "{err}");
 }
 
+/// `serve --dev` with `extra` flags on free loopback ports, and its HTTP
+/// address.
+fn dev_server(extra: &[&str]) -> (tokio::process::Command, std::net::SocketAddr) {
+    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let grpc = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (http_addr, grpc_addr) = (http.local_addr().unwrap(), grpc.local_addr().unwrap());
+    drop((http, grpc));
+    let mut command = tokio::process::Command::new(BIN);
+    command.args(["serve", "--dev"]).args(extra).args([
+        "--http-addr",
+        &http_addr.to_string(),
+        "--grpc-addr",
+        &grpc_addr.to_string(),
+    ]);
+    (command, http_addr)
+}
+
 /// `--dev` keeps a key the developer gave, a JWKS included (it used to add
 /// a random secret and then refuse two keys).
 #[tokio::test(flavor = "multi_thread")]
@@ -452,21 +469,8 @@ async fn dev_mode_takes_a_jwks() {
         serde_json::json!({"keys": [crate::subscriber_auth::ed_jwk("a")]}).to_string(),
     )
     .unwrap();
-    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let grpc = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let (http_addr, grpc_addr) = (http.local_addr().unwrap(), grpc.local_addr().unwrap());
-    drop((http, grpc));
-    let mut child = tokio::process::Command::new(BIN)
-        .args([
-            "serve",
-            "--dev",
-            "--jwt-jwks",
-            &path.display().to_string(),
-            "--http-addr",
-            &http_addr.to_string(),
-            "--grpc-addr",
-            &grpc_addr.to_string(),
-        ])
+    let (mut dev, http_addr) = dev_server(&["--jwt-jwks", &path.display().to_string()]);
+    let mut child = dev
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -497,19 +501,8 @@ async fn dev_mode_takes_a_jwks() {
 /// has an admin token, and its `disconnect` command works too.
 #[tokio::test(flavor = "multi_thread")]
 async fn dev_banner_commands_run_as_printed() {
-    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let grpc = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let (http_addr, grpc_addr) = (http.local_addr().unwrap(), grpc.local_addr().unwrap());
-    drop((http, grpc));
-    let mut child = tokio::process::Command::new(BIN)
-        .args([
-            "serve",
-            "--dev",
-            "--http-addr",
-            &http_addr.to_string(),
-            "--grpc-addr",
-            &grpc_addr.to_string(),
-        ])
+    let (mut dev, _) = dev_server(&[]);
+    let mut child = dev
         .env_remove("CARGO_MANIFEST_DIR")
         .env("PATH", "/usr/bin:/bin")
         .stdout(Stdio::piped())
