@@ -189,6 +189,23 @@ impl std::str::FromStr for Channel {
 
 #[cfg(test)]
 mod tests {
+    /// The catalogue checks its declared prefixes with its own copy of the
+    /// rule (it is compiled into build.rs alone): both must agree.
+    #[test]
+    fn the_catalogue_s_prefix_rule_is_this_one() {
+        let long = "a".repeat(63);
+        let too_long = "a".repeat(64);
+        for s in [
+            "scans", "a", "a-1", "z9", "", "1a", "-a", "A", "a_b", "a:b", "é", &long, &too_long,
+        ] {
+            assert_eq!(
+                super::valid_prefix(s),
+                crate::schema::catalogue::is_prefix(s),
+                "{s:?}"
+            );
+        }
+    }
+
     use super::*;
     use proptest::prelude::*;
 

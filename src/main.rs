@@ -12,6 +12,9 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    if !matches!(cli.command, Command::Serve(_)) {
+        restore_sigpipe();
+    }
     let (format, otlp) = match &cli.command {
         Command::Serve(args) => {
             let otlp = args
@@ -45,5 +48,17 @@ async fn main() -> std::process::ExitCode {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// `sse-bridge schema | head` should end quietly when `head` does, as Unix
+/// tools do, rather than panic on the closed pipe. Rust ignores SIGPIPE at
+/// start; the printing commands take the default back. (`serve` keeps it
+/// ignored: a peer that closes its socket must not kill the node.)
+fn restore_sigpipe() {
+    // SAFETY: `signal` only sets the process's disposition for SIGPIPE to
+    // the default; no handler of ours runs.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

@@ -189,7 +189,7 @@ impl PublishService {
                 format!("must be at most {MAX_IDEMPOTENCY_KEY} bytes"),
             ));
         }
-        let prepared = self.schema.prepare_encoded(&event)?;
+        let prepared = self.schema.prepare_for_prefix(&event, channel.prefix())?;
         let key = Some(request.idempotency_key).filter(|k| !k.is_empty());
         Ok(Outgoing {
             channel,
@@ -363,17 +363,20 @@ mod tests {
         let outgoing = service(1024)
             .prepare(
                 &publisher(TENANT),
-                request("chat", TENANT, Some(delta("hi")), "k1"),
+                request("conversations", TENANT, Some(delta("hi")), "k1"),
             )
             .map_err(refused);
         let outgoing = outgoing.expect("accepted");
-        assert_eq!(outgoing.channel.to_string(), format!("chat:{TENANT}:r1"));
+        assert_eq!(
+            outgoing.channel.to_string(),
+            format!("conversations:{TENANT}:r1")
+        );
         assert_eq!(&*outgoing.event, "message.delta");
         assert_eq!(&outgoing.data[..], br#"{"content":"hi"}"#);
         assert_eq!(outgoing.idempotency_key.as_deref(), Some("k1"));
         let no_key = service(1024).prepare(
             &publisher(TENANT),
-            request("chat", TENANT, Some(delta("hi")), ""),
+            request("conversations", TENANT, Some(delta("hi")), ""),
         );
         assert!(
             no_key.is_ok_and(|o| o.idempotency_key.is_none()),
@@ -385,12 +388,12 @@ mod tests {
     async fn each_missing_part_is_named() {
         let svc = service(1024);
         let p = publisher(TENANT);
-        let mut no_channel = request("chat", TENANT, Some(delta("x")), "");
+        let mut no_channel = request("conversations", TENANT, Some(delta("x")), "");
         no_channel.channel = None;
         assert_eq!(refused(svc.prepare(&p, no_channel).unwrap_err()), "channel");
-        let no_event = request("chat", TENANT, None, "");
+        let no_event = request("conversations", TENANT, None, "");
         assert_eq!(refused(svc.prepare(&p, no_event).unwrap_err()), "event");
-        let no_payload = request("chat", TENANT, Some(Event { payload: None }), "");
+        let no_payload = request("conversations", TENANT, Some(Event { payload: None }), "");
         assert_eq!(
             refused(svc.prepare(&p, no_payload).unwrap_err()),
             "event.payload"
@@ -417,14 +420,20 @@ mod tests {
                 request("BAD!", OTHER, Some(huge.clone()), ""),
                 "channel.prefix",
             ),
-            (request("chat", OTHER, Some(huge.clone()), ""), "tenant"),
-            (request("chat", TENANT, Some(huge), &long_key), "too large"),
             (
-                request("chat", TENANT, Some(bad_rules.clone()), &long_key),
+                request("conversations", OTHER, Some(huge.clone()), ""),
+                "tenant",
+            ),
+            (
+                request("conversations", TENANT, Some(huge), &long_key),
+                "too large",
+            ),
+            (
+                request("scans", TENANT, Some(bad_rules.clone()), &long_key),
                 "idempotency_key",
             ),
             (
-                request("chat", TENANT, Some(bad_rules), ""),
+                request("scans", TENANT, Some(bad_rules), ""),
                 "event.scan_progress.scan_id",
             ),
         ];
@@ -434,8 +443,11 @@ mod tests {
         // A key of exactly the limit is accepted.
         let at_limit = "k".repeat(MAX_IDEMPOTENCY_KEY);
         assert!(
-            svc.prepare(&p, request("chat", TENANT, Some(delta("x")), &at_limit))
-                .is_ok()
+            svc.prepare(
+                &p,
+                request("conversations", TENANT, Some(delta("x")), &at_limit)
+            )
+            .is_ok()
         );
     }
 
@@ -462,8 +474,11 @@ mod tests {
             ..publisher(TENANT)
         };
         assert!(
-            svc.prepare(&other, request("chat", TENANT, Some(delta("x")), ""))
-                .is_ok()
+            svc.prepare(
+                &other,
+                request("conversations", TENANT, Some(delta("x")), "")
+            )
+            .is_ok()
         );
     }
 
@@ -493,7 +508,7 @@ mod tests {
             (new_type, "unknown event type (field 999 of Event.payload)"),
             (extended, "field 7 of `message.delta` is unknown"),
         ] {
-            let mut req = request("chat", TENANT, None, "");
+            let mut req = request("conversations", TENANT, None, "");
             req.event = Some(Bytes::from(bytes));
             match svc.prepare(&p, req) {
                 Err(PublishError::Invalid {
@@ -517,10 +532,10 @@ mod tests {
             .publish_many(
                 &p,
                 vec![
-                    request("chat", TENANT, Some(delta("a")), ""),
-                    request("chat", OTHER, Some(delta("b")), ""),
-                    request("chat", TENANT, Some(delta("c")), "k"),
-                    request("chat", TENANT, Some(delta("d")), "k"),
+                    request("conversations", TENANT, Some(delta("a")), ""),
+                    request("conversations", OTHER, Some(delta("b")), ""),
+                    request("conversations", TENANT, Some(delta("c")), "k"),
+                    request("conversations", TENANT, Some(delta("d")), "k"),
                 ],
             )
             .await;
@@ -531,6 +546,44 @@ mod tests {
         assert_eq!(
             shape,
             [Ok(false), Err("tenant".to_owned()), Ok(false), Ok(true)]
+        );
+    }
+
+    /// An event goes only to the prefixes it declares: elsewhere it is a
+    /// violation on `channel.prefix` naming them, reported with the
+    /// payload's own violations.
+    #[test]
+    fn an_event_goes_only_to_its_declared_prefixes() {
+        let svc = service(1024);
+        let p = publisher(TENANT);
+        let Err(PublishError::Invalid { violations, .. }) =
+            svc.prepare(&p, request("scans", TENANT, Some(delta("x")), ""))
+        else {
+            panic!("message.delta on scans must be refused");
+        };
+        assert_eq!(violations.len(), 1, "{violations:?}");
+        assert_eq!(violations[0].field, "channel.prefix");
+        assert!(
+            violations[0].description.contains("`conversations`"),
+            "{violations:?}"
+        );
+        let wrong_both = Event {
+            payload: Some(Payload::ScanProgress(ScanProgress {
+                scan_id: "nope".to_owned(),
+                checked: 0,
+                total: 0,
+            })),
+        };
+        let Err(PublishError::Invalid { violations, .. }) =
+            svc.prepare(&p, request("conversations", TENANT, Some(wrong_both), ""))
+        else {
+            panic!("refused");
+        };
+        let fields: Vec<&str> = violations.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(fields, ["channel.prefix", "event.scan_progress.scan_id"]);
+        assert!(
+            svc.prepare(&p, request("conversations", TENANT, Some(delta("x")), ""))
+                .is_ok()
         );
     }
 }

@@ -115,7 +115,7 @@ pub(super) async fn run(args: &BenchArgs) -> Result<(&'static str, BusRun)> {
     let tenant = uuid::Uuid::new_v4().to_string();
     let mut channels = Vec::with_capacity(args.subscribers);
     for i in 0..args.subscribers {
-        let channel = Channel::parse(&format!("bench:{tenant}:c{i}"))
+        let channel = Channel::parse(&format!("conversations:{tenant}:c{i}"))
             .map_err(|e| anyhow::anyhow!("bench channel: {e}"))?;
         bus.watch(&channel).await?;
         channels.push(channel);

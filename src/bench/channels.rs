@@ -16,7 +16,7 @@ pub(super) async fn run(args: &BenchArgs, bridge: &mut Bridge) -> Result<Deliver
     let tenant = bridge.tenant.clone();
     let tenant = &tenant;
     let names: Vec<String> = (0..args.subscribers)
-        .map(|i| format!("bench:{tenant}:c{i}"))
+        .map(|i| format!("conversations:{tenant}:c{i}"))
         .collect();
     let streams = bridge.open_streams(&names, args.subscribers, true).await?;
     let expected = (args.subscribers * args.events) as u64;
@@ -24,7 +24,7 @@ pub(super) async fn run(args: &BenchArgs, bridge: &mut Bridge) -> Result<Deliver
     // Made once, before the clock starts: the publisher shares the cores
     // with the bridge.
     let channels: Vec<pb::Channel> = (0..subs)
-        .map(|i| client::channel("bench", tenant, &format!("c{i}")))
+        .map(|i| client::channel("conversations", tenant, &format!("c{i}")))
         .collect();
     let start_us = now_us();
     let reqs = futures::stream::iter(

@@ -48,8 +48,8 @@ impl Delivered {
 pub(super) async fn run(args: &BenchArgs, bridge: &mut Bridge) -> Result<Delivered> {
     let tenant = bridge.tenant.clone();
     let tenant = &tenant;
-    let name = format!("bench:{tenant}:fanout");
-    let ch = client::channel("bench", tenant, "fanout");
+    let name = format!("conversations:{tenant}:fanout");
+    let ch = client::channel("conversations", tenant, "fanout");
     let latency = args.scenario == Scenario::Latency;
     let streams = bridge.open_streams(&[name], args.subscribers, true).await?;
     let expected = (args.subscribers * args.events) as u64;

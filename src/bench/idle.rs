@@ -27,7 +27,7 @@ pub(super) async fn run(args: &BenchArgs, bridge: &mut Bridge) -> Result<Idle> {
     let tenant = bridge.tenant.clone();
     let tenant = &tenant;
     let names: Vec<String> = (0..args.subscribers)
-        .map(|i| format!("bench:{tenant}:idle{}", i % 100))
+        .map(|i| format!("conversations:{tenant}:idle{}", i % 100))
         .collect();
     let streams = bridge.open_streams(&names, args.subscribers, false).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;

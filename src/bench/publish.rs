@@ -22,7 +22,7 @@ pub(super) struct Publish {
 }
 
 pub(super) async fn run(args: &BenchArgs, bridge: &mut Bridge) -> Result<Publish> {
-    let ch = client::channel("bench", &bridge.tenant, "publish");
+    let ch = client::channel("conversations", &bridge.tenant, "publish");
     let (payload, n) = (args.payload, args.events);
     let c2 = ch.clone();
     let started = Instant::now();

@@ -23,7 +23,7 @@ pub(super) struct Resume {
 
 pub(super) async fn run(args: &BenchArgs, bridge: &mut Bridge) -> Result<Resume> {
     let tenant = &bridge.tenant;
-    let ch = client::channel("bench", tenant, "resume");
+    let ch = client::channel("conversations", tenant, "resume");
     let first = bridge
         .publisher
         .publish(request(&ch, args.payload))
@@ -40,7 +40,7 @@ pub(super) async fn run(args: &BenchArgs, bridge: &mut Bridge) -> Result<Resume>
         3600,
     )?;
     let url = format!(
-        "{}/v1/events?channel=bench:{tenant}:resume",
+        "{}/v1/events?channel=conversations:{tenant}:resume",
         bridge.target.http
     );
     let started = Instant::now();

@@ -23,10 +23,21 @@ pub(super) fn schema(args: SchemaArgs) -> Result<()> {
     }
     let empty = Vec::new();
     for event in described["events"].as_array().unwrap_or(&empty) {
+        let prefixes: Vec<&str> = event["prefixes"]
+            .as_array()
+            .unwrap_or(&empty)
+            .iter()
+            .filter_map(|p| p.as_str())
+            .collect();
         println!(
-            "{}  ({})",
+            "{}  ({})  on channels: {}",
             event["name"].as_str().unwrap_or(""),
-            event["message"].as_str().unwrap_or("")
+            event["message"].as_str().unwrap_or(""),
+            prefixes
+                .iter()
+                .map(|p| format!("{p}:<tenant>:<id>"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         for f in event["fields"].as_array().unwrap_or(&empty) {
             let rules: Vec<&str> = f["rules"]

@@ -35,8 +35,12 @@ pub(super) async fn tail(args: TailArgs) -> Result<()> {
             // HTTP/1.1 sent to the gRPC listener (HTTP/2 only) gets its
             // connection preface back, which reqwest calls unexpected.
             let wrong_port =
-                std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
-                    .any(|e| e.to_string().contains("unexpected message"));
+                std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source()).any(
+                    |e| {
+                        let text = e.to_string();
+                        text.contains("unexpected message") || text.contains("invalid HTTP version")
+                    },
+                );
             let hint = if wrong_port {
                 ": this looks like the gRPC listener; is --url the gRPC port? \
                  Streams come from --http-addr (default 127.0.0.1:8080)"

@@ -28,6 +28,18 @@ pub enum ApiError {
         shown: String,
         error: ChannelError,
     },
+    #[error(
+        "channel {index} (`{shown}`): no event is declared for prefix `{prefix}`; the declared prefixes are {known}{hint}"
+    )]
+    UnknownPrefix {
+        index: usize,
+        shown: String,
+        prefix: String,
+        /// The declared prefixes, quoted and listed.
+        known: String,
+        /// ` (did you mean `scans`?)`, or nothing.
+        hint: String,
+    },
     #[error("bad Last-Event-ID / last_event_id: {0}")]
     BadCursor(#[from] CursorError),
     #[error("channel `{0}` belongs to another tenant than the token's")]
@@ -56,6 +68,7 @@ impl ApiError {
             | ApiError::NoChannel
             | ApiError::TooManyChannels { .. }
             | ApiError::BadChannel { .. }
+            | ApiError::UnknownPrefix { .. }
             | ApiError::BadCursor(_)
             | ApiError::Malformed => StatusCode::BAD_REQUEST,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -74,6 +87,7 @@ impl ApiError {
             ApiError::NoChannel => "missing_channel",
             ApiError::TooManyChannels { .. } => "too_many_channels",
             ApiError::BadChannel { .. } => "bad_channel",
+            ApiError::UnknownPrefix { .. } => "unknown_prefix",
             ApiError::BadCursor(_) => "bad_cursor",
             ApiError::Forbidden(_) => "forbidden_channel",
             ApiError::Unavailable(_) => "unavailable",

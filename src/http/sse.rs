@@ -114,6 +114,10 @@ pub(super) async fn events(
             shown: shown(raw),
             error,
         })?;
+        let declared = crate::schema::Schema::embedded().catalogue().prefixes();
+        if !declared.contains(channel.prefix()) {
+            return Err(unknown_prefix(index, raw, channel.prefix(), declared));
+        }
         channels.push(channel);
     }
     let channels = ChannelSet::new(channels);
@@ -187,6 +191,31 @@ pub(crate) fn instant_of(unix_secs: u64) -> Instant {
         .min(FOREVER);
     let start = Instant::now();
     start.checked_add(left).unwrap_or(start + FOREVER / 100)
+}
+
+/// A subscription to a prefix no event declares would be a stream that
+/// never receives anything: refused, naming the declared prefixes.
+fn unknown_prefix(
+    index: usize,
+    raw: &str,
+    prefix: &str,
+    declared: &std::collections::BTreeSet<String>,
+) -> ApiError {
+    let known: Vec<String> = declared.iter().cloned().collect();
+    let hint = declared
+        .iter()
+        .map(|d| (strsim::jaro_winkler(prefix, d), d))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, d)| format!(" (did you mean `{d}`?)"))
+        .unwrap_or_default();
+    ApiError::UnknownPrefix {
+        index,
+        shown: shown(raw),
+        prefix: prefix.to_owned(),
+        known: crate::schema::quoted_list(&known, "and"),
+        hint,
+    }
 }
 
 fn control(id: Option<&str>, event: ControlEvent, data: &str) -> Bytes {

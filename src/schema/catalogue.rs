@@ -4,12 +4,13 @@
 //! Like `rules`, this file is also compiled into `build.rs`, so a catalogue
 //! that breaks the naming rules never builds.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use prost_reflect::{DescriptorPool, FieldDescriptor, Kind, MessageDescriptor, Value};
 
 use super::name::EventName;
-use super::rules::{EVENT_NAME_EXT, MessageRules, RuleError};
+use super::rules::{EVENT_NAME_EXT, MessageRules, PREFIX_EXT, RuleError};
 
 /// Full name of the envelope message producers publish.
 pub const ENVELOPE: &str = "events.v1.Event";
@@ -27,6 +28,8 @@ pub struct EventType {
     pub field: FieldDescriptor,
     /// Its compiled field rules.
     pub rules: MessageRules,
+    /// The channel prefixes it may be published to, as declared.
+    pub prefixes: Arc<[String]>,
     /// Where its rules' violations are reported (`event.<field>`), made
     /// once rather than per publish.
     pub path: String,
@@ -35,6 +38,7 @@ pub struct EventType {
 /// Every event of the envelope, by envelope field number and by name.
 #[derive(Debug, Clone)]
 pub struct Catalogue {
+    prefixes: BTreeSet<String>,
     pub envelope: MessageDescriptor,
     events: Vec<EventType>,
     by_field: HashMap<u32, usize>,
@@ -111,12 +115,14 @@ impl Catalogue {
                 ),
             });
             let rules = MessageRules::compile(pool, &message);
-            let (event_name, rules) = match (event_name, repeated, rules) {
-                (Ok(event_name), None, Ok(rules)) => (event_name, rules),
-                (event_name, repeated, rules) => {
+            let prefixes = declared_prefixes(pool, &message);
+            let (event_name, rules, prefixes) = match (event_name, repeated, rules, prefixes) {
+                (Ok(event_name), None, Ok(rules), Ok(prefixes)) => (event_name, rules, prefixes),
+                (event_name, repeated, rules, prefixes) => {
                     errors.extend(event_name.err());
                     errors.extend(repeated);
                     errors.extend(rules.err().into_iter().flatten());
+                    errors.extend(prefixes.err().into_iter().flatten());
                     continue;
                 }
             };
@@ -128,6 +134,7 @@ impl Catalogue {
                 message,
                 field,
                 rules,
+                prefixes: prefixes.into(),
             });
         }
         // A message named as an event but left out of the envelope would
@@ -162,11 +169,16 @@ impl Catalogue {
             });
         }
         if errors.is_empty() {
+            let prefixes = events
+                .iter()
+                .flat_map(|e| e.prefixes.iter().cloned())
+                .collect();
             Ok(Catalogue {
                 envelope,
                 events,
                 by_field,
                 by_name,
+                prefixes,
             })
         } else {
             Err(errors)
@@ -183,6 +195,68 @@ impl Catalogue {
 
     pub fn by_name(&self, name: &str) -> Option<&EventType> {
         self.by_name.get(name).map(|&i| &self.events[i])
+    }
+
+    /// Every declared channel prefix, sorted: the only valid ones.
+    pub fn prefixes(&self) -> &BTreeSet<String> {
+        &self.prefixes
+    }
+}
+
+/// The channel prefix rule, `^[a-z][a-z0-9-]{0,62}$`. `channel.rs` has its
+/// own copy (this file is compiled into `build.rs` without it); a test keeps
+/// the two in agreement.
+pub fn is_prefix(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_lowercase()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+}
+
+/// The prefixes `message` declares with `(ssebridge.v1.prefix)`: at least
+/// one, each well formed, none twice.
+fn declared_prefixes(
+    pool: &DescriptorPool,
+    message: &MessageDescriptor,
+) -> Result<Vec<String>, Vec<RuleError>> {
+    let error = |problem: String| RuleError {
+        location: message.full_name().to_owned(),
+        problem,
+    };
+    let values = match pool.get_extension_by_name(PREFIX_EXT) {
+        Some(ext) if message.options().has_extension(&ext) => {
+            match message.options().get_extension(&ext).as_ref() {
+                Value::List(items) => items
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect(),
+                _ => Vec::new(),
+            }
+        }
+        _ => Vec::new(),
+    };
+    if values.is_empty() {
+        return Err(vec![error(format!(
+            "declares no channel prefix: add `option ({PREFIX_EXT}) = \"<prefix>\";` for each prefix the event may be published to"
+        ))]);
+    }
+    let mut errors = Vec::new();
+    let mut seen = BTreeSet::new();
+    for p in &values {
+        if !is_prefix(p) {
+            errors.push(error(format!(
+                "channel prefix `{p}` breaks the prefix rule ^[a-z][a-z0-9-]{{0,62}}$"
+            )));
+        } else if !seen.insert(p.as_str()) {
+            errors.push(error(format!("channel prefix `{p}` is declared twice")));
+        }
+    }
+    if errors.is_empty() {
+        Ok(values)
+    } else {
+        Err(errors)
     }
 }
 

@@ -28,6 +28,9 @@ pub struct Snapshot {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventShape {
     pub message: String,
+    /// The channel prefixes it may be published to.
+    #[serde(default)]
+    pub prefixes: Vec<String>,
     /// Its field number in `Event.payload`.
     pub envelope_field: u32,
     pub fields: BTreeMap<String, FieldShape>,
@@ -87,6 +90,7 @@ impl Snapshot {
             .map(|e| {
                 let shape = EventShape {
                     message: e.message.full_name().to_owned(),
+                    prefixes: e.prefixes.to_vec(),
                     envelope_field: e.field.number(),
                     fields: fields(&e.message, &e.rules.rule_sets()),
                 };
@@ -187,7 +191,36 @@ pub fn diff(before: &Snapshot, after: &Snapshot) -> Vec<Change> {
                     "event `{name}` was renamed or removed{renamed}: browsers listening for it get nothing"
                 )));
             }
-            Some(new) => fields_diff(&format!("`{name}`"), &old.fields, &new.fields, &mut out),
+            // A baseline from before typed channels let every event go to
+            // any prefix: the first binding narrows that.
+            Some(new) if old.prefixes.is_empty() && !new.prefixes.is_empty() => {
+                out.push(breaking(format!(
+                    "event `{name}` may now go only to {} channels, not to any prefix",
+                    new.prefixes
+                        .iter()
+                        .map(|p| format!("`{p}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+                fields_diff(&format!("`{name}`"), &old.fields, &new.fields, &mut out)
+            }
+            Some(new) => {
+                for prefix in &old.prefixes {
+                    if !new.prefixes.contains(prefix) {
+                        out.push(breaking(format!(
+                            "event `{name}` may no longer go to `{prefix}` channels: producers publishing it there are refused, and browsers on them get nothing"
+                        )));
+                    }
+                }
+                for prefix in &new.prefixes {
+                    if !old.prefixes.contains(prefix) {
+                        out.push(safe(format!(
+                            "event `{name}` may now go to `{prefix}` channels"
+                        )));
+                    }
+                }
+                fields_diff(&format!("`{name}`"), &old.fields, &new.fields, &mut out)
+            }
         }
     }
     for name in after.events.keys() {
@@ -481,6 +514,28 @@ mod tests {
             },
         );
         assert!(breaking_of(&after).iter().any(|c| c.contains("`author`")));
+    }
+
+    #[test]
+    fn a_removed_prefix_binding_is_breaking_and_an_added_one_safe() {
+        let mut after = current();
+        let created = after
+            .events
+            .get_mut("finding.created")
+            .expect("finding.created");
+        created.prefixes.retain(|p| p != "scans");
+        created.prefixes.push("audits".to_owned());
+        let changes = diff(&current(), &after);
+        assert!(changes.iter().any(|c| {
+            c.breaking
+                && c.what
+                    .contains("`finding.created` may no longer go to `scans` channels")
+        }));
+        assert!(
+            changes
+                .iter()
+                .any(|c| !c.breaking && c.what.contains("may now go to `audits`"))
+        );
     }
 
     #[test]

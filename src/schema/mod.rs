@@ -97,6 +97,17 @@ impl Schema {
 
     /// Like [`Schema::prepare`], for an already encoded envelope.
     pub fn prepare_encoded(&self, bytes: &[u8]) -> Result<Prepared, SchemaError> {
+        self.prepare_checked(bytes, None)
+    }
+
+    /// As [`Schema::prepare_encoded`], for a publish to a channel with
+    /// `prefix`: an event may go only to the prefixes it declares, and a
+    /// wrong one is reported with the payload's own violations.
+    pub fn prepare_for_prefix(&self, bytes: &[u8], prefix: &str) -> Result<Prepared, SchemaError> {
+        self.prepare_checked(bytes, Some(prefix))
+    }
+
+    fn prepare_checked(&self, bytes: &[u8], prefix: Option<&str>) -> Result<Prepared, SchemaError> {
         let found = envelope::payload(bytes, |n| self.catalogue.by_field(n).is_some()).map_err(
             |e| match e {
                 envelope::EnvelopeError::Unknown(_) => SchemaError::Newer(e.to_string()),
@@ -127,6 +138,18 @@ impl Schema {
             )));
         }
         let mut violations = Vec::new();
+        if let Some(prefix) = prefix {
+            if !event.prefixes.iter().any(|p| p == prefix) {
+                violations.push(Violation {
+                    field: "channel.prefix".to_owned(),
+                    description: format!(
+                        "event `{}` may be published to channels with prefix {}; got `{prefix}`",
+                        event.name,
+                        quoted_list(&event.prefixes, "or")
+                    ),
+                });
+            }
+        }
         event.rules.check(&payload, &event.path, &mut violations);
         if !violations.is_empty() {
             return Err(SchemaError::Rules(violations));
@@ -199,6 +222,7 @@ impl Schema {
                     .collect();
                 json!({
                     "name": &*e.name,
+                    "prefixes": &*e.prefixes,
                     "message": e.message.full_name(),
                     "envelope_field": e.field.name(),
                     "fields": fields,
@@ -206,7 +230,17 @@ impl Schema {
                 })
             })
             .collect();
-        json!({ "events": events })
+        json!({ "prefixes": self.catalogue.prefixes(), "events": events })
+    }
+}
+
+/// `` `a` ``, `` `a` or `b` ``, `` `a`, `b` or `c` `` (with `and`: all of them).
+pub(crate) fn quoted_list(items: &[String], conjunction: &str) -> String {
+    let quoted: Vec<String> = items.iter().map(|i| format!("`{i}`")).collect();
+    match quoted.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} {conjunction} {last}", rest.join(", ")),
+        None => String::new(),
     }
 }
 

@@ -19,6 +19,9 @@ const FIELD_RULES_EXT: &str = "ssebridge.v1.rules";
 const MESSAGE_RULES_EXT: &str = "ssebridge.v1.message_rules";
 /// The message option naming an event (read by the catalogue, not a rule).
 pub const EVENT_NAME_EXT: &str = "ssebridge.v1.event";
+/// The message option listing an event's channel prefixes (read by the
+/// catalogue, not a rule).
+pub const PREFIX_EXT: &str = "ssebridge.v1.prefix";
 
 /// One broken field rule: where it was broken and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -274,7 +277,7 @@ fn compile_message(
     foreign_extensions(&options, message.full_name(), errors);
     for (ext, value) in options.extensions() {
         match ext.full_name() {
-            EVENT_NAME_EXT => {}
+            EVENT_NAME_EXT | PREFIX_EXT => {}
             MESSAGE_RULES_EXT => {
                 if let Value::Message(m) = value {
                     compile_message_rules(message, m, &mut rules, errors);

@@ -105,5 +105,26 @@ pub fn generate(schema: &Schema) -> String {
          export type EventName = keyof EventMap;\n\n\
          export const EVENT_NAMES: readonly EventName[] = [\n{payloads}] as const;\n"
     );
+    // Typed channels: each declared prefix with the events that may go to it.
+    let mut by_prefix = String::new();
+    let mut prefixes = String::new();
+    for prefix in schema.catalogue().prefixes() {
+        let events: Vec<String> = schema
+            .catalogue()
+            .events()
+            .iter()
+            .filter(|e| e.prefixes.iter().any(|p| p == prefix))
+            .map(|e| format!("\"{}\"", e.name))
+            .collect();
+        let _ = writeln!(by_prefix, "  \"{prefix}\": {};", events.join(" | "));
+        let _ = writeln!(prefixes, "  \"{prefix}\",");
+    }
+    let _ = write!(
+        out,
+        "\n/** Every declared channel prefix → the events that may be published to it. */\n\
+         export interface PrefixEvents {{\n{by_prefix}}}\n\n\
+         export type Prefix = keyof PrefixEvents;\n\n\
+         export const PREFIXES: readonly Prefix[] = [\n{prefixes}] as const;\n"
+    );
     out
 }

@@ -61,7 +61,17 @@ fn tempdir() -> std::path::PathBuf {
     d
 }
 
+/// A scratch catalogue: every event message without a prefix of its own
+/// gets `things`, so each test states only what it is about.
 fn catalogue(messages: &str, envelope: &str) -> String {
+    let messages = if messages.contains("ssebridge.v1.prefix") {
+        messages.to_owned()
+    } else {
+        messages.replace(
+            "option (ssebridge.v1.event) =",
+            "option (ssebridge.v1.prefix) = \"things\"; option (ssebridge.v1.event) =",
+        )
+    };
     format!(
         r#"syntax = "proto3";
 package events.v1;
@@ -369,6 +379,30 @@ fn compat_check_on_edited_copies_of_the_protos() {
     safe(
         "    FindingDeleted finding_deleted = 11;\n",
         "    FindingDeleted finding_deleted = 11;\n    Archived archived = 12;\n\
-         ---\nmessage Archived { option (ssebridge.v1.event) = \"scan.archived\"; }",
+         ---\nmessage Archived { option (ssebridge.v1.event) = \"scan.archived\"; \
+         option (ssebridge.v1.prefix) = \"scans\"; }",
     );
+}
+
+/// Every event declares at least one channel prefix, each well formed and
+/// none twice; all three mistakes come in one build, with their lines.
+#[test]
+fn prefixes_are_declared_well_formed_and_once() {
+    let err = load(&catalogue(
+        r#"message A { option (ssebridge.v1.event) = "thing.a"; option (ssebridge.v1.prefix) = "things"; }
+message B { option (ssebridge.v1.event) = "thing.b"; option (ssebridge.v1.prefix) = "Things"; }
+message C { option (ssebridge.v1.event) = "thing.c"; option (ssebridge.v1.prefix) = "c";
+            option (ssebridge.v1.prefix) = "c"; }
+message D { option (ssebridge.v1.event) = "thing.d"; }"#,
+        "A a = 1; B b = 2; C c = 3; D d = 4;",
+    ))
+    .expect_err("three prefix mistakes");
+    for needle in [
+        "events.v1.B: channel prefix `Things` breaks the prefix rule",
+        "events.v1.C: channel prefix `c` is declared twice",
+        "events.v1.D: declares no channel prefix",
+    ] {
+        assert!(err.contains(needle), "`{needle}` not in:\n{err}");
+    }
+    assert!(!err.contains("events.v1.A"), "{err}");
 }

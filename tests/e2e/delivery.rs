@@ -143,17 +143,22 @@ async fn typed_events_arrive_as_exact_frames(backend: Backend) {
             format!(r#"{{"scan_id":"{TENANT}","checked":0,"total":10}}"#),
         ),
         (
-            event("message.delta", json!({"content": "Hel\nlo \"x\""})),
-            "message.delta",
-            r#"{"content":"Hel\nlo \"x\""}"#.to_owned(),
+            event(
+                "scan.error",
+                json!({"scan_id": TENANT, "code": "x", "detail": "Hel\nlo \"x\""}),
+            ),
+            "scan.error",
+            format!(r#"{{"scan_id":"{TENANT}","code":"x","detail":"Hel\nlo \"x\""}}"#),
         ),
         (
             event(
-                "tool_call.start",
-                json!({"tool_call_id": TENANT, "tool_name": "search"}),
+                "finding.created",
+                json!({"finding_id": TENANT, "title": "t", "severity": "SEVERITY_HIGH"}),
             ),
-            "tool_call.start",
-            format!(r#"{{"tool_call_id":"{TENANT}","tool_name":"search"}}"#),
+            "finding.created",
+            format!(
+                r#"{{"finding_id":"{TENANT}","title":"t","severity":"SEVERITY_HIGH"}}"#
+            ),
         ),
         (
             event(

@@ -216,6 +216,16 @@ pub fn pb_channel(tenant: &str, resource: &str) -> pb::Channel {
     client::channel("scans", tenant, resource)
 }
 
+/// A channel of the `conversations` prefix, where `message.*` and
+/// `tool_call.*` events go.
+pub fn conversation(resource: &str) -> String {
+    format!("conversations:{TENANT}:{resource}")
+}
+
+pub fn pb_conversation(tenant: &str, resource: &str) -> pb::Channel {
+    client::channel("conversations", tenant, resource)
+}
+
 pub fn subscriber_token(tenant: &str) -> String {
     token::mint(
         SECRET,
@@ -263,8 +273,12 @@ pub fn progress(checked: u32, total: u32) -> Event {
 }
 
 pub async fn publish(client: &mut Client, resource: &str, ev: Event) -> String {
+    publish_to(client, pb_channel(TENANT, resource), ev).await
+}
+
+pub async fn publish_to(client: &mut Client, channel: pb::Channel, ev: Event) -> String {
     client
-        .publish(client::request(pb_channel(TENANT, resource), ev, ""))
+        .publish(client::request(channel, ev, ""))
         .await
         .expect("publish")
         .into_inner()

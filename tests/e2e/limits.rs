@@ -298,7 +298,7 @@ async fn a_client_that_stops_reading_while_10k_events_flow_is_cut_and_others_get
     const EVENTS: u32 = 10_000;
     let bridge = Bridge::start(&["--idle-timeout-secs", "2", "--history-len", "20000"]).await;
     let addr = bridge.http.trim_start_matches("http://").to_owned();
-    let ch = channel("flood");
+    let ch = conversation("flood");
     let path = format!("/v1/events?channel={ch}");
     let token = subscriber_token(TENANT);
     let mut stalled = RawStream::open(&addr, &path, &token).await;
@@ -311,7 +311,7 @@ async fn a_client_that_stops_reading_while_10k_events_flow_is_cut_and_others_get
     let items: Vec<_> = (0..EVENTS)
         .map(|n| {
             let ev = event("message.delta", json!({"content": format!("{n:08}{pad}")}));
-            client::request(pb_channel(TENANT, "flood"), ev, "")
+            client::request(pb_conversation(TENANT, "flood"), ev, "")
         })
         .collect();
     let read_all = tokio::spawn(async move {

@@ -153,9 +153,9 @@ crate::on_both_buses! {
             .await
             .expect("connect");
         // 1,000 events of 16 KB: 16 MB of history on one channel.
-        let ch = channel("replay");
+        let ch = conversation("replay");
         let requests: Vec<_> = (0..1000)
-            .map(|n| client::request(pb_channel(TENANT, "replay"), big_event(n), ""))
+            .map(|n| client::request(pb_conversation(TENANT, "replay"), big_event(n), ""))
             .collect();
         for chunk in requests.chunks(100) {
             let answers = publish_all(&mut publisher, chunk.to_vec()).await;
@@ -221,7 +221,7 @@ async fn one_tenants_producer_cannot_grow_the_embedded_history_past_its_bound() 
         .expect("connect");
     // Two events on the first channel: a client has seen the first.
     let first = (0..2)
-        .map(|n| client::request(pb_channel(TENANT, "flood-0"), big_event(n), ""))
+        .map(|n| client::request(pb_conversation(TENANT, "flood-0"), big_event(n), ""))
         .collect();
     let seen = publish_all(&mut publisher, first).await[0].id.clone();
     let before = bridge.peak_rss_kib().await;
@@ -230,7 +230,11 @@ async fn one_tenants_producer_cannot_grow_the_embedded_history_past_its_bound() 
         let requests: Vec<_> = (0..100)
             .map(|i| {
                 let n = batch * 100 + i + 1;
-                client::request(pb_channel(TENANT, &format!("flood-{n}")), big_event(n), "")
+                client::request(
+                    pb_conversation(TENANT, &format!("flood-{n}")),
+                    big_event(n),
+                    "",
+                )
             })
             .collect();
         let answers = publish_all(&mut publisher, requests).await;
@@ -255,7 +259,7 @@ async fn one_tenants_producer_cannot_grow_the_embedded_history_past_its_bound() 
         .get(format!(
             "http://{}/v1/events?channel={}",
             bridge.http,
-            channel("flood-0")
+            conversation("flood-0")
         ))
         .bearer_auth(&token)
         .header("last-event-id", seen.as_str())
@@ -266,7 +270,10 @@ async fn one_tenants_producer_cannot_grow_the_embedded_history_past_its_bound() 
     let mut sse = Sse::new(resumed);
     let reset = sse.next_event().await;
     assert_eq!(reset.event.as_deref(), Some("bridge.reset"), "{reset:?}");
-    assert_eq!(reset.data_json()["channels"], json!([channel("flood-0")]));
+    assert_eq!(
+        reset.data_json()["channels"],
+        json!([conversation("flood-0")])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -281,7 +288,7 @@ async fn the_recent_frame_cache_keeps_to_its_node_wide_budget() {
             .get(format!(
                 "http://{}/v1/events?channel={}",
                 bridge.http,
-                channel(&format!("cache-{i}"))
+                conversation(&format!("cache-{i}"))
             ))
             .bearer_auth(&token)
             .send()
@@ -298,7 +305,7 @@ async fn the_recent_frame_cache_keeps_to_its_node_wide_budget() {
         let requests: Vec<_> = (0..40)
             .map(|i| {
                 client::request(
-                    pb_channel(TENANT, &format!("cache-{i}")),
+                    pb_conversation(TENANT, &format!("cache-{i}")),
                     big_event(round),
                     "",
                 )
@@ -325,7 +332,7 @@ async fn the_recent_frame_cache_keeps_to_its_node_wide_budget() {
         .get(format!(
             "http://{}/v1/events?channel={}",
             bridge.http,
-            channel("cache-0")
+            conversation("cache-0")
         ))
         .bearer_auth(&token)
         .header("last-event-id", ids[0][0].id.as_str())

@@ -4,6 +4,7 @@
 use serde_json::json;
 use sse_bridge::client;
 use sse_bridge::proto::events::v1::Event;
+use sse_bridge::proto::events::v1::event::Payload;
 use sse_bridge::proto::ssebridge::v1 as pb;
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -160,7 +161,18 @@ async fn schema_and_field_rule_violations() {
         assert!(description.contains(canonical), "{description}");
     }
     for (ev, fields) in cases {
-        let s = status_of(&bridge, &token, client::request(ch(), ev, "")).await;
+        // Each event to a prefix it declares: only its payload is wrong.
+        let to = match &ev.payload {
+            Some(
+                Payload::MessageDelta(_)
+                | Payload::MessageEnd(_)
+                | Payload::MessageError(_)
+                | Payload::ToolCallStart(_)
+                | Payload::ToolCallEnd(_),
+            ) => pb_conversation(TENANT, "r"),
+            _ => ch(),
+        };
+        let s = status_of(&bridge, &token, client::request(to, ev, "")).await;
         assert_eq!(s.code(), Code::InvalidArgument);
         assert_eq!(violations(&s), fields, "{}", s.message());
         for f in &fields {
@@ -186,14 +198,14 @@ async fn payload_over_the_limit_is_resource_exhausted_before_rules() {
     let s = status_of(
         &bridge,
         &token,
-        client::request(pb_channel(TENANT, "r"), big, ""),
+        client::request(pb_conversation(TENANT, "r"), big, ""),
     )
     .await;
     assert_eq!(s.code(), Code::ResourceExhausted, "{}", s.message());
     let fits = event("message.delta", json!({"content": "d".repeat(900)}));
     let mut p = bridge.publisher().await;
     assert!(
-        p.publish(client::request(pb_channel(TENANT, "r"), fits, ""))
+        p.publish(client::request(pb_conversation(TENANT, "r"), fits, ""))
             .await
             .is_ok()
     );
@@ -332,5 +344,52 @@ async fn an_enum_number_outside_the_enum_is_invalid_argument() {
         "SCAN_STATE_FAILED",
         "a defined value is sent by name"
     );
+    bridge.stop().await;
+}
+
+/// Typed channels: an event goes only to the prefixes it declares. Any other
+/// prefix, one no event declares included, is INVALID_ARGUMENT with a
+/// violation on `channel.prefix` naming the allowed ones; an event declared
+/// for two prefixes goes to both.
+#[tokio::test]
+async fn an_event_to_a_prefix_it_does_not_declare_is_invalid_argument() {
+    let bridge = Bridge::start(&[]).await;
+    let token = publisher_token(&["*"]);
+    let delta = || event("message.delta", json!({"content": "hi"}));
+    for prefix in ["scans", "scan", "findings"] {
+        let s = status_of(
+            &bridge,
+            &token,
+            client::request(client::channel(prefix, TENANT, "r"), delta(), ""),
+        )
+        .await;
+        assert_eq!(s.code(), Code::InvalidArgument, "{prefix}: {}", s.message());
+        assert_eq!(violations(&s), ["channel.prefix"], "{}", s.message());
+        assert!(
+            s.message().contains("`conversations`")
+                && s.message().contains(&format!("got `{prefix}`")),
+            "{}",
+            s.message()
+        );
+    }
+    let mut p = bridge.publisher().await;
+    p.publish(client::request(pb_conversation(TENANT, "r"), delta(), ""))
+        .await
+        .expect("message.delta goes to conversations");
+    let finding = || {
+        event(
+            "finding.created",
+            json!({"finding_id": TENANT, "title": "t", "severity": "SEVERITY_LOW"}),
+        )
+    };
+    for prefix in ["findings", "scans"] {
+        p.publish(client::request(
+            client::channel(prefix, TENANT, "f"),
+            finding(),
+            "",
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("finding.created to {prefix}: {e}"));
+    }
     bridge.stop().await;
 }

@@ -164,11 +164,11 @@ async fn a_cursor_from_the_future_is_reset_not_trusted(backend: Backend) {
 async fn a_slow_reader_is_caught_up_from_history_without_loss(backend: Backend) {
     let bridge = Bridge::on(&backend, &["--stream-buffer", "4", "--history-len", "2000"]).await;
     let token = subscriber_token(TENANT);
-    let mut sse = bridge.subscribe(&[&channel("slow")], &token, None).await;
+    let mut sse = bridge.subscribe(&[&conversation("slow")], &token, None).await;
     let mut p = bridge.publisher().await;
     // The reader reads nothing until every event is published.
     for i in 0..1000 {
-        publish(&mut p, "slow", big(i)).await;
+        publish_to(&mut p, pb_conversation(TENANT, "slow"), big(i)).await;
     }
     for i in 0..1000 {
         let f = sse.next_event().await;
@@ -181,12 +181,13 @@ async fn a_slow_reader_is_caught_up_from_history_without_loss(backend: Backend) 
 async fn a_slow_reader_beyond_history_is_told_bridge_reset(backend: Backend) {
     let bridge = Bridge::on(&backend, &["--stream-buffer", "4", "--history-len", "50"]).await;
     let token = subscriber_token(TENANT);
-    let mut sse = bridge.subscribe(&[&channel("slow")], &token, None).await;
+    let mut sse = bridge.subscribe(&[&conversation("slow")], &token, None).await;
     let mut p = bridge.publisher().await;
     for i in 0..1000 {
-        publish(&mut p, "slow", big(i)).await;
+        publish_to(&mut p, pb_conversation(TENANT, "slow"), big(i)).await;
     }
-    let last = publish(&mut p, "slow", progress(1, 1)).await;
+    let end = event("message.end", json!({"message_id": TENANT}));
+    let last = publish_to(&mut p, pb_conversation(TENANT, "slow"), end).await;
     // Every gap in the sequence is announced by a reset just before it.
     let mut expected = 0;
     let mut resets = 0;

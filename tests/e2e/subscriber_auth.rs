@@ -526,3 +526,62 @@ async fn a_publisher_token_on_the_stream_is_named_as_one() {
     );
     bridge.stop().await;
 }
+
+/// Typed channels: subscribing to a prefix that no event declares is a 400
+/// `unknown_prefix` listing the declared prefixes, with a did-you-mean for a
+/// near miss, checked after the channel's shape and before tenancy.
+#[tokio::test]
+async fn a_prefix_no_event_declares_is_400_unknown_prefix() {
+    let bridge = Bridge::start(&[]).await;
+    let token = subscriber_token(TENANT);
+    let auth = format!("Bearer {token}");
+    let get = |channels: Vec<String>| {
+        let url = bridge.events_url(&channels.iter().map(String::as_str).collect::<Vec<_>>());
+        let auth = auth.clone();
+        let bridge = &bridge;
+        async move {
+            let r = bridge.get(&url, &[("authorization", &auth)]).await;
+            let status = r.status().as_u16();
+            let body: Value = serde_json::from_str(&r.text().await.unwrap()).expect("JSON");
+            (status, body)
+        }
+    };
+    let (status, body) = get(vec![format!("scan:{TENANT}:s1")]).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], "unknown_prefix", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("`conversations`, `findings` and `scans`")
+            && message.contains("did you mean `scans`?"),
+        "{message}"
+    );
+    let (status, body) = get(vec![channel("ok"), format!("zzz:{TENANT}:s1")]).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("unknown_prefix"))
+    );
+    assert!(
+        !body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("did you mean"),
+        "{body}"
+    );
+    // Shape first (a bad prefix is bad_channel), tenancy after.
+    let (status, body) = get(vec![format!("Scans:{TENANT}:s1")]).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("bad_channel"))
+    );
+    let (status, body) = get(vec![format!("zzz:{OTHER_TENANT}:s1")]).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("unknown_prefix"))
+    );
+    let (status, body) = get(vec![format!("conversations:{OTHER_TENANT}:c")]).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("forbidden_channel"))
+    );
+    bridge.stop().await;
+}

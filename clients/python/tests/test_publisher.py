@@ -75,18 +75,19 @@ def test_rejections_carry_status_and_field_violations(bridge):
             "event.scan_progress.checked",
         ]
         assert not bad.value.retryable
+        conversation = f"conversations:{bridge.tenant}:r"
         with pytest.raises(PublishError) as big:
-            pub.publish(channel, events.MessageDelta(content="x" * 5000))
+            pub.publish(conversation, events.MessageDelta(content="x" * 5000))
         assert big.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
         with pytest.raises(ValueError):
-            pub.publish(f"scans:{bridge.tenant}:a:b", events.MessageDelta(content="x"))
+            pub.publish(f"conversations:{bridge.tenant}:a:b", events.MessageDelta(content="x"))
         with pytest.raises(PublishError) as injected:
-            pub.publish(("scans", bridge.tenant, "a:b"), events.MessageDelta(content="x"))
+            pub.publish(("conversations", bridge.tenant, "a:b"), events.MessageDelta(content="x"))
         assert injected.value.code == grpc.StatusCode.INVALID_ARGUMENT
         assert [v.field for v in injected.value.violations] == ["channel.resource_id"]
     with Publisher(bridge.target, bridge.subscriber_token) as wrong:
         with pytest.raises(PublishError) as denied:
-            wrong.publish(channel, events.MessageDelta(content="x"))
+            wrong.publish(f"conversations:{bridge.tenant}:r", events.MessageDelta(content="x"))
         assert denied.value.code == grpc.StatusCode.PERMISSION_DENIED
     with pytest.raises(TypeError):
         Publisher.request(channel, grpc.StatusCode)  # type: ignore[arg-type]
@@ -178,3 +179,16 @@ def test_the_cli_target_form_works_and_bad_targets_fail_at_once(bridge):
     for bad in ("ftp://127.0.0.1:1", "http://", "http://host:1/path", ""):
         with pytest.raises(ValueError, match="expected the bridge's gRPC address"):
             Publisher(bad, bridge.publisher_token)
+
+
+def test_an_event_goes_only_to_its_declared_prefixes(bridge):
+    """The publisher checks the channel prefix against the catalogue before
+    sending, as the bridge would; an event declared for two prefixes goes to
+    both."""
+    with Publisher(bridge.target, bridge.publisher_token) as pub:
+        with pytest.raises(ValueError, match="may be published to channels with prefix `conversations`; got `scans`"):
+            pub.publish(f"scans:{bridge.tenant}:r", events.MessageDelta(content="x"))
+        pub.publish(f"conversations:{bridge.tenant}:r", events.MessageDelta(content="x"))
+        finding = events.FindingCreated(finding_id=bridge.tenant, title="t", severity=events.SEVERITY_LOW)
+        for prefix in ("findings", "scans"):
+            pub.publish(f"{prefix}:{bridge.tenant}:f", finding)

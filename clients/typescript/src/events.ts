@@ -95,3 +95,18 @@ export const EVENT_NAMES: readonly EventName[] = [
   "finding.updated",
   "finding.deleted",
 ] as const;
+
+/** Every declared channel prefix → the events that may be published to it. */
+export interface PrefixEvents {
+  "conversations": "message.delta" | "message.end" | "message.error" | "tool_call.start" | "tool_call.end";
+  "findings": "finding.created" | "finding.updated" | "finding.deleted";
+  "scans": "scan.progress" | "scan.end" | "scan.error" | "finding.created" | "finding.updated" | "finding.deleted";
+}
+
+export type Prefix = keyof PrefixEvents;
+
+export const PREFIXES: readonly Prefix[] = [
+  "conversations",
+  "findings",
+  "scans",
+] as const;

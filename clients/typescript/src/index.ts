@@ -12,7 +12,8 @@
  * stream.onReset((channels) => refetch(channels));
  * ```
  */
-import type { EventMap, EventName } from "./events.js";
+import { PREFIXES } from "./events.js";
+import type { EventMap, EventName, Prefix, PrefixEvents } from "./events.js";
 
 export * from "./events.js";
 
@@ -27,9 +28,21 @@ export interface ChannelParts {
   resourceId: string;
 }
 
-/** Builds `<prefix>:<tenant_id>:<resource_id>`, rejecting what the bridge would reject. */
-export function channel(prefix: string, tenantId: string, resourceId: string): string {
+/**
+ * A channel name that carries its prefix in its type, so a stream over it
+ * offers only the events declared for that prefix. Still a string.
+ */
+export type Channel<P extends Prefix = Prefix> = string & { readonly __prefix?: P };
+
+/**
+ * Builds `<prefix>:<tenant_id>:<resource_id>`, rejecting what the bridge
+ * would reject, a prefix that no event declares included.
+ */
+export function channel<P extends Prefix>(prefix: P, tenantId: string, resourceId: string): Channel<P> {
   if (!PREFIX.test(prefix)) throw new Error(`bad channel prefix ${JSON.stringify(prefix)}`);
+  if (!(PREFIXES as readonly string[]).includes(prefix)) {
+    throw new Error(`no event is declared for channel prefix ${JSON.stringify(prefix)}; the declared prefixes are ${PREFIXES.join(", ")}`);
+  }
   if (!TENANT.test(tenantId)) throw new Error(`bad channel tenant ${JSON.stringify(tenantId)}`);
   if (!RESOURCE.test(resourceId)) throw new Error(`bad channel resource ${JSON.stringify(resourceId)}`);
   return `${prefix}:${tenantId.toLowerCase()}:${resourceId}`;
@@ -40,15 +53,16 @@ export function parseChannel(name: string): ChannelParts {
   const parts = name.split(":");
   if (parts.length !== 3) throw new Error(`channel must have three parts: ${JSON.stringify(name)}`);
   const [prefix, tenantId, resourceId] = parts;
-  channel(prefix, tenantId, resourceId);
+  channel(prefix as Prefix, tenantId, resourceId);
   return { prefix, tenantId: tenantId.toLowerCase(), resourceId };
 }
 
 /** Where and how a stream connects. */
-export interface StreamOptions {
+export interface StreamOptions<P extends Prefix = Prefix> {
   /** Base URL of the bridge's HTTP listener, e.g. `https://push.example.com`. */
   url: string;
-  channels: string[];
+  /** Made with `channel()`, the stream's `on()` offers only their prefixes' events. */
+  channels: Channel<P>[];
   /** Returns a fresh subscriber JWT; called at open, on `bridge.expired` and when a reconnect is refused. */
   token: () => string | Promise<string>;
   /** Resume after this cursor instead of starting live. */
@@ -78,7 +92,7 @@ export function streamUrl(base: string, channels: string[], token: string, lastE
 }
 
 /** A live, resumable, typed stream of events. */
-export class BridgeStream {
+export class BridgeStream<P extends Prefix = Prefix> {
   private source: EventSource | null = null;
   private handlers = new Map<string, Set<Handler>>();
   private resetHandlers = new Set<(channels: string[], reason: string) => void>();
@@ -89,7 +103,7 @@ export class BridgeStream {
   private failures = 0;
   private readonly ES: typeof EventSource;
 
-  constructor(private readonly options: StreamOptions) {
+  constructor(private readonly options: StreamOptions<P>) {
     this.cursor = options.lastEventId;
     const ES = options.EventSource ?? (globalThis as { EventSource?: typeof EventSource }).EventSource;
     if (!ES) throw new Error("no EventSource: pass one in the options");
@@ -103,7 +117,7 @@ export class BridgeStream {
   }
 
   /** Calls `handler` with each `name` event's typed payload; returns an unsubscribe function. */
-  on<K extends EventName>(name: K, handler: (payload: EventMap[K], meta: EventMeta<K>) => void): () => void {
+  on<K extends PrefixEvents[P] & EventName>(name: K, handler: (payload: EventMap[K], meta: EventMeta<K>) => void): () => void {
     let set = this.handlers.get(name);
     if (!set) {
       set = new Set();
@@ -205,6 +219,6 @@ export class BridgeStream {
 }
 
 /** Opens a typed stream. */
-export function subscribe(options: StreamOptions): BridgeStream {
+export function subscribe<P extends Prefix = Prefix>(options: StreamOptions<P>): BridgeStream<P> {
   return new BridgeStream(options);
 }

@@ -8,6 +8,7 @@ test("channel builds and normalises, and rejects what the bridge rejects", () =>
   assert.equal(channel("scans", T.toUpperCase(), "scan-1"), `scans:${T}:scan-1`);
   assert.throws(() => channel("Scans", T, "a"), /prefix/);
   assert.throws(() => channel("scans", "acme", "a"), /tenant/);
+  assert.throws(() => channel("scan", T, "a"), /no event is declared for channel prefix "scan"; the declared prefixes are conversations, findings, scans/);
   assert.throws(() => channel("scans", T, "a:b"), /resource/);
   assert.throws(() => channel("scans", T, "r".repeat(129)), /resource/);
 });

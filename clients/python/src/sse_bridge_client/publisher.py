@@ -11,7 +11,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from ._gen.events.v1 import events_pb2
-from ._gen.ssebridge.v1 import publisher_pb2, publisher_pb2_grpc
+from ._gen.ssebridge.v1 import options_pb2, publisher_pb2, publisher_pb2_grpc
 
 ChannelLike = Union[str, Tuple[str, str, str], publisher_pb2.Channel]
 
@@ -127,6 +127,25 @@ def _address(target: str) -> "tuple[str, bool]":
     )
 
 
+def prefixes_of(event: events_pb2.Event) -> "list[str]":
+    """The channel prefixes the catalogue declares for `event`'s payload."""
+    member = event.WhichOneof("payload")
+    if member is None:
+        return []
+    options = events_pb2.Event.DESCRIPTOR.fields_by_name[member].message_type.GetOptions()
+    return list(options.Extensions[options_pb2.prefix])
+
+
+def check_prefix(prefix: str, event: events_pb2.Event) -> None:
+    allowed = prefixes_of(event)
+    if allowed and prefix not in allowed:
+        name = event.WhichOneof("payload")
+        listed = ", ".join(f"`{p}`" for p in allowed)
+        raise ValueError(
+            f"{name}: may be published to channels with prefix {listed}; got `{prefix}`"
+        )
+
+
 class Publisher:
     """Publishes typed events to a bridge over gRPC."""
 
@@ -163,8 +182,14 @@ class Publisher:
     def request(
         channel: ChannelLike, event: Message, idempotency_key: str = ""
     ) -> publisher_pb2.PublishRequest:
+        """The request for one publish. Raises `ValueError` when the event may
+        not go to the channel's prefix (the bridge would refuse it the same
+        way, as INVALID_ARGUMENT on `channel.prefix`)."""
+        channel = to_channel(channel)
+        event = to_event(event)
+        check_prefix(channel.prefix, event)
         return publisher_pb2.PublishRequest(
-            channel=to_channel(channel), event=to_event(event), idempotency_key=idempotency_key
+            channel=channel, event=event, idempotency_key=idempotency_key
         )
 
     def publish(

@@ -10,6 +10,8 @@ EVENT_FIELD_NUMBER: _ClassVar[int]
 event: _descriptor.FieldDescriptor
 MESSAGE_RULES_FIELD_NUMBER: _ClassVar[int]
 message_rules: _descriptor.FieldDescriptor
+PREFIX_FIELD_NUMBER: _ClassVar[int]
+prefix: _descriptor.FieldDescriptor
 RULES_FIELD_NUMBER: _ClassVar[int]
 rules: _descriptor.FieldDescriptor
 
