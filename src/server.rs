@@ -237,8 +237,15 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         }
         Err(e) => Some(Err(e)),
     });
+    // Browsers and edge runtimes speak gRPC-Web (HTTP/1.1 or 2, trailers
+    // in the body); tonic-web translates it for the same services. CORS
+    // answers preflights for the configured origins only.
+    let cors = grpc_web_cors(&settings.http.cors_origins);
     let grpc = tokio::spawn(async move {
         builder
+            .accept_http1(true)
+            .layer(tower::util::option_layer(cors))
+            .layer(tonic_web::GrpcWebLayer::new())
             .layer(TrackLayer)
             .layer(tower::util::MapResponseLayer::new(
                 crate::grpc::transport_status,
@@ -317,4 +324,32 @@ impl Running {
         tracing::info!("shutting down");
         self.shutdown().await;
     }
+}
+
+/// CORS for gRPC-Web calls from the configured origins (none: no CORS
+/// headers, so browsers on other origins cannot call).
+fn grpc_web_cors(origins: &[::http::HeaderValue]) -> Option<tower_http::cors::CorsLayer> {
+    use ::http::header::{AUTHORIZATION, CONTENT_TYPE};
+    use ::http::{HeaderName, Method};
+    if origins.is_empty() {
+        return None;
+    }
+    Some(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(tower_http::cors::AllowOrigin::list(origins.iter().cloned()))
+            .allow_methods([Method::POST, Method::OPTIONS])
+            .allow_headers([
+                AUTHORIZATION,
+                CONTENT_TYPE,
+                HeaderName::from_static("x-grpc-web"),
+                HeaderName::from_static("x-user-agent"),
+                HeaderName::from_static("grpc-timeout"),
+            ])
+            .expose_headers([
+                HeaderName::from_static("grpc-status"),
+                HeaderName::from_static("grpc-message"),
+                HeaderName::from_static("grpc-status-details-bin"),
+            ])
+            .max_age(Duration::from_secs(600)),
+    )
 }

@@ -51,7 +51,21 @@ pub(super) async fn tail(args: TailArgs) -> Result<()> {
         })?;
     if !response.status().is_success() {
         let status = response.status();
+        // The bridge's HTTP listener answers every refusal in JSON; the gRPC
+        // listener (which takes HTTP/1.1 for gRPC-Web) answers a GET with a
+        // bare 400.
+        let json = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
         let body = response.text().await.unwrap_or_default();
+        if !json {
+            bail!(
+                "{status} {body}: this is not the bridge's HTTP listener; is --url the gRPC port? \
+                 Streams come from --http-addr (default 127.0.0.1:8080)"
+            );
+        }
         bail!("{status}: {body}");
     }
     use eventsource_stream::Eventsource;

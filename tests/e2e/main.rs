@@ -11,6 +11,7 @@ mod delivery;
 mod deploy;
 mod docs;
 mod durability;
+mod grpc_web;
 mod hardening;
 mod harness;
 mod lifecycle;
