@@ -62,6 +62,8 @@ pub struct Settings {
     pub(crate) drain_delay: Duration,
     /// Whether publish spans carry the tenant id.
     pub(crate) trace_tenant: bool,
+    /// Whether `/console` is served.
+    pub(crate) console: bool,
 }
 
 /// Connection bounds of the gRPC listener.
@@ -149,11 +151,13 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (draining, draining_rx) = watch::channel(false);
 
+    let mut http_config = settings.http.clone();
+    http_config.console = settings.console.then_some(grpc_addr.port());
     let router = http::router(
         hub.clone(),
         streams,
         settings.subscriber_auth.clone(),
-        settings.http.clone(),
+        http_config,
         (shutdown_rx.clone(), draining_rx.clone()),
         metrics,
     );
@@ -240,7 +244,10 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     // Browsers and edge runtimes speak gRPC-Web (HTTP/1.1 or 2, trailers
     // in the body); tonic-web translates it for the same services. CORS
     // answers preflights for the configured origins only.
-    let cors = grpc_web_cors(&settings.http.cors_origins);
+    let cors = grpc_web_cors(
+        &settings.http.cors_origins,
+        settings.console.then_some(http_addr.port()),
+    );
     let grpc = tokio::spawn(async move {
         builder
             .accept_http1(true)
@@ -328,15 +335,32 @@ impl Running {
 
 /// CORS for gRPC-Web calls from the configured origins (none: no CORS
 /// headers, so browsers on other origins cannot call).
-fn grpc_web_cors(origins: &[::http::HeaderValue]) -> Option<tower_http::cors::CorsLayer> {
+///
+/// With the console on, pages of this node's HTTP listener (its port, on
+/// whichever host name the browser used) may call too: the console is one.
+fn grpc_web_cors(
+    origins: &[::http::HeaderValue],
+    console_port: Option<u16>,
+) -> Option<tower_http::cors::CorsLayer> {
     use ::http::header::{AUTHORIZATION, CONTENT_TYPE};
     use ::http::{HeaderName, Method};
-    if origins.is_empty() {
+    if origins.is_empty() && console_port.is_none() {
         return None;
     }
+    let listed = origins.to_vec();
+    let allow = tower_http::cors::AllowOrigin::predicate(move |origin, _| {
+        listed.contains(origin)
+            || console_port.is_some_and(|port| {
+                origin
+                    .to_str()
+                    .ok()
+                    .and_then(|o| o.parse::<::http::Uri>().ok())
+                    .is_some_and(|u| u.scheme_str() == Some("http") && u.port_u16() == Some(port))
+            })
+    });
     Some(
         tower_http::cors::CorsLayer::new()
-            .allow_origin(tower_http::cors::AllowOrigin::list(origins.iter().cloned()))
+            .allow_origin(allow)
             .allow_methods([Method::POST, Method::OPTIONS])
             .allow_headers([
                 AUTHORIZATION,

@@ -37,6 +37,11 @@ pub struct ServeArgs {
     /// and ready-to-paste tokens and commands printed at start.
     #[arg(long)]
     pub dev: bool,
+    /// Serve the developer console at /console (always on with --dev): the
+    /// catalogue, a live tail and a publish form. For development: the page
+    /// holds no secret; tokens are pasted in and kept in memory.
+    #[arg(long, env = "SSE_BRIDGE_CONSOLE")]
+    pub console: bool,
     /// Address of the HTTP (SSE) listener.
     #[arg(long, env = "SSE_BRIDGE_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,

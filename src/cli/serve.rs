@@ -72,6 +72,9 @@ or with curl:
 Publish an event:
   {run} publish --target http://{grpc} --token {publ} --channel {channel} --event scan.progress --data '{{"scan_id":"{scan}","checked":3,"total":10}}'
 
+Console (catalogue, live tail, publish form; paste the tokens above):
+  http://{http}/console
+
 Close the tenant's streams on every node:
   {run} disconnect --target http://{grpc} --token {admin} --tenant {tenant}
 "#

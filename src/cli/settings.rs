@@ -152,6 +152,8 @@ impl ServeArgs {
                 cors_origins,
                 max_url_bytes: self.max_url_bytes,
                 max_header_bytes: self.max_header_bytes,
+                // The gRPC port is known once bound: the server fills it in.
+                console: None,
             },
             retention: Retention {
                 max_len: self.history_len.max(1),
@@ -192,6 +194,7 @@ impl ServeArgs {
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             drain_delay: Duration::from_secs(self.drain_delay_secs),
             trace_tenant: self.otlp_tenant_attribute,
+            console: self.console || self.dev,
         })
     }
 }

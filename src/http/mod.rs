@@ -1,6 +1,7 @@
 //! The HTTP transport: the SSE endpoint, health and readiness, CORS, and
 //! JSON errors.
 
+mod console;
 mod direct;
 mod error;
 pub mod listener;
@@ -36,6 +37,7 @@ pub fn router(
     metrics: Option<PrometheusHandle>,
 ) -> Router {
     let cors_origins = config.cors_origins.clone();
+    let console = config.console.map(console::page);
     let state = AppState {
         hub,
         streams,
@@ -50,7 +52,13 @@ pub fn router(
         .route("/v1/schema", get(schema))
         .route("/healthz", get(healthz))
         .route("/metrics", get(render_metrics))
-        .route("/readyz", get(readyz))
+        .route("/readyz", get(readyz));
+    // Off (404) unless --console or --dev.
+    let router = match console {
+        Some(page) => router.route("/console", get(move || async move { page })),
+        None => router,
+    };
+    let router = router
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             request_size,

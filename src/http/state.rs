@@ -27,6 +27,8 @@ pub struct HttpConfig {
     pub max_url_bytes: usize,
     /// Largest accepted sum of header names and values, in bytes.
     pub max_header_bytes: usize,
+    /// The gRPC port the developer console calls, when `/console` is on.
+    pub console: Option<u16>,
 }
 
 #[derive(Clone)]

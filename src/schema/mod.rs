@@ -203,6 +203,7 @@ impl Schema {
             .iter()
             .map(|e| {
                 let rules = e.rules.describe();
+                let sets = e.rules.rule_sets();
                 let fields: Vec<serde_json::Value> = e
                     .message
                     .fields()
@@ -212,12 +213,26 @@ impl Schema {
                             .find(|(n, _)| n == f.name())
                             .map(|(_, r)| r.clone())
                             .unwrap_or_default();
-                        json!({
+                        let set = sets
+                            .iter()
+                            .find(|(n, _)| n == f.name())
+                            .map(|(_, s)| s.clone())
+                            .unwrap_or_default();
+                        let mut field = json!({
                             "name": f.name(),
                             "number": f.number(),
                             "type": type_name(&f.kind(), f.is_list()),
                             "rules": field_rules,
-                        })
+                            "checks": checks_json(&set),
+                        });
+                        // Enum values by name and number, for forms and tools.
+                        if let Kind::Enum(en) = f.kind() {
+                            field["values"] = en
+                                .values()
+                                .map(|v| json!({"name": v.name(), "number": v.number()}))
+                                .collect();
+                        }
+                        field
                     })
                     .collect();
                 json!({
@@ -225,6 +240,7 @@ impl Schema {
                     "prefixes": &*e.prefixes,
                     "message": e.message.full_name(),
                     "envelope_field": e.field.name(),
+                    "envelope_number": e.field.number(),
                     "fields": fields,
                     "example": example(&e.message),
                 })
@@ -232,6 +248,30 @@ impl Schema {
             .collect();
         json!({ "prefixes": self.catalogue.prefixes(), "events": events })
     }
+}
+
+/// A field's rules as data a page can check before sending.
+fn checks_json(set: &rules::RuleSet) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    if set.uuid {
+        out.insert("uuid".into(), json!(true));
+    }
+    if set.required {
+        out.insert("required".into(), json!(true));
+    }
+    if let Some(n) = set.max_chars.or(set.max_bytes) {
+        out.insert("max_len".into(), json!(n));
+    }
+    if let Some(n) = set.min {
+        out.insert("min".into(), json!(n));
+    }
+    if let Some(n) = set.max {
+        out.insert("max".into(), json!(n));
+    }
+    if let Some(other) = set.lte.first() {
+        out.insert("lte".into(), json!(other));
+    }
+    serde_json::Value::Object(out)
 }
 
 /// `` `a` ``, `` `a` or `b` ``, `` `a`, `b` or `c` `` (with `and`: all of them).

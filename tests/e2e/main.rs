@@ -7,6 +7,7 @@ mod catalogue;
 mod cli;
 mod cluster;
 mod connections;
+mod console;
 mod delivery;
 mod deploy;
 mod docs;
