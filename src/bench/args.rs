@@ -60,6 +60,33 @@ pub struct BenchArgs {
     /// Payload bytes per event (content of a message.delta).
     #[arg(long, default_value_t = 64)]
     pub payload: usize,
+    /// For `idle`: how the streams map to channels. `own`: each stream on a
+    /// channel of its own (real use: a browser watches its scan or
+    /// conversation); `one`: all on one channel; a number N: spread over N.
+    #[arg(long, default_value = "100", value_parser = parse_spread)]
+    pub channels_per_stream: Spread,
+}
+
+/// How idle streams are spread over channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spread {
+    /// A channel per stream.
+    Own,
+    /// Over this many channels.
+    Over(usize),
+}
+
+fn parse_spread(s: &str) -> Result<Spread, String> {
+    match s {
+        "own" => Ok(Spread::Own),
+        "one" => Ok(Spread::Over(1)),
+        n => n
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .map(Spread::Over)
+            .ok_or_else(|| format!("expected `own`, `one` or a number of channels, got `{n}`")),
+    }
 }
 
 /// The bus a run used, for its report: `otherwise` without `--valkey-url`.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Result;
 use serde::Serialize;
 
-use super::args::BenchArgs;
+use super::args::{BenchArgs, Spread};
 use super::bridge::Bridge;
 use super::report::Load;
 use super::target::rss_kib;
@@ -15,6 +15,8 @@ use super::target::rss_kib;
 pub(super) struct Idle {
     #[serde(flatten)]
     load: Load,
+    /// Channels the streams were spread over.
+    channels: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     server_rss_kib_before: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -26,14 +28,19 @@ pub(super) struct Idle {
 pub(super) async fn run(args: &BenchArgs, bridge: &mut Bridge) -> Result<Idle> {
     let tenant = bridge.tenant.clone();
     let tenant = &tenant;
+    let over = match args.channels_per_stream {
+        Spread::Own => args.subscribers.max(1),
+        Spread::Over(n) => n,
+    };
     let names: Vec<String> = (0..args.subscribers)
-        .map(|i| format!("conversations:{tenant}:idle{}", i % 100))
+        .map(|i| format!("conversations:{tenant}:idle{}", i % over))
         .collect();
     let streams = bridge.open_streams(&names, args.subscribers, false).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_after = bridge.target.pid.and_then(rss_kib);
     let mut figures = Idle {
         load: Load::of(args),
+        channels: over.min(args.subscribers),
         server_rss_kib_before: None,
         server_rss_kib_after: None,
         server_bytes_per_stream: None,

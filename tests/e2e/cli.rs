@@ -296,7 +296,7 @@ async fn reflection_lists_the_publisher() {
 /// checked (benchmarks are not tests); completeness is.
 #[test]
 fn bench_scenarios_run_at_tiny_sizes() {
-    let scenarios: [&[&str]; 8] = [
+    let scenarios: [&[&str]; 10] = [
         &["fanout", "--subscribers", "3", "--events", "20"],
         &["channels", "--subscribers", "3", "--events", "5"],
         &[
@@ -309,6 +309,8 @@ fn bench_scenarios_run_at_tiny_sizes() {
             "200",
         ],
         &["idle", "--subscribers", "5"],
+        &["idle", "--subscribers", "5", "--channels-per-stream", "own"],
+        &["idle", "--subscribers", "5", "--channels-per-stream", "one"],
         &["publish", "--events", "40", "--callers", "2"],
         &["resume", "--events", "30"],
         &[
@@ -333,7 +335,15 @@ fn bench_scenarios_run_at_tiny_sizes() {
                 assert_eq!(report["lost"], 0, "{report}");
                 assert!(report["deliveries"].as_u64().unwrap() > 0);
             }
-            "idle" => assert!(report["server_bytes_per_stream"].is_u64(), "{report}"),
+            "idle" => {
+                assert!(report["server_bytes_per_stream"].is_u64(), "{report}");
+                let channels = match args.last() {
+                    Some(&"own") => 5,
+                    Some(&"one") => 1,
+                    _ => 5, // 100 channels, 5 streams: each its own
+                };
+                assert_eq!(report["channels"], channels, "{report}");
+            }
             "publish" => assert!(report["unary_per_sec"].as_f64().unwrap() > 0.0),
             "resume" => assert_eq!(report["caught_up"], true),
             "bus" => {
