@@ -30,10 +30,46 @@ pub enum Delivery {
     Frame(Arc<Frame>),
     /// Check the position against history: the node may have missed events.
     Resync,
+    /// The channel moved to a larger ring: the last delivery of this one.
+    Grown(Arc<Grown>),
 }
+
+/// A channel's larger ring, and a receiver of it for each listener, made
+/// when the ring was swapped: a listener that takes one misses nothing
+/// sent after the swap, however late it reads this.
+#[derive(Debug)]
+pub struct Grown {
+    tx: broadcast::Sender<Delivery>,
+    receivers: Mutex<Vec<broadcast::Receiver<Delivery>>>,
+}
+
+impl Grown {
+    /// A receiver of the new ring, and whether it was made at the swap
+    /// (else it starts now, and the listener must catch up).
+    pub fn receiver(&self) -> (broadcast::Receiver<Delivery>, bool) {
+        let made = self
+            .receivers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
+        match made {
+            Some(rx) => (rx, true),
+            None => (self.tx.subscribe(), false),
+        }
+    }
+}
+
+/// The ring a channel starts with. A full `--stream-buffer` ring costs
+/// ~40 bytes a slot whether or not anything is ever sent (10 KB at 256),
+/// and most watched channels have one quiet listener. A channel whose
+/// listeners fall this far behind grows to the full ring (see
+/// [`Slot::grow_if_filling`]).
+const FIRST_RING: usize = 16;
 
 struct Slot {
     tx: broadcast::Sender<Delivery>,
+    /// The capacity of `tx`'s ring.
+    ring: usize,
     recent: Recent,
     listeners: usize,
     /// Set once the bus delivers this channel to the node.
@@ -144,6 +180,45 @@ pub struct Fanout {
     gauges: Gauges,
 }
 
+impl Slot {
+    fn new(capacity: usize) -> Slot {
+        let ring = FIRST_RING.min(capacity);
+        Slot {
+            tx: broadcast::channel(ring).0,
+            ring,
+            recent: Recent::default(),
+            listeners: 0,
+            watched: Arc::new(OnceCell::new()),
+            live: None,
+            reading: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    /// Swaps a small ring that a listener is about to overflow for the full
+    /// one. The swap is announced last on the old ring, with a receiver of
+    /// the new one per listener made now: nothing sent afterwards is missed.
+    /// Without it the listener would lag and catch up from the cache, once
+    /// per burst, on a channel that is evidently busy.
+    fn grow_if_filling(&mut self, capacity: usize) {
+        // `len` counts what the slowest receiver has not read; one place is
+        // kept for the announcement itself.
+        if self.ring >= capacity || self.tx.len() + 2 < self.ring {
+            return;
+        }
+        let tx = broadcast::channel(capacity).0;
+        let receivers = (0..self.tx.receiver_count())
+            .map(|_| tx.subscribe())
+            .collect();
+        let grown = Arc::new(Grown {
+            tx: tx.clone(),
+            receivers: Mutex::new(receivers),
+        });
+        let _ = self.tx.send(Delivery::Grown(grown));
+        self.tx = tx;
+        self.ring = capacity;
+    }
+}
+
 impl Fanout {
     pub fn new(config: FanoutConfig) -> Arc<Fanout> {
         Arc::new(Fanout {
@@ -185,6 +260,7 @@ impl Sink for Fanout {
             span.record("listeners", slot.tx.receiver_count());
         }
         slot.live = slot.live.max(Some(frame.id));
+        slot.grow_if_filling(self.capacity);
         // Sent under the lock so the cache and the broadcast agree on
         // order. No receivers left is not an error: the last listener just
         // went.
@@ -397,14 +473,11 @@ impl Hub {
     ) -> Result<(Listener, broadcast::Receiver<Delivery>), BusError> {
         let (rx, watched) = {
             let mut slots = self.fanout.lock();
-            let slot = slots.map.entry(channel.clone()).or_insert_with(|| Slot {
-                tx: broadcast::channel(self.fanout.capacity).0,
-                recent: Recent::default(),
-                listeners: 0,
-                watched: Arc::new(OnceCell::new()),
-                live: None,
-                reading: Arc::new(tokio::sync::Mutex::new(())),
-            });
+            let capacity = self.fanout.capacity;
+            let slot = slots
+                .map
+                .entry(channel.clone())
+                .or_insert_with(|| Slot::new(capacity));
             slot.listeners += 1;
             let pair = (slot.tx.subscribe(), slot.watched.clone());
             metrics::gauge!(crate::metrics::CHANNELS_WATCHED).set(slots.map.len() as f64);
@@ -455,12 +528,8 @@ mod tests {
             slots.map.insert(
                 c.clone(),
                 Slot {
-                    tx: broadcast::channel(1).0,
-                    recent: Recent::default(),
                     listeners: 1,
-                    watched: Arc::new(OnceCell::new()),
-                    live: None,
-                    reading: Arc::new(tokio::sync::Mutex::new(())),
+                    ..Slot::new(1)
                 },
             );
         }

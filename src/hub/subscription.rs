@@ -65,6 +65,16 @@ impl Live {
             Live::Many(merged) => merged.next().await,
         }
     }
+
+    /// Listens to channel `i` through `rx` from now on (its ring grew).
+    fn replace(&mut self, i: usize, rx: broadcast::Receiver<Delivery>) {
+        match self {
+            Live::One(old) => *old = rx,
+            Live::Many(merged) => {
+                merged.insert(i, BroadcastStream::new(rx));
+            }
+        }
+    }
 }
 
 pub struct Subscription {
@@ -244,6 +254,17 @@ impl Subscription {
                         }));
                     }
                 }
+                (i, Ok(Delivery::Grown(grown))) => {
+                    let (rx, in_time) = grown.receiver();
+                    self.live.replace(i, rx);
+                    if !in_time {
+                        // Made after the swap: what was sent in between
+                        // comes from the cache.
+                        if let Err(e) = Box::pin(self.catch_up(&[i])).await {
+                            return Some(Err(e));
+                        }
+                    }
+                }
                 (i, Ok(Delivery::Resync)) => {
                     // Boxed: catching up is rare, and its state would
                     // otherwise enlarge every idle stream.
@@ -319,6 +340,55 @@ mod tests {
             Ok(Some(Ok(Item::Event { channel, frame, .. }))) => (channel, frame.id),
             other => panic!("expected an event, got {other:?}"),
         }
+    }
+
+    /// A hub whose full ring is `capacity`, with no cache to catch up from.
+    fn hub_with_ring(capacity: usize) -> (Hub, Arc<MemoryBus>) {
+        let fanout = Fanout::new(FanoutConfig {
+            capacity,
+            recent_budget: 0,
+            page_bytes: 1 << 20,
+        });
+        let bus = Arc::new(MemoryBus::new(
+            Retention::default(),
+            usize::MAX,
+            fanout.clone(),
+            Arc::new(NoOrders),
+        ));
+        (Hub::new(bus.clone(), fanout), bus)
+    }
+
+    /// A channel starts on a small ring; a burst its listeners have not read
+    /// grows it, and every listener, on one channel or several, gets every
+    /// event live and in order: none lagged, none caught up from history.
+    #[tokio::test]
+    async fn a_burst_grows_the_ring_and_no_listener_misses_a_live_event() {
+        let (hub, bus) = hub_with_ring(256);
+        let (a, b) = (ch("grow-a"), ch("grow-b"));
+        let mut one = Subscription::open(&hub, ChannelSet::new(vec![a.clone()]), None)
+            .await
+            .unwrap();
+        let mut many = Subscription::open(&hub, ChannelSet::new(vec![a.clone(), b.clone()]), None)
+            .await
+            .unwrap();
+        let mut sent = Vec::new();
+        for _ in 0..100 {
+            sent.push(publish(&bus, &a).await);
+        }
+        for sub in [&mut one, &mut many] {
+            for want in &sent {
+                match tokio::time::timeout(Duration::from_secs(5), sub.next()).await {
+                    Ok(Some(Ok(Item::Event { frame, live, .. }))) => {
+                        assert_eq!(frame.id, *want);
+                        assert!(live, "{want}: delivered live, not caught up");
+                    }
+                    other => panic!("expected {want}, got {other:?}"),
+                }
+            }
+        }
+        // The other channel of the merged stream still delivers.
+        let later = publish(&bus, &b).await;
+        assert_eq!(next_event(&mut many).await, (1, later));
     }
 
     #[tokio::test]
