@@ -254,7 +254,7 @@ impl Publisher for PublisherApi {
         &self,
         request: Request<crate::proto::server::PublishRequest>,
     ) -> Result<Response<pb::PublishResponse>, Status> {
-        let span = telemetry::server_span("publish", request.metadata());
+        let span = telemetry::server_span(telemetry::Call::Publish, request.metadata());
         let call = async {
             let publisher = self
                 .authenticate(bearer_token(&request), Scope::Publish)
@@ -309,7 +309,7 @@ impl Publisher for PublisherApi {
         &self,
         request: Request<Streaming<crate::proto::server::PublishRequest>>,
     ) -> Result<Response<Self::PublishStreamStream>, Status> {
-        let span = telemetry::server_span("publish_stream", request.metadata());
+        let span = telemetry::server_span(telemetry::Call::PublishStream, request.metadata());
         let publisher = match self
             .authenticate(bearer_token(&request), Scope::Publish)
             .instrument(span.clone())

@@ -213,31 +213,41 @@ impl Telemetry {
     }
 }
 
+/// The publish API's calls that get a server span.
+#[derive(Debug, Clone, Copy)]
+pub enum Call {
+    Publish,
+    PublishStream,
+}
+
+impl Call {
+    /// The span's name, and the RPC method it stands for.
+    fn names(self) -> (&'static str, &'static str) {
+        match self {
+            Call::Publish => ("publish", "Publish"),
+            Call::PublishStream => ("publish_stream", "PublishStream"),
+        }
+    }
+}
+
 /// A span for one gRPC call of the publish API, continuing the producer's
-/// trace when its metadata carries a W3C `traceparent`.
-pub fn server_span(name: &'static str, metadata: &tonic::metadata::MetadataMap) -> tracing::Span {
-    let span = match name {
-        "publish_stream" => tracing::info_span!(
-            target: TARGET,
-            "publish_stream",
-            otel.kind = "server",
-            rpc.method = "PublishStream",
-            otel.status_code = tracing::field::Empty,
-            otel.status_description = tracing::field::Empty,
-        ),
-        _ => tracing::info_span!(
-            target: TARGET,
-            "publish",
-            otel.kind = "server",
-            rpc.method = "Publish",
-            channel.prefix = tracing::field::Empty,
-            event.name = tracing::field::Empty,
-            event.id = tracing::field::Empty,
-            sse_bridge.tenant = tracing::field::Empty,
-            otel.status_code = tracing::field::Empty,
-            otel.status_description = tracing::field::Empty,
-        ),
-    };
+/// trace when its metadata carries a W3C `traceparent`. One callsite for
+/// both calls: `otel.name` names the exported span.
+pub fn server_span(call: Call, metadata: &tonic::metadata::MetadataMap) -> tracing::Span {
+    let (name, method) = call.names();
+    let span = tracing::info_span!(
+        target: TARGET,
+        "grpc",
+        otel.name = name,
+        otel.kind = "server",
+        rpc.method = method,
+        channel.prefix = tracing::field::Empty,
+        event.name = tracing::field::Empty,
+        event.id = tracing::field::Empty,
+        sse_bridge.tenant = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
+    );
     if exporting() && !span.is_disabled() {
         let parent = TraceContextPropagator::new().extract(&Metadata(metadata.as_ref()));
         // Fails only without the OpenTelemetry layer, which `exporting`

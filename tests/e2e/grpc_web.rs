@@ -118,21 +118,7 @@ async fn a_grpc_web_publish_reaches_the_stream_and_errors_are_statuses() {
 #[tokio::test]
 async fn grpc_web_preflights_are_answered_for_configured_origins_only() {
     let bridge = Bridge::start(&["--cors-origin", ORIGIN]).await;
-    let preflight = |origin: &'static str| {
-        http_client()
-            .request(
-                reqwest::Method::OPTIONS,
-                format!("{}/ssebridge.v1.Publisher/Publish", bridge.grpc),
-            )
-            .header("origin", origin)
-            .header("access-control-request-method", "POST")
-            .header(
-                "access-control-request-headers",
-                "authorization,content-type,x-grpc-web",
-            )
-            .send()
-    };
-    let allowed = preflight(ORIGIN).await.expect("answered");
+    let allowed = preflight(&bridge, ORIGIN).await;
     assert_eq!(
         allowed
             .headers()
@@ -150,10 +136,10 @@ async fn grpc_web_preflights_are_answered_for_configured_origins_only() {
         headers.contains("authorization") && headers.contains("x-grpc-web"),
         "{headers}"
     );
-    let other = preflight("https://elsewhere.example")
-        .await
-        .expect("answered");
-    assert!(other.headers().get("access-control-allow-origin").is_none());
+    assert_eq!(
+        allowed_origin(&bridge, "https://elsewhere.example").await,
+        None
+    );
     bridge.stop().await;
 
     // Without --cors-origin no origin is allowed.
@@ -162,8 +148,8 @@ async fn grpc_web_preflights_are_answered_for_configured_origins_only() {
     closed.stop().await;
 }
 
-/// The origin a plain preflight from `origin` is allowed as, if any.
-pub(crate) async fn allowed_origin(bridge: &Bridge, origin: &str) -> Option<String> {
+/// A browser's preflight for a gRPC-Web call from `origin`.
+async fn preflight(bridge: &Bridge, origin: &str) -> reqwest::Response {
     http_client()
         .request(
             reqwest::Method::OPTIONS,
@@ -171,9 +157,19 @@ pub(crate) async fn allowed_origin(bridge: &Bridge, origin: &str) -> Option<Stri
         )
         .header("origin", origin)
         .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type,x-grpc-web",
+        )
         .send()
         .await
         .expect("answered")
+}
+
+/// The origin a preflight from `origin` is allowed as, if any.
+pub(crate) async fn allowed_origin(bridge: &Bridge, origin: &str) -> Option<String> {
+    preflight(bridge, origin)
+        .await
         .headers()
         .get("access-control-allow-origin")
         .and_then(|v| v.to_str().ok())

@@ -68,6 +68,12 @@ test("the console tails, publishes over gRPC-Web and shows violations on their f
       assert.ok(catalogue.includes(s), `catalogue shows ${s}`);
     }
 
+    // A refused stream says why (here: no token yet).
+    await page.fill("#tail-channels", channel);
+    await page.click("#tail-connect");
+    await page.waitForSelector("#tail-status.bad");
+    assert.match(await page.textContent("#tail-status"), /Refused: unauthenticated/);
+
     await page.fill("#sub-token", dev.subscriber);
     await page.fill("#pub-token", dev.publisher);
     await page.fill("#tail-channels", channel);
