@@ -3,6 +3,8 @@
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
+pub use super::keys::Alg;
+
 #[derive(ValueEnum, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Scenario {
@@ -24,6 +26,14 @@ pub enum Scenario {
     /// The many-channels publish pattern on the bus alone, no bridge
     /// around it (see `bus.rs`).
     Bus,
+    /// N streams opened as fast as the bridge takes them, each with a
+    /// token of its own: streams opened per second.
+    Connect,
+    /// After a node restart, N clients on N channels, each `--behind`
+    /// events behind, reconnect within `--within-ms`: the time until all
+    /// have caught up, peak memory and Valkey commands per client.
+    #[serde(rename = "reconnect-storm")]
+    ReconnectStorm,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -65,6 +75,33 @@ pub struct BenchArgs {
     /// conversation); `one`: all on one channel; a number N: spread over N.
     #[arg(long, default_value = "100", value_parser = parse_spread)]
     pub channels_per_stream: Spread,
+    /// For `connect`: the subscriber tokens' algorithm (`rs256` needs
+    /// --spawn: the run makes a key pair and gives the bridge its public
+    /// half).
+    #[arg(long, value_enum, default_value_t = Alg::Hs256)]
+    pub alg: Alg,
+    /// With `--alg rs256`: sign with this PKCS#8 PEM private key rather
+    /// than one made for the run.
+    #[arg(long)]
+    pub rsa_key: Option<std::path::PathBuf>,
+    /// For `connect`: each stream resumes from the last event of its
+    /// channel (`Last-Event-ID`), as a reconnecting browser does.
+    #[arg(long)]
+    pub resume: bool,
+    /// For `connect`: every stream presents the same token (one user's
+    /// tabs and reconnects) rather than one token each.
+    #[arg(long)]
+    pub shared_token: bool,
+    /// For `connect`: handshakes in flight at once.
+    #[arg(long, default_value_t = 256)]
+    pub in_flight: usize,
+    /// For `reconnect-storm`: events each client missed.
+    #[arg(long, default_value_t = 10)]
+    pub behind: usize,
+    /// For `reconnect-storm`: the clients come back evenly over this many
+    /// milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub within_ms: u64,
 }
 
 /// How idle streams are spread over channels.

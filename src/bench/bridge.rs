@@ -1,10 +1,11 @@
 //! A bridge ready for a scenario: the target, plus what every bridge
 //! scenario needs before it starts.
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 use super::args::BenchArgs;
-use super::readers::{self, Streams};
+use super::keys::{Alg, Signer};
+use super::readers::{self, Opened, Opening, Pace, Streams};
 use super::target::{Target, rss_kib, spawn_bridge};
 use crate::client::{self, Client};
 use crate::token;
@@ -24,13 +25,18 @@ impl Bridge {
         let mut target = if args.spawn {
             spawn_bridge(args).await?
         } else {
+            if args.alg != Alg::Hs256 {
+                bail!("--alg rs256 needs --spawn: the run gives its bridge the key");
+            }
+            let secret = args
+                .secret
+                .clone()
+                .context("--secret is needed without --spawn")?;
             Target {
                 http: args.http.clone(),
                 grpc: args.grpc.clone(),
-                secret: args
-                    .secret
-                    .clone()
-                    .context("--secret is needed without --spawn")?,
+                signer: Signer::new(Alg::Hs256, &secret, None)?,
+                secret,
                 pid: None,
                 child: None,
             }
@@ -71,6 +77,26 @@ impl Bridge {
     ) -> Result<Streams> {
         let streams = readers::open_streams(&self.target, channels, n, &self.tenant, latency).await;
         self.target.explain(streams).await
+    }
+
+    /// Opens one stream per opening at `pace`; streams that measure
+    /// nothing are not sampled for latency.
+    pub(super) async fn open(&mut self, openings: Vec<Opening>, pace: Pace) -> Result<Opened> {
+        let opened = readers::open(&self.target, openings, false, pace).await;
+        self.target.explain(opened).await
+    }
+
+    /// Kills this run's bridge and starts a fresh one on the same bus and
+    /// tenant: a node restart, after which the node has nothing but what
+    /// Valkey holds.
+    pub(super) async fn restart(&mut self, args: &BenchArgs) -> Result<()> {
+        if let Some(mut child) = self.target.child.take() {
+            let _ = child.kill().await;
+        }
+        let tenant = std::mem::take(&mut self.tenant);
+        *self = Bridge::start(args).await?;
+        self.tenant = tenant;
+        Ok(())
     }
 
     /// Stops a bridge this run spawned; one it found running is left be.

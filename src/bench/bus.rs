@@ -16,6 +16,7 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use super::args::BenchArgs;
+use super::commandstats::CommandStats;
 use crate::bus::memory::MemoryBus;
 use crate::bus::valkey::{ValkeyBus, ValkeyConfig};
 use crate::bus::{Bus, Entry, Orders, Outgoing, Retention, Sink};
@@ -45,28 +46,10 @@ impl Orders for Counting {
 
 /// Valkey's total `EVALSHA` time so far, in µs.
 async fn script_usec(url: &str) -> Result<u64> {
-    // A cluster's seeds (all its primaries, as `scripts/bench` gives them):
-    // the time summed over them.
-    let servers: Vec<String> = match url.strip_prefix("redis+cluster://") {
-        Some(hosts) => hosts.split(',').map(|h| format!("redis://{h}")).collect(),
-        None => vec![url.to_owned()],
-    };
-    let mut usec = 0;
-    for server in servers {
-        let client = redis::Client::open(server)?;
-        let mut conn = client.get_multiplexed_async_connection().await?;
-        let info: String = redis::cmd("INFO")
-            .arg("commandstats")
-            .query_async(&mut conn)
-            .await?;
-        usec += info
-            .lines()
-            .find_map(|l| l.strip_prefix("cmdstat_evalsha:"))
-            .and_then(|l| l.split(',').find_map(|kv| kv.strip_prefix("usec=")))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
-    }
-    Ok(usec)
+    Ok(CommandStats::read(url)
+        .await?
+        .get("evalsha")
+        .map_or(0, |c| c.usec))
 }
 
 #[derive(Serialize)]

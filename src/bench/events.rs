@@ -50,3 +50,30 @@ pub(super) async fn publish_stream(
     }
     Ok(ok)
 }
+
+/// Publishes `requests` over one PublishStream and returns each event's id,
+/// in request order (the order the stream answers in); any refusal fails
+/// the run, since a scenario that needs the ids needs all of them.
+pub(super) async fn publish_ids(
+    client: &mut Client,
+    requests: Vec<pb::PublishRequest>,
+) -> Result<Vec<String>> {
+    let n = requests.len();
+    let mut responses = client
+        .publish_stream(futures::stream::iter(requests))
+        .await?
+        .into_inner();
+    let mut ids = Vec::with_capacity(n);
+    while let Some(r) = responses.message().await? {
+        if let Some(e) = r.error {
+            anyhow::bail!("a setup publish was refused: {}", e.message);
+        }
+        ids.push(r.id);
+    }
+    anyhow::ensure!(
+        ids.len() == n,
+        "{} of {n} setup publishes answered",
+        ids.len()
+    );
+    Ok(ids)
+}

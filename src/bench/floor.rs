@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use super::args::BenchArgs;
 use super::events::now_us;
+use super::keys::{Alg, Signer};
 use super::readers::open_streams;
 use super::report::{Deliveries, Load};
 use super::target::Target;
@@ -106,6 +107,7 @@ pub(super) async fn run(args: &BenchArgs) -> Result<Floor> {
         http: format!("http://{addr}"),
         grpc: String::new(),
         secret: "floor".into(),
+        signer: Signer::new(Alg::Hs256, "floor", None)?,
         pid: None,
         child: None,
     };

@@ -22,12 +22,16 @@ mod args;
 mod bridge;
 mod bus;
 mod channels;
+mod commandstats;
+mod connect;
 mod events;
 mod fanout;
 mod floor;
 mod idle;
+mod keys;
 mod publish;
 mod readers;
+mod reconnect_storm;
 mod report;
 mod resume;
 mod target;
@@ -40,6 +44,8 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         Scenario::Idle => on_bridge(&args, idle::run).await?,
         Scenario::Publish => on_bridge(&args, publish::run).await?,
         Scenario::Resume => on_bridge(&args, resume::run).await?,
+        Scenario::Connect => on_bridge(&args, connect::run).await?,
+        Scenario::ReconnectStorm => on_bridge(&args, reconnect_storm::run).await?,
         Scenario::Floor => to_json(args.scenario, floor::BUS, floor::run(&args).await?)?,
         Scenario::Bus => {
             let (bus, figures) = bus::run(&args).await?;

@@ -11,7 +11,6 @@ use tokio::sync::mpsc;
 use super::events::now_us;
 use super::report::{Deliveries, Latency};
 use super::target::Target;
-use crate::token;
 
 /// Latency samples in µs, collected from every subscriber.
 #[derive(Default)]
@@ -60,20 +59,25 @@ const MARK: &[u8] = b"data: {\"content\":\"";
 /// kept to a read and a scan. Chunk-size lines of the chunked body fall
 /// between frames and are skipped by the scan.
 async fn reader(
-    addr: String,
-    path: String,
-    token: String,
+    addr: Arc<str>,
+    opening: Opening,
     tally: Arc<Tally>,
     samples: Option<Arc<Samples>>,
     opened: mpsc::Sender<()>,
+    gate: Option<Arc<tokio::sync::Semaphore>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut socket = tokio::net::TcpStream::connect(&addr).await?;
+    // Held from the connect to the response head: bounds the handshakes in
+    // flight, so a burst of opens does not overrun the listen backlog.
+    let permit = match &gate {
+        Some(g) => Some(g.acquire().await?),
+        None => None,
+    };
+    let mut socket = tokio::net::TcpStream::connect(&*addr).await?;
     socket.set_nodelay(true)?;
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n");
-    socket.write_all(request.as_bytes()).await?;
+    socket.write_all(opening.request(&addr).as_bytes()).await?;
+    drop(opening);
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     // Read straight into `buf`: no second buffer per reader to copy through
     // (1,000 readers' buffers do not stay in cache between deliveries).
@@ -94,7 +98,7 @@ async fn reader(
     }
     buf.drain(..head_end);
     let _ = opened.send(()).await;
-    drop(opened);
+    drop((opened, permit));
     let mut local = Vec::new();
     let mut first = true;
     let frame_end = memchr::memmem::Finder::new(b"\n\n");
@@ -170,6 +174,62 @@ pub(super) struct Streams {
     samples: Arc<Samples>,
 }
 
+/// One stream to open: its path, its bearer token and, when it resumes,
+/// the cursor it sends as `Last-Event-ID`.
+pub(super) struct Opening {
+    pub(super) path: String,
+    pub(super) token: Arc<str>,
+    pub(super) last_event_id: Option<String>,
+}
+
+impl Opening {
+    pub(super) fn new(channel: &str, token: Arc<str>) -> Self {
+        Self {
+            path: format!("/v1/events?channel={channel}"),
+            token,
+            last_event_id: None,
+        }
+    }
+
+    fn request(&self, host: &str) -> String {
+        let mut r = format!(
+            "GET {} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {}\r\n",
+            self.path, self.token
+        );
+        if let Some(id) = &self.last_event_id {
+            r.push_str("Last-Event-ID: ");
+            r.push_str(id);
+            r.push_str("\r\n");
+        }
+        r.push_str("\r\n");
+        r
+    }
+}
+
+/// How a run spreads its opens over time.
+#[derive(Clone, Copy)]
+pub(super) enum Pace {
+    /// In waves of 500 with a short pause between: setting up a scenario
+    /// that measures something else.
+    Waves,
+    /// As fast as the bridge takes them, with at most this many handshakes
+    /// in flight (a browser fleet's connects are not serialised either).
+    Burst(usize),
+    /// Evenly spread over this long: clients coming back after an outage.
+    Over(Duration),
+}
+
+/// Streams that all answered `200`, and how long opening them took.
+pub(super) struct Opened {
+    pub(super) streams: Streams,
+    /// From the first connect to the last response head.
+    pub(super) secs: f64,
+    /// When the first connect started, in µs since the epoch.
+    pub(super) start_us: u64,
+}
+
+/// Opens `n` streams of `tenant` with one shared token, stream `i` on
+/// `channels[i % channels.len()]`, in waves.
 pub(super) async fn open_streams(
     target: &Target,
     channels: &[String],
@@ -177,37 +237,55 @@ pub(super) async fn open_streams(
     tenant: &str,
     latency: bool,
 ) -> Result<Streams> {
-    let addr = target
+    let token = target.signer.subscriber(tenant, "bench")?;
+    let openings = (0..n)
+        .map(|i| Opening::new(&channels[i % channels.len()], token.clone()))
+        .collect();
+    Ok(open(target, openings, latency, Pace::Waves).await?.streams)
+}
+
+/// Opens every stream of `openings` at the given pace and waits until all
+/// have answered `200`.
+pub(super) async fn open(
+    target: &Target,
+    openings: Vec<Opening>,
+    latency: bool,
+    pace: Pace,
+) -> Result<Opened> {
+    let addr: Arc<str> = target
         .http
         .strip_prefix("http://")
         .context("the bench reads plain http:// bridges")?
         .trim_end_matches('/')
-        .to_owned();
-    let token = token::mint(
-        &target.secret,
-        token::subscriber_claims("tenant_id", tenant, "bench"),
-        3600,
-    )?;
+        .into();
+    let n = openings.len();
     let counters = Counters {
         readers: (0..n).map(|_| Arc::default()).collect(),
     };
     let samples = Arc::new(Samples::default());
     let (tx, mut rx) = mpsc::channel(n.max(1));
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let gate = match pace {
+        Pace::Burst(k) => Some(Arc::new(tokio::sync::Semaphore::new(k.max(1)))),
+        _ => None,
+    };
     let mut tasks = Vec::with_capacity(n);
-    for i in 0..n {
-        let path = format!("/v1/events?channel={}", channels[i % channels.len()]);
+    let (started, start_us) = (Instant::now(), now_us());
+    for (i, opening) in openings.into_iter().enumerate() {
+        if let Pace::Over(span) = pace {
+            tokio::time::sleep_until((started + span.mul_f64(i as f64 / n as f64)).into()).await;
+        }
         tasks.push(tokio::spawn(reader(
             addr.clone(),
-            path,
-            token.clone(),
+            opening,
             counters.readers[i].clone(),
             latency.then(|| samples.clone()),
             tx.clone(),
+            gate.clone(),
             stop_rx.clone(),
         )));
         // Open in waves so the listen backlog is not overrun.
-        if i % 500 == 499 {
+        if matches!(pace, Pace::Waves) && i % 500 == 499 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -236,11 +314,16 @@ pub(super) async fn open_streams(
             }
         }
     }
-    Ok(Streams {
-        tasks,
-        stop,
-        counters,
-        samples,
+    let secs = started.elapsed().as_secs_f64();
+    Ok(Opened {
+        streams: Streams {
+            tasks,
+            stop,
+            counters,
+            samples,
+        },
+        secs,
+        start_us,
     })
 }
 
@@ -260,6 +343,16 @@ impl Streams {
             deliveries_per_sec: (delivered as f64 / secs.max(1e-9)).round(),
             latency_ms: Latency::of(&latency),
         }
+    }
+
+    /// Waits until `expected` deliveries arrived or nothing moves, then
+    /// stops the readers: what arrived, and when the last of it did (µs
+    /// since the epoch).
+    pub(super) async fn arrived(self, expected: u64) -> (u64, u64) {
+        wait_quiet(&self.counters, expected, Duration::from_secs(120)).await;
+        let arrived = (self.counters.delivered(), self.counters.last_delivery_us());
+        self.finish().await;
+        arrived
     }
 
     /// Stops every reader and waits for it to hand in its samples.

@@ -6,11 +6,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use super::args::BenchArgs;
+use super::keys::Signer;
 
 pub(super) struct Target {
     pub(super) http: String,
     pub(super) grpc: String,
+    /// The bridge's HS256 secret: publisher tokens, and subscriber tokens
+    /// unless `signer` says otherwise.
     pub(super) secret: String,
+    pub(super) signer: Signer,
     pub(super) pid: Option<u32>,
     pub(super) child: Option<tokio::process::Child>,
 }
@@ -49,8 +53,6 @@ pub(super) async fn spawn_bridge(args: &BenchArgs) -> Result<Target> {
         &format!("127.0.0.1:{http_port}"),
         "--grpc-addr",
         &format!("127.0.0.1:{grpc_port}"),
-        "--jwt-secret",
-        &secret,
         "--history-len",
         &(args.events.max(1000) + 10).to_string(),
         "--max-channels",
@@ -63,6 +65,8 @@ pub(super) async fn spawn_bridge(args: &BenchArgs) -> Result<Target> {
         "--publish-rate",
         "0",
     ]);
+    let signer = Signer::new(args.alg, &secret, args.rsa_key.as_deref())?;
+    cmd.args(signer.serve_args(&secret));
     if let Some(url) = &args.valkey_url {
         cmd.args(["--valkey-url", url]);
     }
@@ -89,6 +93,7 @@ pub(super) async fn spawn_bridge(args: &BenchArgs) -> Result<Target> {
         http,
         grpc: format!("http://127.0.0.1:{grpc_port}"),
         secret,
+        signer,
         pid,
         child: Some(child),
     })
@@ -96,10 +101,19 @@ pub(super) async fn spawn_bridge(args: &BenchArgs) -> Result<Target> {
 
 /// Resident memory of a process, in KiB.
 pub(super) fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// The most resident memory a process has had, in KiB.
+pub(super) fn peak_rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmHWM:")
+}
+
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
+        .find(|l| l.starts_with(field))?
         .split_whitespace()
         .nth(1)?
         .parse()

@@ -296,7 +296,7 @@ async fn reflection_lists_the_publisher() {
 /// checked (benchmarks are not tests); completeness is.
 #[test]
 fn bench_scenarios_run_at_tiny_sizes() {
-    let scenarios: [&[&str]; 10] = [
+    let scenarios: [&[&str]; 13] = [
         &["fanout", "--subscribers", "3", "--events", "20"],
         &["channels", "--subscribers", "3", "--events", "5"],
         &[
@@ -323,6 +323,26 @@ fn bench_scenarios_run_at_tiny_sizes() {
             "200",
         ],
         &["bus", "--subscribers", "3", "--events", "5"],
+        &["connect", "--subscribers", "20"],
+        &[
+            "connect",
+            "--subscribers",
+            "20",
+            "--resume",
+            "--shared-token",
+        ],
+        &[
+            "connect",
+            "--subscribers",
+            "5",
+            "--alg",
+            "rs256",
+            "--rsa-key",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/rsa_private.pem"
+            ),
+        ],
     ];
     for args in scenarios {
         let mut full = vec!["bench", "--spawn"];
@@ -349,6 +369,15 @@ fn bench_scenarios_run_at_tiny_sizes() {
             "bus" => {
                 assert_eq!(report["lost"], 0, "{report}");
                 assert_eq!(report["delivered"], 15, "{report}");
+            }
+            "connect" => {
+                assert!(
+                    report["streams_per_sec"].as_f64().unwrap() > 0.0,
+                    "{report}"
+                );
+                let rs256 = args.contains(&"rs256");
+                assert_eq!(report["alg"], if rs256 { "rs256" } else { "hs256" });
+                assert_eq!(report["resume"], args.contains(&"--resume"), "{report}");
             }
             _ => unreachable!(),
         }
@@ -381,6 +410,43 @@ fn bench_bus_runs_on_valkey() {
         report["valkey_script_usec_per_event"].as_f64().unwrap() > 0.0,
         "{report}"
     );
+}
+
+/// The reconnect storm on a real Valkey, tiny: every client resumes across
+/// the restart and reads exactly what it missed, and the storm's Valkey
+/// commands are counted by name.
+#[test]
+fn bench_reconnect_storm_runs_on_valkey() {
+    let valkey = crate::valkey_server::ValkeyServer::start(false);
+    let url = valkey.url();
+    let args = [
+        "bench",
+        "reconnect-storm",
+        "--spawn",
+        "--subscribers",
+        "20",
+        "--behind",
+        "3",
+        "--within-ms",
+        "100",
+        "--valkey-url",
+        &url,
+    ];
+    let (ok, out, err) = run(&args);
+    assert!(ok, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("JSON report");
+    assert_eq!(report["delivered"], 60, "{report}");
+    assert_eq!(report["lost"], 0, "{report}");
+    assert!(report["server_rss_kib_peak"].is_u64(), "{report}");
+    assert!(
+        report["valkey_commands_by_name"]["evalsha"].is_u64(),
+        "{report}"
+    );
+    // Without Valkey there is nothing that outlives the restart: refused,
+    // saying what is needed.
+    let (ok, _, err) = run(&["bench", "reconnect-storm", "--spawn", "--subscribers", "2"]);
+    assert!(!ok);
+    assert!(err.contains("needs --spawn and --valkey-url"), "{err}");
 }
 
 /// A spawned bridge that cannot start (no Valkey there) is named as the
