@@ -107,10 +107,27 @@ pub struct Running {
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
+/// Connections the kernel may hold for a listener before it accepts them.
+/// `TcpListener::bind` asks for 128: a fleet of browsers coming back at once
+/// overflows that, and each SYN the kernel drops costs its client a second
+/// (the SYN retransmission timeout) — measured in `bench connect`
+/// (performance-log.md, change 38). The kernel caps this at
+/// `net.core.somaxconn` (4096 by default since Linux 5.4).
+const LISTEN_BACKLOG: u32 = 4096;
+
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })
+    let listen = || {
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        // As `TcpListener::bind` does: a restarted node rebinds its port
+        // while the old connections linger in TIME_WAIT.
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().map_err(|source| StartError::Bind { addr, source })
 }
 
 /// Binds both listeners and serves until [`Running::shutdown`].
@@ -223,14 +240,15 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     }
     // Accepted sockets come from our listener, so tonic does not set their
     // options: without TCP_NODELAY small responses wait on Nagle's
-    // algorithm and the peer's delayed ACK. Past the cap a socket is closed
+    // algorithm and the peer's delayed ACK. They are set on the listener,
+    // whose accepted sockets inherit them (`tune`). Past the cap a socket is closed
     // at once; each admitted one closes once it keeps no call open for the
     // idle timeout.
     let gate = Gate::new(limits.max_connections, "grpc");
+    tune(&grpc_listener, limits.idle_timeout);
     let incoming = TcpListenerStream::new(grpc_listener).filter_map(move |conn| match conn {
         Ok(tcp) => {
             let admitted = gate.admit()?;
-            tune(&tcp, limits.idle_timeout);
             Some(Ok(IdleIo::new(
                 tcp,
                 Activity::new(),

@@ -271,10 +271,39 @@ async fn stream<IO>(mut io: IO, head: Vec<u8>, mut frames: Frames)
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    if io.write_all(&head).await.is_err() {
+    // The head goes out with the frames that are ready at once (`retry:`,
+    // the start of a replay): one segment and one wake-up of the client
+    // per open, not two (change 38).
+    let mut out = head;
+    let slot = out.len();
+    out.extend_from_slice(b"00000000\r\n");
+    let mut ended = false;
+    while out.len() - slot < MAX_WRITE {
+        match std::future::poll_fn(|cx| Poll::Ready(frames.poll_next_unpin(cx))).await {
+            Poll::Ready(Some(Ok(frame))) => out.extend_from_slice(&frame),
+            Poll::Ready(Some(Err(never))) => match never {},
+            Poll::Ready(None) => {
+                ended = true;
+                break;
+            }
+            Poll::Pending => break,
+        }
+    }
+    match out.len() - slot - 10 {
+        0 => out.truncate(slot),
+        size => {
+            put_chunk_size(&mut out[slot..slot + 8], size);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    if ended {
+        out.extend_from_slice(b"0\r\n\r\n");
+    }
+    if io.write_all(&out).await.is_err() || ended {
+        let _ = io.shutdown().await;
         return;
     }
-    drop(head);
+    drop(out);
     // Anything the client sends now is not ours to answer; a read of 0 or
     // an error means it went away.
     let mut probe = [0u8; 32];

@@ -76,6 +76,7 @@ pub async fn serve(
     // Every connection's task, so shutdown can wait for the streams served
     // outside hyper too.
     let tasks = tokio_util::task::TaskTracker::new();
+    tune(&listener, config.idle_timeout);
     let down = async move {
         // An error means the node is gone: stop too.
         let _ = shutdown.wait_for(|d| *d).await;
@@ -98,7 +99,6 @@ pub async fn serve(
             drop(tcp);
             continue;
         };
-        tune(&tcp, config.idle_timeout);
         let activity = Activity::new();
         let io = IdleIo::new(
             StallGuard::new(tcp, config.idle_timeout),
