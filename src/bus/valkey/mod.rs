@@ -61,7 +61,7 @@ use commands::Commands;
 use history::History;
 use keys::{CONTROL, SHARDED_CONTROL, shard_channel};
 use publish::Publisher;
-use pump::{Shared, Watch};
+use pump::{Confirmation, Shared, Watch};
 use seeds::{Seeds, redacted};
 use sentinel::Sentinels;
 use subscriber::{Kind, Push, RequestError, Subscriber};
@@ -109,10 +109,18 @@ enum Subscriptions {
 }
 
 impl Subscriptions {
-    async fn subscribe(&self, name: &str) -> Result<(), RequestError> {
+    /// Starts subscribing: on one primary the command is queued before
+    /// this returns, and the confirmation is awaited later, so many
+    /// channels' subscribes share a round trip. A cluster's shards place
+    /// the channel on its slot's owner first, which waits for the answer.
+    async fn start_subscribe(&self, name: &str) -> Confirmation {
+        use futures::FutureExt;
         match self {
-            Subscriptions::One(s) => s.subscribe(Kind::Shard, name).await,
-            Subscriptions::Sharded(s) => s.subscribe(name).await,
+            Subscriptions::One(s) => s.send_subscribe(Kind::Shard, name).boxed().shared(),
+            Subscriptions::Sharded(s) => {
+                let placed = s.subscribe(name).await;
+                futures::future::ready(placed).boxed().shared()
+            }
         }
     }
 
@@ -141,8 +149,9 @@ pub struct ValkeyBus {
     history: History,
     timeout: Duration,
     shared: Arc<Shared>,
-    /// Serialises subscribe/unsubscribe so Valkey's state follows the
-    /// watch counts whatever order the hub's calls arrive in.
+    /// Serialises the sending of subscribes and unsubscribes so Valkey's
+    /// state follows the watch counts whatever order the hub's calls arrive
+    /// in. Held while a command is queued, not while Valkey answers it.
     subscriptions: tokio::sync::Mutex<()>,
     pump: tokio::task::JoinHandle<()>,
     /// Behind Sentinel: follows failovers. On a cluster: keeps the slot
@@ -502,22 +511,37 @@ impl Bus for ValkeyBus {
 
     async fn watch(&self, channel: &Channel) -> Result<StreamId, BusError> {
         let name = shard_channel(channel);
-        let _serial = self.subscriptions.lock().await;
-        let first = {
-            let mut watches = self.shared.lock();
-            let w = watches.entry(name.clone()).or_insert_with(|| Watch {
-                channel: channel.clone(),
-                count: 0,
-                last: StreamId::ZERO,
-                stale: false,
-            });
-            w.count += 1;
-            w.count == 1
+        // The lock covers queueing the subscribe, not Valkey's answer nor
+        // the head read: when a restarted node's clients all come back at
+        // once, their channels' subscribes go out together and are
+        // confirmed in one round trip, instead of one channel after
+        // another (change 39).
+        let confirmation = {
+            let _serial = self.subscriptions.lock().await;
+            let waiting = {
+                let mut watches = self.shared.lock();
+                let w = watches.entry(name.clone()).or_insert_with(|| Watch {
+                    channel: channel.clone(),
+                    count: 0,
+                    last: StreamId::ZERO,
+                    stale: false,
+                    confirmed: None,
+                });
+                w.count += 1;
+                w.confirmed.clone()
+            };
+            match waiting {
+                Some(confirmation) => confirmation,
+                None => {
+                    let confirmation = self.subs.start_subscribe(&name).await;
+                    if let Some(w) = self.shared.lock().get_mut(&name) {
+                        w.confirmed = Some(confirmation.clone());
+                    }
+                    confirmation
+                }
+            }
         };
-        if !first {
-            return self.history.head(channel).await;
-        }
-        let subscribed = self.bounded("subscribe", self.subs.subscribe(&name)).await;
+        let subscribed = self.bounded("subscribe", confirmation).await;
         let head = match subscribed {
             Ok(()) => self.history.head(channel).await,
             Err(e) => Err(e),
@@ -530,8 +554,9 @@ impl Bus for ValkeyBus {
                 Ok(head)
             }
             Err(e) => {
-                self.shared.lock().remove(&name);
-                let _ = self.subs.unsubscribe(&name).await;
+                // The hub unwatches only what it watched: take back this
+                // call's count, and the subscription with the last one.
+                let _ = self.unwatch(channel).await;
                 Err(e)
             }
         }

@@ -28,7 +28,15 @@ pub(super) struct Watch {
     pub last: StreamId,
     /// The subscription dropped; refill once it is back.
     pub stale: bool,
+    /// Valkey's answer to the subscribe that made this watch, for a
+    /// second watcher that comes while it is still on its way.
+    pub confirmed: Option<Confirmation>,
 }
+
+/// The wait for Valkey's confirmation of a subscribe, shareable.
+pub(super) type Confirmation = futures::future::Shared<
+    futures::future::BoxFuture<'static, Result<(), super::subscriber::RequestError>>,
+>;
 
 /// The node's watches, keyed by shard channel name (looked up per pushed
 /// message, hence foldhash).

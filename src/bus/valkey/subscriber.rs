@@ -318,8 +318,26 @@ impl Subscriber {
 
     /// Subscribes and waits for Valkey's confirmation.
     pub async fn subscribe(&self, kind: Kind, channel: &str) -> Result<(), RequestError> {
-        self.ask(|a| Request::Subscribe(kind, channel.to_owned(), a))
-            .await
+        self.send_subscribe(kind, channel).await
+    }
+
+    /// Queues a subscribe before it returns (so commands reach Valkey in
+    /// the order of these calls) and gives the wait for its confirmation.
+    /// Many queued at once go out in one write and are confirmed in one
+    /// round trip.
+    pub fn send_subscribe(
+        &self,
+        kind: Kind,
+        channel: &str,
+    ) -> impl Future<Output = Result<(), RequestError>> + Send + 'static {
+        let (tx, rx) = oneshot::channel();
+        let sent = self
+            .requests
+            .send(Request::Subscribe(kind, channel.to_owned(), tx));
+        async move {
+            sent.map_err(|_| RequestError::Stopped)?;
+            rx.await.map_err(|_| RequestError::Stopped)?
+        }
     }
 
     pub async fn unsubscribe(&self, kind: Kind, channel: &str) -> Result<(), RequestError> {
