@@ -1,13 +1,16 @@
 //! Reading a channel's history: its newest position, and a page of what
 //! follows a position (`lua/read_after.lua`, `lua/head.lua`), with the gap
-//! when the stream cannot cover it.
+//! when the stream cannot cover it. Reads that arrive together go out
+//! together, one script run for many channels ([`super::gather`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::{Script, Value};
 
 use super::call::{bounded, unavailable};
 use super::commands::Commands;
+use super::gather::{Gather, Run};
 use super::keys::history_key;
 use super::record::{parse_entry, parse_id};
 use crate::bus::{BusError, Gap, GapReason, Replay};
@@ -17,36 +20,72 @@ use crate::cursor::StreamId;
 /// The history reads of a node, on its command connection.
 #[derive(Clone)]
 pub(super) struct History {
-    conn: Commands,
-    /// Run by digest (`EVALSHA`), loaded on first use.
-    read_after: Script,
-    head: Script,
-    max_len: usize,
-    timeout: Duration,
+    heads: Arc<Gather<(), StreamId>>,
+    pages: Arc<Gather<(StreamId, usize), Replay>>,
 }
 
 impl History {
     pub fn new(conn: Commands, max_len: usize, timeout: Duration) -> History {
+        let sharded = matches!(conn, Commands::Cluster(_));
+        // Run by digest (`EVALSHA`), loaded on first use.
+        let head = Arc::new(Script::new(include_str!("lua/head.lua")));
+        let read_after = Arc::new(Script::new(include_str!("lua/read_after.lua")));
+        let heads: Run<(), StreamId> = {
+            let conn = conn.clone();
+            Arc::new(move |asks: Vec<(Channel, ())>| {
+                let (conn, head) = (conn.clone(), head.clone());
+                Box::pin(async move {
+                    let Some((first, _)) = asks.first() else {
+                        return Ok(Vec::new());
+                    };
+                    let mut conn = conn.for_channel(first);
+                    let mut call = head.prepare_invoke();
+                    for (channel, ()) in &asks {
+                        call.key(history_key(channel));
+                    }
+                    let ids: Vec<String> =
+                        bounded(timeout, "head", call.invoke_async(&mut conn)).await?;
+                    ids.iter()
+                        .map(|id| {
+                            id.parse().map_err(|_| {
+                                unavailable(format_args!("head returned a bad id `{id}`"))
+                            })
+                        })
+                        .collect()
+                })
+            })
+        };
+        let pages: Run<(StreamId, usize), Replay> = Arc::new(move |asks| {
+            let (conn, read_after) = (conn.clone(), read_after.clone());
+            Box::pin(async move {
+                let Some((first, _)) = asks.first() else {
+                    return Ok(Vec::new());
+                };
+                let mut conn = conn.for_channel(first);
+                let mut call = read_after.prepare_invoke();
+                call.arg(max_len.max(1));
+                for (channel, (after, page_bytes)) in &asks {
+                    call.key(history_key(channel))
+                        .arg(after.to_string())
+                        .arg(*page_bytes);
+                }
+                let replies: Vec<Value> =
+                    bounded(timeout, "history", call.invoke_async(&mut conn)).await?;
+                replies
+                    .into_iter()
+                    .map(|v| parse_replay(v).ok_or_else(|| unavailable("unexpected history reply")))
+                    .collect()
+            })
+        });
         History {
-            conn,
-            read_after: Script::new(include_str!("lua/read_after.lua")),
-            head: Script::new(include_str!("lua/head.lua")),
-            max_len,
-            timeout,
+            heads: Arc::new(Gather::new(heads, sharded)),
+            pages: Arc::new(Gather::new(pages, sharded)),
         }
     }
 
     /// The newest position of the channel ([`StreamId::ZERO`] when empty).
     pub async fn head(&self, channel: &Channel) -> Result<StreamId, BusError> {
-        let mut conn = self.conn.for_channel(channel);
-        let id: String = bounded(
-            self.timeout,
-            "head",
-            self.head.key(history_key(channel)).invoke_async(&mut conn),
-        )
-        .await?;
-        id.parse()
-            .map_err(|_| unavailable(format_args!("head returned a bad id `{id}`")))
+        self.heads.read(channel, ()).await
     }
 
     /// One page of history after `after`: at most `page_bytes` of entries
@@ -57,19 +96,7 @@ impl History {
         after: StreamId,
         page_bytes: usize,
     ) -> Result<Replay, BusError> {
-        let mut conn = self.conn.for_channel(channel);
-        let v: Value = bounded(
-            self.timeout,
-            "history",
-            self.read_after
-                .key(history_key(channel))
-                .arg(after.to_string())
-                .arg(self.max_len.max(1))
-                .arg(page_bytes)
-                .invoke_async(&mut conn),
-        )
-        .await?;
-        parse_replay(v).ok_or_else(|| unavailable("unexpected history reply"))
+        self.pages.read(channel, (after, page_bytes)).await
     }
 }
 

@@ -28,6 +28,7 @@ mod call;
 mod cluster;
 mod commands;
 mod durability;
+mod gather;
 mod hints;
 mod history;
 mod keys;
@@ -362,7 +363,7 @@ async fn connect_primary(
     // would get that connection dropped.
     let subs = at_start(
         config,
-        Subscriber::connect(target.clone(), pushes, config.timeout),
+        Subscriber::connect(target.clone(), pushes, config.timeout, true),
     )
     .await?;
     let conn = Commands::primary(conn);

@@ -131,10 +131,81 @@ enum Request {
 /// What a sent command waits for, in the order the commands were sent
 /// (Valkey answers in that order; pushed messages come in between).
 enum Pending {
-    Subscribe(Kind, String, Option<Answer>),
+    /// The last field numbers the command: several channels' subscribes
+    /// may share one, and an error reply answers all of them.
+    Subscribe(Kind, String, Option<Answer>, u64),
     Unsubscribe(String, Option<Answer>),
     /// `None`: the connection's own liveness probe.
     Ping(Option<Answer>),
+}
+
+/// Most channels one subscribe command carries.
+const MAX_BATCH: usize = 1024;
+
+/// Subscribes not yet written, merged into one command while they are of
+/// one kind: a restarted node's channels (or a reconnect's) go out in a few
+/// commands rather than one each. While one such command waits for Valkey,
+/// the next gathers (a lone subscribe goes out at once). Only on a
+/// connection to one primary; a cluster node's commands carry one channel
+/// each, since the channels of one command must share a slot.
+struct Batch {
+    multi: bool,
+    kind: Kind,
+    names: Vec<String>,
+    /// The number of the command being gathered.
+    cmd: u64,
+}
+
+impl Batch {
+    fn new(multi: bool) -> Batch {
+        Batch {
+            multi,
+            kind: Kind::Shard,
+            names: Vec::new(),
+            cmd: 0,
+        }
+    }
+
+    /// Adds a channel; returns the number of the command it goes out in.
+    fn add(&mut self, out: &mut BytesMut, kind: Kind, name: String) -> u64 {
+        if !self.names.is_empty()
+            && (!self.multi || self.kind != kind || self.names.len() >= MAX_BATCH)
+        {
+            self.write(out);
+        }
+        self.kind = kind;
+        self.names.push(name);
+        self.cmd
+    }
+
+    /// Whether what was gathered should go out now: no subscribe command
+    /// of this connection is waiting for its confirmation (or gathering
+    /// more would make the command too long).
+    fn due(&self, pending: &VecDeque<Pending>) -> bool {
+        if self.names.is_empty() {
+            return false;
+        }
+        // The oldest subscribe waiting is found near the front: only pings
+        // and unsubscribes are ever ahead of it.
+        let oldest = pending.iter().find_map(|p| match p {
+            Pending::Subscribe(.., cmd) => Some(*cmd),
+            _ => None,
+        });
+        !self.multi || self.names.len() >= MAX_BATCH || oldest.is_none_or(|c| c >= self.cmd)
+    }
+
+    /// Writes what was gathered as one command.
+    fn write(&mut self, out: &mut BytesMut) {
+        if self.names.is_empty() {
+            return;
+        }
+        let mut args: Vec<&[u8]> = Vec::with_capacity(self.names.len() + 1);
+        args.push(self.kind.subscribe());
+        args.extend(self.names.iter().map(|n| n.as_bytes()));
+        resp::command(out, &args);
+        self.names.clear();
+        self.cmd += 1;
+    }
 }
 
 /// Where and as whom to connect.
@@ -297,14 +368,17 @@ impl Subscriber {
     /// Valkey that is down stops start-up) and starts the connection's task.
     /// `silence`: how long a quiet connection waits before it pings, and
     /// then for the answer (the command timeout).
+    /// `multi`: the server is one primary, so one command may subscribe
+    /// channels of any slots.
     pub async fn connect(
         target: Target,
         pushes: mpsc::UnboundedSender<Push>,
         silence: Duration,
+        multi: bool,
     ) -> Result<Subscriber, ConnError> {
         let conn = Conn::open(&target).await?;
         let (requests, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(conn, target, rx, pushes, silence));
+        let task = tokio::spawn(run(conn, target, rx, pushes, silence, multi));
         Ok(Subscriber { requests, task })
     }
 
@@ -386,6 +460,7 @@ async fn run(
     mut requests: mpsc::UnboundedReceiver<Request>,
     pushes: mpsc::UnboundedSender<Push>,
     silence: Duration,
+    multi: bool,
 ) {
     // The subscriptions Valkey should hold for this node.
     let mut held: HashSet<(Kind, String)> = HashSet::new();
@@ -422,7 +497,16 @@ async fn run(
             }
             continue;
         };
-        match serve(&mut current, &mut requests, &mut held, &pushes, silence).await {
+        match serve(
+            &mut current,
+            &mut requests,
+            &mut held,
+            &pushes,
+            silence,
+            multi,
+        )
+        .await
+        {
             Ok(()) => return,
             Err(e) => {
                 tracing::warn!(error = %e, "lost the Valkey subscription connection");
@@ -466,8 +550,10 @@ async fn serve(
     held: &mut HashSet<(Kind, String)>,
     pushes: &mpsc::UnboundedSender<Push>,
     silence: Duration,
+    multi: bool,
 ) -> Result<(), ConnError> {
     let mut pending: VecDeque<Pending> = VecDeque::new();
+    let mut batch = Batch::new(multi);
     // Liveness: when anything was last read, and when the probe went out.
     // One timer, moved only when it fires, not per read.
     let mut heard = Instant::now();
@@ -475,10 +561,13 @@ async fn serve(
     let check = tokio::time::sleep(silence);
     tokio::pin!(check);
     for (kind, channel) in held.iter() {
-        resp::command(&mut conn.write, &[kind.subscribe(), channel.as_bytes()]);
-        pending.push_back(Pending::Subscribe(*kind, channel.clone(), None));
+        let cmd = batch.add(&mut conn.write, *kind, channel.clone());
+        pending.push_back(Pending::Subscribe(*kind, channel.clone(), None, cmd));
     }
     let outcome = loop {
+        if batch.due(&pending) {
+            batch.write(&mut conn.write);
+        }
         if let Err(e) = conn.flush().await {
             break Err(e);
         }
@@ -492,7 +581,7 @@ async fn serve(
                         None => break Ok(()),
                         Some(Request::Reconnect) => break Err(ConnError::Moved),
                         Some(r) => {
-                            send(conn, r, held, &mut pending);
+                            send(conn, r, held, &mut pending, &mut batch);
                             continue;
                         }
                     },
@@ -511,7 +600,7 @@ async fn serve(
                         probe = None;
                         let quiet_until = heard + silence;
                         if now >= quiet_until {
-                            send(conn, Request::Ping(None), held, &mut pending);
+                            send(conn, Request::Ping(None), held, &mut pending, &mut batch);
                             probe = Some(now);
                             check.as_mut().reset(now + silence);
                         } else {
@@ -529,7 +618,7 @@ async fn serve(
     };
     for waiting in pending {
         let answer = match waiting {
-            Pending::Subscribe(_, _, a) | Pending::Unsubscribe(_, a) => a,
+            Pending::Subscribe(_, _, a, _) | Pending::Unsubscribe(_, a) => a,
             Pending::Ping(a) => a,
         };
         if let Some(a) = answer {
@@ -544,12 +633,18 @@ fn send(
     request: Request,
     held: &mut HashSet<(Kind, String)>,
     pending: &mut VecDeque<Pending>,
+    batch: &mut Batch,
 ) {
+    if !matches!(request, Request::Subscribe(..)) {
+        // Commands go out in the order asked (the replies are matched in
+        // that order): what was gathered goes first.
+        batch.write(&mut conn.write);
+    }
     match request {
         Request::Subscribe(kind, channel, answer) => {
-            resp::command(&mut conn.write, &[kind.subscribe(), channel.as_bytes()]);
+            let cmd = batch.add(&mut conn.write, kind, channel.clone());
             held.insert((kind, channel.clone()));
-            pending.push_back(Pending::Subscribe(kind, channel, Some(answer)));
+            pending.push_back(Pending::Subscribe(kind, channel, Some(answer), cmd));
         }
         Request::Unsubscribe(kind, channel, answer) => {
             resp::command(&mut conn.write, &[kind.unsubscribe(), channel.as_bytes()]);
@@ -561,6 +656,28 @@ fn send(
             pending.push_back(Pending::Ping(answer));
         }
         Request::Reconnect => {}
+    }
+}
+
+/// A subscribe Valkey refused: its caller is told, or for a resubscription
+/// after a reconnect (the slot has another owner now), whoever placed it.
+fn refused(
+    kind: Kind,
+    channel: String,
+    answer: Option<Answer>,
+    e: &RequestError,
+    held: &mut HashSet<(Kind, String)>,
+    pushes: &mpsc::UnboundedSender<Push>,
+) {
+    held.remove(&(kind, channel.clone()));
+    match answer {
+        Some(a) => {
+            let _ = a.send(Err(e.clone()));
+        }
+        None => {
+            tracing::warn!(%channel, error = %e, "a resubscription was refused");
+            let _ = pushes.send(Push::Unsubscribed { channel });
+        }
     }
 }
 
@@ -585,18 +702,17 @@ fn handle(
                     let _ = a.send(error.map_or(Ok(()), Err));
                 }
             }
-            Some(Pending::Subscribe(kind, channel, a)) => {
+            Some(Pending::Subscribe(kind, channel, a, cmd)) => {
                 let e = error.unwrap_or(RequestError::Unexpected);
-                held.remove(&(kind, channel.clone()));
-                match a {
-                    Some(a) => {
-                        let _ = a.send(Err(e));
+                refused(kind, channel, a, &e, held, pushes);
+                // One error answers the whole command: every channel it
+                // carried is refused.
+                while let Some(Pending::Subscribe(.., next)) = pending.front() {
+                    if *next != cmd {
+                        break;
                     }
-                    // A resubscription after a reconnect, refused (the slot
-                    // has another owner now): whoever placed it must know.
-                    None => {
-                        tracing::warn!(%channel, error = %e, "a resubscription was refused");
-                        let _ = pushes.send(Push::Unsubscribed { channel });
+                    if let Some(Pending::Subscribe(kind, channel, a, _)) = pending.pop_front() {
+                        refused(kind, channel, a, &e, held, pushes);
                     }
                 }
             }
@@ -625,7 +741,7 @@ fn handle(
         }
         b"ssubscribe" | b"subscribe" => {
             if let Some(Pending::Subscribe(..)) = pending.front() {
-                if let Some(Pending::Subscribe(_, _, Some(a))) = pending.pop_front() {
+                if let Some(Pending::Subscribe(_, _, Some(a), _)) = pending.pop_front() {
                     let _ = a.send(Ok(()));
                 }
             }
@@ -684,7 +800,7 @@ mod tests {
         let (a_tx, mut a_rx) = oneshot::channel();
         let (ping_tx, mut ping_rx) = oneshot::channel();
         let mut pending = VecDeque::from([
-            Pending::Subscribe(Kind::Shard, "a".into(), Some(a_tx)),
+            Pending::Subscribe(Kind::Shard, "a".into(), Some(a_tx), 0),
             Pending::Ping(Some(ping_tx)),
         ]);
         let message = b">3\r\n$8\r\nsmessage\r\n$1\r\nb\r\n$3\r\nxyz\r\n";
@@ -713,7 +829,8 @@ mod tests {
         let (tx, _pushes) = mpsc::unbounded_channel();
         let mut held = held(&["a"]);
         let (a_tx, mut a_rx) = oneshot::channel();
-        let mut pending = VecDeque::from([Pending::Subscribe(Kind::Shard, "a".into(), Some(a_tx))]);
+        let mut pending =
+            VecDeque::from([Pending::Subscribe(Kind::Shard, "a".into(), Some(a_tx), 0)]);
         let error = b"-NOPERM no permissions to access the 'a' channel\r\n";
         handle(parsed(error), &mut held, &mut pending, &tx).unwrap();
         let answer = a_rx.try_recv().unwrap();
@@ -727,7 +844,7 @@ mod tests {
     fn resubscriptions_report_each_channel_again() {
         let (tx, mut pushes) = mpsc::unbounded_channel();
         let mut held = held(&["a"]);
-        let mut pending = VecDeque::from([Pending::Subscribe(Kind::Shard, "a".into(), None)]);
+        let mut pending = VecDeque::from([Pending::Subscribe(Kind::Shard, "a".into(), None, 0)]);
         let confirm = b">3\r\n$10\r\nssubscribe\r\n$1\r\na\r\n:1\r\n";
         handle(parsed(confirm), &mut held, &mut pending, &tx).unwrap();
         assert!(pending.is_empty());
@@ -746,5 +863,71 @@ mod tests {
         );
         assert_eq!(u_rx.try_recv().unwrap(), Ok(()));
         assert!(held.is_empty());
+    }
+
+    #[test]
+    fn subscribes_of_one_kind_share_a_command_on_one_primary() {
+        let mut out = BytesMut::new();
+        let mut batch = Batch::new(true);
+        let a = batch.add(&mut out, Kind::Shard, "a".into());
+        let b = batch.add(&mut out, Kind::Shard, "b".into());
+        let c = batch.add(&mut out, Kind::Plain, "c".into());
+        batch.write(&mut out);
+        assert_eq!((a, b, c), (0, 0, 1));
+        assert_eq!(
+            &out[..],
+            b"*3\r\n$10\r\nSSUBSCRIBE\r\n$1\r\na\r\n$1\r\nb\r\n*2\r\n$9\r\nSUBSCRIBE\r\n$1\r\nc\r\n"
+        );
+        // On a cluster node: one channel per command.
+        let (mut out, mut batch) = (BytesMut::new(), Batch::new(false));
+        let a = batch.add(&mut out, Kind::Shard, "a".into());
+        let b = batch.add(&mut out, Kind::Shard, "b".into());
+        batch.write(&mut out);
+        assert_eq!((a, b), (0, 1));
+        assert_eq!(out.iter().filter(|&&c| c == b'*').count(), 2);
+    }
+
+    #[test]
+    fn an_error_refuses_every_channel_of_its_command_and_no_other() {
+        let (a_tx, mut a_rx) = oneshot::channel();
+        let (b_tx, mut b_rx) = oneshot::channel();
+        let (c_tx, mut c_rx) = oneshot::channel();
+        let mut pending = VecDeque::from([
+            Pending::Subscribe(Kind::Shard, "a".into(), Some(a_tx), 0),
+            Pending::Subscribe(Kind::Shard, "b".into(), Some(b_tx), 0),
+            Pending::Subscribe(Kind::Shard, "c".into(), Some(c_tx), 1),
+        ]);
+        let mut held = held(&["a", "b", "c"]);
+        let (pushes, _rx) = mpsc::unbounded_channel();
+        handle(parsed(b"-NOPERM no\r\n"), &mut held, &mut pending, &pushes).unwrap();
+        assert!(matches!(a_rx.try_recv(), Ok(Err(RequestError::Refused(_)))));
+        assert!(matches!(b_rx.try_recv(), Ok(Err(RequestError::Refused(_)))));
+        assert!(c_rx.try_recv().is_err(), "c's command has not answered");
+        assert_eq!(pending.len(), 1);
+        assert_eq!(held, self::held(&["c"]));
+    }
+
+    #[test]
+    fn a_gathered_subscribe_waits_while_another_is_unconfirmed() {
+        let mut out = BytesMut::new();
+        let mut batch = Batch::new(true);
+        let mut pending = VecDeque::new();
+        let a = batch.add(&mut out, Kind::Shard, "a".into());
+        pending.push_back(Pending::Subscribe(Kind::Shard, "a".into(), None, a));
+        assert!(
+            batch.due(&pending),
+            "nothing in flight: a lone subscribe goes"
+        );
+        batch.write(&mut out);
+        let b = batch.add(&mut out, Kind::Shard, "b".into());
+        pending.push_back(Pending::Subscribe(Kind::Shard, "b".into(), None, b));
+        assert!(!batch.due(&pending), "a is unconfirmed: b gathers");
+        pending.pop_front();
+        assert!(batch.due(&pending), "a confirmed: b goes");
+        // On a cluster node nothing waits.
+        let mut batch = Batch::new(false);
+        let c = batch.add(&mut out, Kind::Shard, "c".into());
+        let pending = VecDeque::from([Pending::Subscribe(Kind::Shard, "x".into(), None, c)]);
+        assert!(batch.due(&pending));
     }
 }

@@ -153,7 +153,7 @@ impl Shards {
                         .1;
                     let opened = tokio::time::timeout(
                         self.silence,
-                        Subscriber::connect(target, self.pushes.clone(), self.silence),
+                        Subscriber::connect(target, self.pushes.clone(), self.silence, false),
                     )
                     .await;
                     match opened {
