@@ -142,15 +142,20 @@ async fn read_head<IO: AsyncRead + Unpin>(io: &mut IO, max_head: usize) -> Head 
 }
 
 /// Reads the first request head and serves it when it is a stream request.
+/// The stream is written by a task of its own, spawned on `tasks`: the
+/// connection's task (which may also have to serve HTTP through hyper) is
+/// three times the size of a stream's, and would otherwise live as long as
+/// the stream (change 41).
 pub(crate) async fn serve<IO>(
     mut io: IO,
     router: Router,
     max_head: usize,
     idle: std::time::Duration,
     activity: &Arc<crate::connections::Activity>,
+    tasks: &tokio_util::task::TaskTracker,
 ) -> Outcome<IO>
 where
-    IO: AsyncRead + AsyncWrite + Unpin + Send,
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     // Each phase is boxed so that the task a stream lives in is only as
     // large as its streaming state.
@@ -169,7 +174,7 @@ where
         Ok(Head::Gone) | Err(_) => return Outcome::Done,
     };
     // The connection is not idle while its one request is answered.
-    let _busy = activity.begin();
+    let busy = activity.begin();
     // Boxed: the request and routing state live only while the answer is
     // made, not for the whole life of the stream task.
     let response = match Box::pin(router.oneshot(request)).await {
@@ -185,7 +190,10 @@ where
             let mut head = Vec::with_capacity(512);
             put_head(&mut head, &response, "transfer-encoding: chunked\r\n");
             drop(response);
-            stream(io, head, frames).await;
+            tasks.spawn(async move {
+                let _busy = busy;
+                stream(io, head, frames).await;
+            });
         }
         None => Box::pin(answer(io, response)).await,
     }

@@ -114,11 +114,13 @@ pub async fn serve(
         let idle = config.idle_timeout;
         let router = router.clone();
         let max_head = config.max_head_bytes;
+        let spawner = tasks.clone();
         let fut = async move {
             let result = match tls {
                 None => {
-                    let io = match super::direct::serve(io, router, max_head, idle, &activity).await
-                    {
+                    let direct =
+                        super::direct::serve(io, router, max_head, idle, &activity, &spawner);
+                    let io = match direct.await {
                         super::direct::Outcome::Done => return,
                         super::direct::Outcome::Hyper(io) => io,
                     };

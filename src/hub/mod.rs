@@ -61,10 +61,17 @@ impl Grown {
 
 /// The ring a channel starts with. A full `--stream-buffer` ring costs
 /// ~40 bytes a slot whether or not anything is ever sent (10 KB at 256),
-/// and most watched channels have one quiet listener. A channel whose
-/// listeners fall this far behind grows to the full ring (see
+/// and most watched channels have one quiet listener, which reads each
+/// event before the next. A channel whose listeners fall this far behind
+/// grows, by [`GROWTH`] at a time, up to the full ring (see
 /// [`Slot::grow_if_filling`]).
-const FIRST_RING: usize = 16;
+const FIRST_RING: usize = 8;
+
+/// How much a filling ring grows at once: a channel that is busy for a
+/// moment need not take the full ring for good (8, 64, 256). Growing by 4
+/// from 4 slots cost ~2.5 % more instructions per delivery in
+/// `scripts/bench-instructions` (channels that grew twice or three times).
+const GROWTH: usize = 8;
 
 struct Slot {
     tx: broadcast::Sender<Delivery>,
@@ -194,7 +201,7 @@ impl Slot {
         }
     }
 
-    /// Swaps a small ring that a listener is about to overflow for the full
+    /// Swaps a small ring that a listener is about to overflow for a larger
     /// one. The swap is announced last on the old ring, with a receiver of
     /// the new one per listener made now: nothing sent afterwards is missed.
     /// Without it the listener would lag and catch up from the cache, once
@@ -205,7 +212,8 @@ impl Slot {
         if self.ring >= capacity || self.tx.len() + 2 < self.ring {
             return;
         }
-        let tx = broadcast::channel(capacity).0;
+        let ring = (self.ring * GROWTH).min(capacity);
+        let tx = broadcast::channel(ring).0;
         let receivers = (0..self.tx.receiver_count())
             .map(|_| tx.subscribe())
             .collect();
@@ -215,7 +223,7 @@ impl Slot {
         });
         let _ = self.tx.send(Delivery::Grown(grown));
         self.tx = tx;
-        self.ring = capacity;
+        self.ring = ring;
     }
 }
 
