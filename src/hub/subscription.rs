@@ -285,6 +285,7 @@ impl Subscription {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
     use std::time::Duration;
 
     use super::*;
@@ -389,6 +390,45 @@ mod tests {
         // The other channel of the merged stream still delivers.
         let later = publish(&bus, &b).await;
         assert_eq!(next_event(&mut many).await, (1, later));
+    }
+
+    /// A page read from history is kept for the channel's other listeners,
+    /// and not for a channel's only one (after a restart, 10,000 channels'
+    /// pages that nobody reads again).
+    #[tokio::test]
+    async fn a_resumed_page_is_cached_only_when_the_channel_is_shared() {
+        let fanout = Fanout::new(FanoutConfig {
+            capacity: 16,
+            recent_budget: 1 << 20,
+            page_bytes: 1 << 20,
+        });
+        let bus = Arc::new(MemoryBus::new(
+            Retention::default(),
+            usize::MAX,
+            fanout.clone(),
+            Arc::new(NoOrders),
+        ));
+        let hub = Hub::new(bus.clone(), fanout);
+        let (alone, shared) = (ch("alone"), ch("shared"));
+        let mut first = HashMap::new();
+        for c in [&alone, &shared] {
+            first.insert(c.clone(), publish(&bus, c).await);
+            publish(&bus, c).await;
+        }
+        let resume = |c: &Channel| {
+            let set = ChannelSet::new(vec![c.clone()]);
+            let start = cursor::encode(&set, &[first[c]]);
+            (set.clone(), cursor::decode(&start, &set).unwrap())
+        };
+        let (set, from) = resume(&alone);
+        let _one = Subscription::open(&hub, set, Some(from)).await.unwrap();
+        assert!(hub.recent_after(&alone, first[&alone], 1 << 20).is_none());
+        let _listening = Subscription::open(&hub, ChannelSet::new(vec![shared.clone()]), None)
+            .await
+            .unwrap();
+        let (set, from) = resume(&shared);
+        let _two = Subscription::open(&hub, set, Some(from)).await.unwrap();
+        assert!(hub.recent_after(&shared, first[&shared], 1 << 20).is_some());
     }
 
     #[tokio::test]
