@@ -18,6 +18,7 @@ use super::bridge::Bridge;
 use super::events::{publish_ids, request};
 use super::readers::{Opening, Pace};
 use super::report::Load;
+use super::target::cpu_us;
 use crate::client;
 
 #[derive(Serialize)]
@@ -31,6 +32,12 @@ pub(super) struct Connect {
     /// From the first connect to the last `200` head.
     open_secs: f64,
     streams_per_sec: f64,
+    /// CPU time per stream opened, meanwhile (10 ms resolution): the
+    /// spawned bridge's, and the load generator's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bridge_cpu_us_per_stream: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    load_generator_cpu_us_per_stream: Option<f64>,
 }
 
 pub(super) async fn run(args: &BenchArgs, bridge: &mut Bridge) -> Result<Connect> {
@@ -60,8 +67,13 @@ pub(super) async fn run(args: &BenchArgs, bridge: &mut Bridge) -> Result<Connect
         opening.last_event_id = cursors.as_ref().map(|c| c[i].clone());
         openings.push(opening);
     }
+    let (pid, me) = (bridge.target.pid, std::process::id());
+    let before = (pid.and_then(cpu_us), cpu_us(me));
     let opened = bridge.open(openings, Pace::Burst(args.in_flight)).await?;
+    let after = (pid.and_then(cpu_us), cpu_us(me));
     opened.streams.finish().await;
+    let per_stream =
+        |a: Option<u64>, b: Option<u64>| Some(b?.saturating_sub(a?) as f64 / n.max(1) as f64);
     Ok(Connect {
         load: Load::of(args),
         alg: args.alg,
@@ -70,5 +82,7 @@ pub(super) async fn run(args: &BenchArgs, bridge: &mut Bridge) -> Result<Connect
         in_flight: args.in_flight,
         open_secs: opened.secs,
         streams_per_sec: (n as f64 / opened.secs.max(1e-9)).round(),
+        bridge_cpu_us_per_stream: per_stream(before.0, after.0),
+        load_generator_cpu_us_per_stream: per_stream(before.1, after.1),
     })
 }

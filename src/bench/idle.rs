@@ -23,6 +23,24 @@ pub(super) struct Idle {
     server_rss_kib_after: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     server_bytes_per_stream: Option<u64>,
+    /// On Valkey: what the streams cost Valkey's resident memory (its
+    /// subscriptions), per stream; the bridge's and this are the whole.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    valkey_bytes_per_stream: Option<u64>,
+}
+
+/// the memory Valkey has allocated (`used_memory`), in bytes.
+async fn valkey_rss(url: &str) -> Result<u64> {
+    let client = redis::Client::open(url)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut conn)
+        .await?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("INFO memory has no used_memory"))
 }
 
 pub(super) async fn run(args: &BenchArgs, bridge: &mut Bridge) -> Result<Idle> {
@@ -35,16 +53,32 @@ pub(super) async fn run(args: &BenchArgs, bridge: &mut Bridge) -> Result<Idle> {
     let names: Vec<String> = (0..args.subscribers)
         .map(|i| format!("conversations:{tenant}:idle{}", i % over))
         .collect();
+    // A cluster's memory is spread over its primaries: only one Valkey
+    // is measured.
+    let valkey = args.valkey_url.as_deref().filter(|u| !u.contains('+'));
+    let valkey_before = match valkey {
+        Some(url) => Some(valkey_rss(url).await?),
+        None => None,
+    };
     let streams = bridge.open_streams(&names, args.subscribers, false).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_after = bridge.target.pid.and_then(rss_kib);
+    let valkey_after = match valkey {
+        Some(url) => Some(valkey_rss(url).await?),
+        None => None,
+    };
     let mut figures = Idle {
         load: Load::of(args),
         channels: over.min(args.subscribers),
         server_rss_kib_before: None,
         server_rss_kib_after: None,
         server_bytes_per_stream: None,
+        valkey_bytes_per_stream: None,
     };
+    if let (Some(before), Some(after)) = (valkey_before, valkey_after) {
+        figures.valkey_bytes_per_stream =
+            Some(after.saturating_sub(before) / args.subscribers.max(1) as u64);
+    }
     if let (Some(before), Some(after)) = (bridge.rss_before, rss_after) {
         figures.server_rss_kib_before = Some(before);
         figures.server_rss_kib_after = Some(after);

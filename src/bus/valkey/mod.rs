@@ -519,7 +519,7 @@ impl Bus for ValkeyBus {
         // another (change 39).
         let confirmation = {
             let _serial = self.subscriptions.lock().await;
-            let waiting = {
+            let (waiting, count) = {
                 let mut watches = self.shared.lock();
                 let w = watches.entry(name.clone()).or_insert_with(|| Watch {
                     channel: channel.clone(),
@@ -529,20 +529,25 @@ impl Bus for ValkeyBus {
                     confirmed: None,
                 });
                 w.count += 1;
-                w.confirmed.clone()
+                (w.confirmed.clone(), w.count)
             };
             match waiting {
-                Some(confirmation) => confirmation,
+                Some(confirmation) => Some(confirmation),
+                // Watched before, and since confirmed.
+                None if count > 1 => None,
                 None => {
                     let confirmation = self.subs.start_subscribe(&name).await;
                     if let Some(w) = self.shared.lock().get_mut(&name) {
                         w.confirmed = Some(confirmation.clone());
                     }
-                    confirmation
+                    Some(confirmation)
                 }
             }
         };
-        let subscribed = self.bounded("subscribe", confirmation).await;
+        let subscribed = match confirmation {
+            Some(confirmation) => self.bounded("subscribe", confirmation).await,
+            None => Ok(()),
+        };
         let head = match subscribed {
             Ok(()) => self.history.head(channel).await,
             Err(e) => Err(e),
@@ -551,6 +556,10 @@ impl Bus for ValkeyBus {
             Ok(head) => {
                 if let Some(w) = self.shared.lock().get_mut(&name) {
                     w.last = w.last.max(head);
+                    // Confirmed: later watchers need not wait, and a quiet
+                    // channel need not keep the shared answer (a few hundred
+                    // bytes per watched channel).
+                    w.confirmed = None;
                 }
                 Ok(head)
             }
