@@ -23,6 +23,7 @@ use crate::channel::parse_tenant;
 use crate::jwks::Jwks;
 use crate::key::Key;
 
+mod cache;
 mod claims;
 mod error;
 mod scope;
@@ -58,6 +59,8 @@ pub struct Verifier {
     keys: Keys,
     validation: Validation,
     rules: Rules,
+    /// Shared by the clones: one cache per configured verifier.
+    verified: Arc<cache::Verified>,
 }
 
 /// The verified claims of a token and its expiry.
@@ -83,12 +86,19 @@ impl Verifier {
             keys,
             validation,
             rules: rules.clone(),
+            verified: Arc::default(),
         }
     }
 
     pub async fn verify(&self, token: &str) -> Result<Claims, AuthError> {
         if token.is_empty() || token.len() > 16 * 1024 {
             return Err(AuthError::Malformed);
+        }
+        // Seen before: the signature holds, the claims are checked anew.
+        let digest = cache::Verified::key(token);
+        if let Some(claims) = self.verified.get(&digest) {
+            let exp = self.rules.check(&claims, crate::clock::now_secs_f64())?;
+            return Ok(Claims { claims, exp });
         }
         let key = match &self.keys {
             Keys::One(key) => key.clone(),
@@ -108,6 +118,8 @@ impl Verifier {
             .map_err(|e| map_error(&e))?;
         let claims = data.claims;
         let exp = self.rules.check(&claims, crate::clock::now_secs_f64())?;
+        // Only a token that passed every check is remembered.
+        self.verified.insert(digest, claims.clone());
         Ok(Claims { claims, exp })
     }
 }
@@ -245,4 +257,63 @@ pub fn bearer(header: &str) -> Result<&str, AuthError> {
         return Err(AuthError::Scheme);
     }
     Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn verifier(rules: Rules) -> Verifier {
+        let key = Key::hs256("cache-test-secret").unwrap();
+        Verifier::new(Keys::One(key), &rules)
+    }
+
+    fn token(exp: u64) -> String {
+        let mut claims = Map::new();
+        claims.insert(
+            "tenant_id".into(),
+            json!("0b6e1a52-3a8e-4a47-9d0e-2c4f5d6e7f80"),
+        );
+        claims.insert("exp".into(), json!(exp));
+        crate::token::mint("cache-test-secret", claims, 0).unwrap()
+    }
+
+    /// A token presented again skips only its signature check: its expiry
+    /// is read against the clock at every presentation.
+    #[tokio::test]
+    async fn a_remembered_token_is_still_refused_once_it_expires() {
+        let v = verifier(Rules::default());
+        let t = token(crate::clock::now_secs() + 1);
+        assert!(v.verify(&t).await.is_ok());
+        assert_eq!(v.verified.len(), 1, "remembered");
+        assert!(v.verify(&t).await.is_ok(), "served from the cache");
+        tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+        assert!(matches!(v.verify(&t).await, Err(AuthError::Expired)));
+    }
+
+    /// The claim rules are applied on a hit too, and only a token that
+    /// passed them is remembered.
+    #[tokio::test]
+    async fn refused_tokens_are_not_remembered_and_a_hit_is_not_a_pass() {
+        let strict = verifier(Rules {
+            audience: Some("bridge".into()),
+            ..Rules::default()
+        });
+        let t = token(crate::clock::now_secs() + 600);
+        assert!(matches!(
+            strict.verify(&t).await,
+            Err(AuthError::MissingClaim(c)) if c == "aud"
+        ));
+        assert_eq!(strict.verified.len(), 0);
+        // The same bytes with one signature character changed are another
+        // token: never a hit, refused on its signature.
+        let lenient = verifier(Rules::default());
+        assert!(lenient.verify(&t).await.is_ok());
+        let mut forged = t.clone().into_bytes();
+        let last = forged.len() - 2;
+        forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+        let forged = String::from_utf8(forged).unwrap();
+        assert!(lenient.verify(&forged).await.is_err());
+    }
 }

@@ -473,9 +473,13 @@ async fn a_stale_key_set_is_served_while_one_refresh_runs() {
     server.hang.store(true, std::sync::atomic::Ordering::SeqCst);
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     // Each of these finds the set stale: they are answered from it, and
-    // together start one background refresh, not one each.
-    for _ in 0..5 {
-        assert_eq!(status_with(&bridge, &known).await.0, 200);
+    // together start one background refresh, not one each. Tokens of their
+    // own: one the node verified before would not consult the set at all.
+    for i in 0..5 {
+        let mut claims = claims_now();
+        claims["jti"] = json!(format!("stale-{i}"));
+        let token = sign_kid("ed_private.pem", EdDSA, Some("a"), claims);
+        assert_eq!(status_with(&bridge, &token).await.0, 200);
     }
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while server.fetches() < 2 {
