@@ -44,11 +44,32 @@ pub(super) struct Gather<Q, A> {
     queue: mpsc::UnboundedSender<Queued<Q, A>>,
 }
 
+/// How runs are formed.
+pub(super) struct Shape<Q> {
+    /// The keys live on a cluster, so a run holds one slot's.
+    pub(super) sharded: bool,
+    /// The most a read may bring back (a page's byte budget); a run's
+    /// reads together may bring back at most [`MAX_RUN_BYTES`], so that one
+    /// script run neither holds Valkey long nor makes a huge reply.
+    pub(super) weigh: fn(&Q) -> usize,
+}
+
+// By hand: derived, they would ask `Q: Copy` of a struct holding only a
+// `bool` and a function pointer.
+impl<Q> Clone for Shape<Q> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<Q> Copy for Shape<Q> {}
+
+/// The most one run's reads may bring back together.
+pub(super) const MAX_RUN_BYTES: usize = 8 << 20;
+
 impl<Q: Send + 'static, A: Send + 'static> Gather<Q, A> {
-    /// `sharded`: the keys live on a cluster, so a run holds one slot's.
-    pub(super) fn new(run: Run<Q, A>, sharded: bool) -> Gather<Q, A> {
+    pub(super) fn new(run: Run<Q, A>, shape: Shape<Q>) -> Gather<Q, A> {
         let (queue, rx) = mpsc::unbounded_channel();
-        tokio::spawn(work(rx, run, sharded));
+        tokio::spawn(work(rx, run, shape));
         Gather { queue }
     }
 
@@ -72,7 +93,7 @@ impl<Q: Send + 'static, A: Send + 'static> Gather<Q, A> {
 async fn work<Q: Send + 'static, A: Send + 'static>(
     mut rx: mpsc::UnboundedReceiver<Queued<Q, A>>,
     run: Run<Q, A>,
-    sharded: bool,
+    shape: Shape<Q>,
 ) {
     let turns = Arc::new(Semaphore::new(IN_FLIGHT));
     loop {
@@ -91,7 +112,7 @@ async fn work<Q: Send + 'static, A: Send + 'static>(
         }
         let run = run.clone();
         tokio::spawn(async move {
-            let groups = futures::future::join_all(runs(taken, sharded).into_iter().map(|group| {
+            let groups = futures::future::join_all(runs(taken, shape).into_iter().map(|group| {
                 let run = run.clone();
                 async move { answer(group, run).await }
             }));
@@ -101,19 +122,33 @@ async fn work<Q: Send + 'static, A: Send + 'static>(
     }
 }
 
-/// The reads in runs of at most `MAX_RUN`, in the order they were queued;
-/// on a cluster, each run of one slot.
-fn runs<Q, A>(taken: Vec<Queued<Q, A>>, sharded: bool) -> Vec<Vec<Queued<Q, A>>> {
-    let mut slots: BTreeMap<u16, Vec<Vec<Queued<Q, A>>>> = BTreeMap::new();
+type Runs<Q, A> = Vec<Vec<Queued<Q, A>>>;
+
+/// The reads in runs of at most `MAX_RUN` reads and `MAX_RUN_BYTES`, in
+/// the order they were queued; on a cluster, each run of one slot.
+fn runs<Q, A>(taken: Vec<Queued<Q, A>>, shape: Shape<Q>) -> Runs<Q, A> {
+    // Per slot: its runs, and the weight of the last.
+    let mut slots: BTreeMap<u16, (Runs<Q, A>, usize)> = BTreeMap::new();
     for q in taken {
-        let slot = if sharded { channel_slot(&q.channel) } else { 0 };
-        let runs = slots.entry(slot).or_default();
+        let slot = if shape.sharded {
+            channel_slot(&q.channel)
+        } else {
+            0
+        };
+        let weight = (shape.weigh)(&q.ask);
+        let (runs, last) = slots.entry(slot).or_default();
         match runs.last_mut() {
-            Some(run) if run.len() < MAX_RUN => run.push(q),
-            _ => runs.push(vec![q]),
+            Some(run) if run.len() < MAX_RUN && *last + weight <= MAX_RUN_BYTES => {
+                run.push(q);
+                *last += weight;
+            }
+            _ => {
+                runs.push(vec![q]);
+                *last = weight;
+            }
         }
     }
-    slots.into_values().flatten().collect()
+    slots.into_values().flat_map(|(runs, _)| runs).collect()
 }
 
 async fn answer<Q, A>(group: Vec<Queued<Q, A>>, run: Run<Q, A>) {
@@ -166,7 +201,11 @@ mod tests {
                 Ok(asks.into_iter().map(|(_, q)| q * 10).collect())
             })
         });
-        let gather = Arc::new(Gather::new(run, false));
+        let shape = Shape {
+            sharded: false,
+            weigh: |_| 0,
+        };
+        let gather = Arc::new(Gather::new(run, shape));
         let reads = (0..200u32).map(|i| {
             let gather = gather.clone();
             async move { gather.read(&channel(&format!("c{i}")), i).await }
@@ -200,9 +239,22 @@ mod tests {
             all
         };
         let sizes = |runs: Vec<Vec<Queued<(), ()>>>| runs.iter().map(Vec::len).collect::<Vec<_>>();
-        assert_eq!(sizes(runs(queued(), false)), [MAX_RUN, 2]);
-        let mut sharded = sizes(runs(queued(), true));
+        let shape = |sharded| Shape {
+            sharded,
+            weigh: |_: &()| 0,
+        };
+        assert_eq!(sizes(runs(queued(), shape(false))), [MAX_RUN, 2]);
+        let mut sharded = sizes(runs(queued(), shape(true)));
         sharded.sort_unstable();
         assert_eq!(sharded, [1, 1, MAX_RUN]);
+        // Reads that may each bring back a quarter of a run's bytes: four a
+        // run, whatever their number.
+        let heavy = Shape {
+            sharded: false,
+            weigh: |_: &()| MAX_RUN_BYTES / 4,
+        };
+        let heavy = sizes(runs(queued(), heavy));
+        assert!(heavy.iter().all(|&n| n <= 4), "{heavy:?}");
+        assert_eq!(heavy.iter().sum::<usize>(), MAX_RUN + 2);
     }
 }

@@ -10,7 +10,7 @@ use redis::{Script, Value};
 
 use super::call::{bounded, unavailable};
 use super::commands::Commands;
-use super::gather::{Gather, Run};
+use super::gather::{Gather, Run, Shape};
 use super::keys::history_key;
 use super::record::{parse_entry, parse_id};
 use crate::bus::{BusError, Gap, GapReason, Replay};
@@ -30,7 +30,7 @@ impl History {
         // Run by digest (`EVALSHA`), loaded on first use.
         let head = Arc::new(Script::new(include_str!("lua/head.lua")));
         let read_after = Arc::new(Script::new(include_str!("lua/read_after.lua")));
-        let heads: Run<(), StreamId> = {
+        let heads_run: Run<(), StreamId> = {
             let conn = conn.clone();
             Arc::new(move |asks: Vec<(Channel, ())>| {
                 let (conn, head) = (conn.clone(), head.clone());
@@ -55,7 +55,7 @@ impl History {
                 })
             })
         };
-        let pages: Run<(StreamId, usize), Replay> = Arc::new(move |asks| {
+        let pages_run: Run<(StreamId, usize), Replay> = Arc::new(move |asks| {
             let (conn, read_after) = (conn.clone(), read_after.clone());
             Box::pin(async move {
                 let Some((first, _)) = asks.first() else {
@@ -77,9 +77,18 @@ impl History {
                     .collect()
             })
         });
+        let heads = Shape {
+            sharded,
+            // An id each.
+            weigh: |_| 0,
+        };
+        let pages = Shape {
+            sharded,
+            weigh: |(_, page_bytes): &(StreamId, usize)| *page_bytes,
+        };
         History {
-            heads: Arc::new(Gather::new(heads, sharded)),
-            pages: Arc::new(Gather::new(pages, sharded)),
+            heads: Arc::new(Gather::new(heads_run, heads)),
+            pages: Arc::new(Gather::new(pages_run, pages)),
         }
     }
 
