@@ -31,6 +31,9 @@ pub struct Gate {
     open: Arc<AtomicUsize>,
     max: usize,
     listener: &'static str,
+    /// Looked up once: each lookup makes a handle of its own (32 bytes held
+    /// by every open connection).
+    gauge: metrics::Gauge,
 }
 
 /// A connection let through the gate; frees its place when dropped.
@@ -54,6 +57,7 @@ impl Gate {
             open: Arc::new(AtomicUsize::new(0)),
             max: if max == 0 { usize::MAX } else { max },
             listener,
+            gauge: metrics::gauge!(m::CONNECTIONS_OPEN, "listener" => listener),
         }
     }
 
@@ -75,7 +79,7 @@ impl Gate {
             );
             return None;
         }
-        let gauge = metrics::gauge!(m::CONNECTIONS_OPEN, "listener" => self.listener);
+        let gauge = self.gauge.clone();
         gauge.increment(1.0);
         Some(Admitted {
             open: self.open.clone(),

@@ -104,17 +104,20 @@ fn start_upkeep(handle: &PrometheusHandle) {
 }
 
 /// Decrements a gauge when dropped: ties a gauge to a value's lifetime.
-pub struct GaugeGuard(&'static str);
+pub struct GaugeGuard(::metrics::Gauge);
 
 impl GaugeGuard {
-    pub fn new(name: &'static str) -> GaugeGuard {
-        ::metrics::gauge!(name).increment(1.0);
-        GaugeGuard(name)
+    /// Counts one more in `gauge` until dropped. Takes a handle looked up
+    /// once: every lookup makes a handle of its own, which a guard held by
+    /// each open stream would keep (32 bytes a stream).
+    pub fn new(gauge: &::metrics::Gauge) -> GaugeGuard {
+        gauge.increment(1.0);
+        GaugeGuard(gauge.clone())
     }
 }
 
 impl Drop for GaugeGuard {
     fn drop(&mut self) {
-        ::metrics::gauge!(self.0).decrement(1.0);
+        self.0.decrement(1.0);
     }
 }

@@ -101,6 +101,8 @@ pub struct Running {
     pub grpc_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     draining: watch::Sender<bool>,
+    /// Open streams are told to reconnect through their tickets.
+    streams: Arc<Streams>,
     grace: Duration,
     drain_delay: Duration,
     http: JoinHandle<()>,
@@ -172,10 +174,10 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     http_config.console = settings.console.then_some(grpc_addr.port());
     let router = http::router(
         hub.clone(),
-        streams,
+        streams.clone(),
         settings.subscriber_auth.clone(),
         http_config,
-        (shutdown_rx.clone(), draining_rx.clone()),
+        draining_rx.clone(),
         metrics,
     );
     let http = tokio::spawn(http::listener::serve(
@@ -290,6 +292,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         grpc_addr,
         shutdown,
         draining,
+        streams,
         grace: settings.shutdown_grace,
         drain_delay: settings.drain_delay,
         http,
@@ -304,6 +307,7 @@ impl Running {
     /// is cut.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
+        self.streams.close_all();
         let grpc_abort = self.grpc.abort_handle();
         let deadline = tokio::time::Instant::now() + self.grace;
         // The HTTP listener bounds its own drain by the grace period.

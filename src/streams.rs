@@ -47,7 +47,16 @@ struct Open {
     tenant: Uuid,
     subject: Option<String>,
     channels: Vec<Channel>,
-    revoke: Option<oneshot::Sender<String>>,
+    end: Option<oneshot::Sender<End>>,
+}
+
+/// Why the node ends a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// A revocation order covers it; the order's reason.
+    Revoked(String),
+    /// The node is shutting down: reconnect elsewhere.
+    Shutdown,
 }
 
 #[derive(Default)]
@@ -57,6 +66,8 @@ struct Inner {
     per_tenant: HashMap<Uuid, usize>,
     per_subject: HashMap<(Uuid, String), usize>,
     revoked: Vec<Revocation>,
+    /// Set at shutdown: streams opened from now on end at once.
+    closing: bool,
 }
 
 fn decrement<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: &K) {
@@ -75,17 +86,22 @@ pub struct Streams {
 }
 
 /// A stream's place; closing the stream is dropping it.
+///
+/// The node's shutdown reaches a stream through its ticket too, rather than
+/// through a watch every stream would poll: one receiver and its wait per
+/// open stream fewer (change 44).
 pub struct Ticket {
     id: u64,
     streams: Arc<Streams>,
-    revoked: oneshot::Receiver<String>,
+    end: oneshot::Receiver<End>,
 }
 
 impl Ticket {
-    /// Resolves with the reason when a revocation order covers the stream.
-    pub async fn revoked(&mut self) -> String {
-        match (&mut self.revoked).await {
-            Ok(reason) => reason,
+    /// Resolves when the node ends the stream: a revocation order covers
+    /// it, or the node shuts down.
+    pub async fn ended(&mut self) -> End {
+        match (&mut self.end).await {
+            Ok(end) => end,
             // The registry never drops a sender before the ticket.
             Err(_) => std::future::pending().await,
         }
@@ -154,20 +170,39 @@ impl Streams {
         let id = inner.next;
         inner.next += 1;
         let (tx, rx) = oneshot::channel();
+        let end = match inner.closing {
+            true => {
+                let _ = tx.send(End::Shutdown);
+                None
+            }
+            false => Some(tx),
+        };
         inner.open.insert(
             id,
             Open {
                 tenant: who.tenant,
                 subject: who.subject.clone(),
                 channels: channels.to_vec(),
-                revoke: Some(tx),
+                end,
             },
         );
         Ok(Ticket {
             id,
             streams: self.clone(),
-            revoked: rx,
+            end: rx,
         })
+    }
+
+    /// Ends every open stream, and any opened from now on, with
+    /// [`End::Shutdown`].
+    pub fn close_all(&self) {
+        let mut inner = self.lock();
+        inner.closing = true;
+        for open in inner.open.values_mut() {
+            if let Some(tx) = open.end.take() {
+                let _ = tx.send(End::Shutdown);
+            }
+        }
     }
 
     /// Closes this node's matching streams and remembers the order; returns
@@ -177,8 +212,8 @@ impl Streams {
         let mut closed = 0;
         for open in inner.open.values_mut() {
             if order.matches(open.tenant, open.subject.as_deref(), &open.channels) {
-                if let Some(tx) = open.revoke.take() {
-                    let _ = tx.send(order.reason.to_string());
+                if let Some(tx) = open.end.take() {
+                    let _ = tx.send(End::Revoked(order.reason.to_string()));
                     closed += 1;
                 }
             }
@@ -249,12 +284,29 @@ mod tests {
             at: 20,
         };
         assert_eq!(streams.revoke(&order), 1);
-        assert_eq!(a.revoked().await, "logout");
+        assert_eq!(a.ended().await, End::Revoked("logout".into()));
         assert!(matches!(
             streams.open(&who("a", 19), &[]),
             Err(OpenError::Revoked { .. })
         ));
         assert!(streams.open(&who("a", 20), &[]).is_ok());
         assert!(streams.open(&who("b", 5), &[]).is_ok());
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_open_streams_and_those_opened_after() {
+        let streams = Streams::new(StreamLimits::default());
+        let mut open = streams.open(&who("a", 1), &[]).unwrap();
+        let mut untouched = tokio::spawn(async move { open.ended().await });
+        // Nothing ends a stream before the node closes.
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(50), &mut untouched)
+                .await
+                .is_err()
+        );
+        streams.close_all();
+        assert_eq!(untouched.await.unwrap(), End::Shutdown);
+        let mut late = streams.open(&who("b", 1), &[]).unwrap();
+        assert_eq!(late.ended().await, End::Shutdown);
     }
 }

@@ -13,6 +13,7 @@
 //! Hand-written because a measurement asks for it: change 2 in
 //! `docs/benchmarks.md` has the figures with and without it.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -190,9 +191,14 @@ where
             let mut head = Vec::with_capacity(512);
             put_head(&mut head, &response, "transfer-encoding: chunked\r\n");
             drop(response);
-            tasks.spawn(async move {
-                let _busy = busy;
-                stream(io, head, frames).await;
+            tasks.spawn(Writer {
+                io,
+                frames,
+                out: head,
+                written: 0,
+                phase: Phase::Start,
+                armed: false,
+                _busy: busy,
             });
         }
         None => Box::pin(answer(io, response)).await,
@@ -274,130 +280,174 @@ async fn answer<IO: AsyncWrite + Unpin>(mut io: IO, response: Response<Body>) {
     let _ = io.shutdown().await;
 }
 
-/// Streams frames as chunks until the stream ends or the client goes.
-async fn stream<IO>(mut io: IO, head: Vec<u8>, mut frames: Frames)
-where
-    IO: AsyncRead + AsyncWrite + Unpin,
-{
-    // The head goes out with the frames that are ready at once (`retry:`,
-    // the start of a replay): one segment and one wake-up of the client
-    // per open, not two (change 38).
-    let mut out = head;
-    let slot = out.len();
-    out.extend_from_slice(b"00000000\r\n");
-    let mut ended = false;
-    while out.len() - slot < MAX_WRITE {
-        match std::future::poll_fn(|cx| Poll::Ready(frames.poll_next_unpin(cx))).await {
-            Poll::Ready(Some(Ok(frame))) => out.extend_from_slice(&frame),
-            Poll::Ready(Some(Err(never))) => match never {},
-            Poll::Ready(None) => {
-                ended = true;
-                break;
-            }
-            Poll::Pending => break,
+/// Writes a stream's frames as chunks until the stream ends or the client
+/// goes. A future written out by hand rather than an `async fn`: it is the
+/// task every open stream lives in, and a generator keeps room for the
+/// locals of every await point at once (768 bytes against this one's ~200;
+/// change 44).
+struct Writer<IO> {
+    io: IO,
+    frames: Frames,
+    /// What is being written (the head and first frames, or one batch),
+    /// and how much of it went out; empty while waiting for a frame.
+    out: Vec<u8>,
+    written: usize,
+    phase: Phase,
+    /// Set when the frames were last polled with this task's waker,
+    /// returned `Pending`, and nothing can have taken that registration
+    /// since: the next wait need not poll them before sleeping (one poll of
+    /// the whole stream per write fewer). Only for a stream that is keeping
+    /// up (its write carried one frame): one with a backlog looks again
+    /// right after its write, since more frames have most likely come
+    /// meanwhile, and they go out together without a trip through the
+    /// scheduler.
+    armed: bool,
+    /// The connection is not idle while it streams.
+    _busy: crate::connections::Busy,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Phase {
+    /// The head is in `out`; the frames ready at once join it.
+    Start,
+    /// Waiting for a frame, or for the client to leave.
+    Wait,
+    /// Writing `out`; then waiting again.
+    Write,
+    /// Writing `out`, which ends the body; then closing.
+    WriteLast,
+    Close,
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> Writer<IO> {
+    /// Appends one chunk holding `first` (if any) and every frame already
+    /// waiting, up to [`MAX_WRITE`]: one chunk, one write. The chunk size
+    /// is written last, zero-padded into its slot. Polled with the task's
+    /// own waker, so the last (pending) poll also arms the wait for the
+    /// next frame. Returns whether the frames ended.
+    fn gather(&mut self, first: Option<Bytes>, cx: &mut Context<'_>) -> bool {
+        let out = &mut self.out;
+        let slot = out.len();
+        out.extend_from_slice(b"00000000\r\n");
+        let mut count = 0;
+        if let Some(first) = first {
+            out.extend_from_slice(&first);
+            count += 1;
         }
-    }
-    match out.len() - slot - 10 {
-        0 => out.truncate(slot),
-        size => {
-            put_chunk_size(&mut out[slot..slot + 8], size);
-            out.extend_from_slice(b"\r\n");
-        }
-    }
-    if ended {
-        out.extend_from_slice(b"0\r\n\r\n");
-    }
-    if io.write_all(&out).await.is_err() || ended {
-        let _ = io.shutdown().await;
-        return;
-    }
-    drop(out);
-    // Anything the client sends now is not ours to answer; a read of 0 or
-    // an error means it went away.
-    let mut probe = [0u8; 32];
-    // Set when the frames were last polled with this task's waker, returned
-    // `Pending`, and nothing can have taken that registration since: the
-    // next wait need not poll them before sleeping (one poll of the whole
-    // stream per write fewer). Only for a stream that is keeping up (its
-    // write carried one frame): one with a backlog looks again right after
-    // its write, since more frames have most likely come meanwhile, and
-    // they go out together without a trip through the scheduler.
-    let mut armed = false;
-    loop {
-        let first = std::future::poll_fn(|cx| {
-            if !std::mem::take(&mut armed) {
-                if let Poll::Ready(frame) = frames.poll_next_unpin(cx) {
-                    return Poll::Ready(Some(frame));
-                }
-            }
-            loop {
-                let mut buf = ReadBuf::new(&mut probe);
-                match Pin::new(&mut io).poll_read(cx, &mut buf) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Ok(())) if !buf.filled().is_empty() => continue,
-                    Poll::Ready(_) => return Poll::Ready(None),
-                }
-            }
-        })
-        .await;
-        let Some(first) = first else { return };
-        let Some(Ok(first)) = first else {
-            let _ = io.write_all(b"0\r\n\r\n").await;
-            let _ = io.shutdown().await;
-            return;
-        };
-        // Everything already waiting goes out with it: one chunk, one write.
-        // The chunk size is written last, zero-padded into its slot. Polled
-        // with the task's own waker, so the last (pending) poll also arms
-        // the wait for the next frame.
-        let mut batch = Vec::with_capacity(first.len() + 16);
-        batch.extend_from_slice(b"00000000\r\n");
-        batch.extend_from_slice(&first);
-        drop(first);
         let mut ended = false;
-        let mut backlog = false;
-        while batch.len() < MAX_WRITE {
-            match std::future::poll_fn(|cx| Poll::Ready(frames.poll_next_unpin(cx))).await {
-                Poll::Ready(Some(Ok(more))) => {
-                    batch.extend_from_slice(&more);
-                    backlog = true;
+        while out.len() - slot < MAX_WRITE {
+            match self.frames.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    out.extend_from_slice(&frame);
+                    count += 1;
                 }
+                Poll::Ready(Some(Err(never))) => match never {},
                 Poll::Ready(None) => {
                     ended = true;
                     break;
                 }
                 Poll::Pending => {
-                    armed = !backlog;
+                    self.armed = count <= 1;
                     break;
                 }
             }
         }
-        let size = batch.len() - 10;
-        put_chunk_size(&mut batch[..8], size);
-        batch.extend_from_slice(b"\r\n");
-        if ended {
-            batch.extend_from_slice(b"0\r\n\r\n");
-        }
-        // A write that has to wait may be woken by a new frame, which takes
-        // the frames' registration: then they must be polled again.
-        let mut written = 0;
-        while written < batch.len() {
-            let wrote = std::future::poll_fn(|cx| {
-                let r = Pin::new(&mut io).poll_write(cx, &batch[written..]);
-                if r.is_pending() {
-                    armed = false;
-                }
-                r
-            })
-            .await;
-            match wrote {
-                Ok(0) | Err(_) => return,
-                Ok(n) => written += n,
+        match out.len() - slot - 10 {
+            0 => out.truncate(slot),
+            size => {
+                put_chunk_size(&mut out[slot..slot + 8], size);
+                out.extend_from_slice(b"\r\n");
             }
         }
         if ended {
-            let _ = io.shutdown().await;
-            return;
+            out.extend_from_slice(b"0\r\n\r\n");
+        }
+        ended
+    }
+
+    /// Waits for the next frame, watching the socket meanwhile: anything
+    /// the client sends now is not ours to answer, and a read of 0 or an
+    /// error means it went away (`Ready(None)`).
+    fn next_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Option<Bytes>>> {
+        if !std::mem::take(&mut self.armed) {
+            if let Poll::Ready(frame) = self.frames.poll_next_unpin(cx) {
+                return Poll::Ready(Some(frame.map(|Ok(f)| f)));
+            }
+        }
+        let mut probe = [0u8; 32];
+        loop {
+            let mut buf = ReadBuf::new(&mut probe);
+            match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => continue,
+                Poll::Ready(_) => return Poll::Ready(None),
+            }
+        }
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> Future for Writer<IO> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        loop {
+            match this.phase {
+                // The head goes out with the frames that are ready at once
+                // (`retry:`, the start of a replay): one segment and one
+                // wake-up of the client per open, not two (change 38).
+                Phase::Start => {
+                    let ended = this.gather(None, cx);
+                    // Not armed: the first wait looks at the frames again.
+                    this.armed = false;
+                    this.phase = if ended {
+                        Phase::WriteLast
+                    } else {
+                        Phase::Write
+                    };
+                }
+                Phase::Wait => match std::task::ready!(this.next_frame(cx)) {
+                    None => return Poll::Ready(()),
+                    Some(Some(first)) => {
+                        let ended = this.gather(Some(first), cx);
+                        this.phase = if ended {
+                            Phase::WriteLast
+                        } else {
+                            Phase::Write
+                        };
+                    }
+                    Some(None) => {
+                        this.out.extend_from_slice(b"0\r\n\r\n");
+                        this.phase = Phase::WriteLast;
+                    }
+                },
+                Phase::Write | Phase::WriteLast => {
+                    while this.written < this.out.len() {
+                        match Pin::new(&mut this.io).poll_write(cx, &this.out[this.written..]) {
+                            // A write that has to wait may be woken by a
+                            // new frame, which takes the frames'
+                            // registration: then they must be polled again.
+                            Poll::Pending => {
+                                this.armed = false;
+                                return Poll::Pending;
+                            }
+                            Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(()),
+                            Poll::Ready(Ok(n)) => this.written += n,
+                        }
+                    }
+                    // An idle stream holds no buffer.
+                    this.out = Vec::new();
+                    this.written = 0;
+                    this.phase = match this.phase {
+                        Phase::WriteLast => Phase::Close,
+                        _ => Phase::Wait,
+                    };
+                }
+                Phase::Close => {
+                    let _ = std::task::ready!(Pin::new(&mut this.io).poll_shutdown(cx));
+                    return Poll::Ready(());
+                }
+            }
         }
     }
 }

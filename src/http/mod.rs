@@ -33,7 +33,7 @@ pub fn router(
     streams: Arc<Streams>,
     auth: SubscriberAuth,
     config: HttpConfig,
-    (shutdown, draining): (watch::Receiver<bool>, watch::Receiver<bool>),
+    draining: watch::Receiver<bool>,
     metrics: Option<PrometheusHandle>,
 ) -> Router {
     let cors_origins = config.cors_origins.clone();
@@ -43,9 +43,9 @@ pub fn router(
         streams,
         auth: Arc::new(auth),
         config: Arc::new(config),
-        shutdown,
         draining,
         metrics,
+        meters: state::Meters::new(),
     };
     let router = Router::new()
         .route("/v1/events", get(sse::events))

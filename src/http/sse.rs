@@ -16,12 +16,12 @@ use tokio::time::Instant;
 
 use super::direct::DirectFrames;
 use super::error::ApiError;
-use super::state::{AppState, HttpConfig};
+use super::state::AppState;
 use crate::auth::{self, AuthError, Subscriber};
 use crate::channel::{Channel, ChannelSet};
 use crate::hub::{Item, Subscription};
 use crate::metrics as m;
-use crate::streams::{OpenError, Ticket};
+use crate::streams::{End, OpenError, Ticket};
 use crate::wire::{self, ControlEvent};
 use futures::StreamExt;
 
@@ -155,14 +155,7 @@ pub(super) async fn events(
         channels = subscription.channels().len(),
     );
     tracing::debug!(parent: &span, resumed = cursor.is_some(), "stream opened");
-    let frames = stream(
-        state.config.clone(),
-        state.shutdown.clone(),
-        subscription,
-        ticket,
-        subscriber.exp,
-        span,
-    );
+    let frames = stream(&state, subscription, ticket, subscriber.exp, span);
     let frames = frames.boxed();
     let (body, direct) = DirectFrames::new(frames);
     let mut response = (StatusCode::OK, body).into_response();
@@ -223,31 +216,26 @@ fn control(id: Option<&str>, event: ControlEvent, data: &str) -> Bytes {
 }
 
 fn stream(
-    config: std::sync::Arc<HttpConfig>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    state: &AppState,
     mut sub: Subscription,
     mut ticket: Ticket,
     exp: u64,
     span: tracing::Span,
-) -> impl futures::Stream<Item = Result<Bytes, Infallible>> {
+) -> impl futures::Stream<Item = Result<Bytes, Infallible>> + use<> {
     // Only what the stream needs is kept for its lifetime: an open stream's
     // size is the bridge's memory per connection.
-    let retry_ms = config.retry.as_millis();
-    let jitter_ms = config.drain_jitter.as_millis() as u64;
-    let keepalive_every = config.keepalive;
-    drop(config);
+    let retry_ms = state.config.retry.as_millis() as u64;
+    let jitter_ms = state.config.drain_jitter.as_millis() as u64;
+    let keepalive_every = state.config.keepalive;
+    let open = state.meters.open.clone();
+    let delivered = state.meters.delivered.clone();
 
     async_stream::stream! {
-        let _open = m::GaugeGuard::new(m::STREAMS_OPEN);
-        let delivered = metrics::counter!(m::EVENTS_DELIVERED);
+        let _open = m::GaugeGuard::new(&open);
+        drop(open);
         yield Ok(Bytes::from(format!("retry: {retry_ms}\n\n")));
         let single = sub.channels().len() == 1;
         let expires = instant_of(exp);
-        let down = async move {
-            // An error means the server is gone: treat it as shutdown too.
-            let _ = shutdown.wait_for(|down| *down).await;
-        };
-        tokio::pin!(down);
         // One timer for both the token's expiry and the next keep-alive
         // comment, whichever is first: a stream is polled at least once per
         // event, and each timer polled costs. Kept inline in the stream (an
@@ -255,7 +243,7 @@ fn stream(
         let next_comment = |now: Instant| (now + keepalive_every).min(expires);
         let timer = tokio::time::sleep_until(next_comment(Instant::now()));
         tokio::pin!(timer);
-        let mut end = StreamEnd { span: span.clone(), why: "client_left", sent: 0 };
+        let mut end = StreamEnd { span, why: "client_left", sent: 0 };
         end.why = loop {
             tokio::select! {
                 biased;
@@ -268,21 +256,23 @@ fn stream(
                     timer.as_mut().reset(next_comment(now));
                     yield Ok(Bytes::from_static(b": keepalive\n\n"));
                 }
-                reason = ticket.revoked() => {
-                    // No `id:`: the stream is over for this token; the
-                    // client's last cursor still resumes with a new one.
-                    let data = json!({"reason": reason}).to_string();
-                    yield Ok(control(None, ControlEvent::Revoked, &data));
-                    break "revoked";
-                }
-                _ = &mut down => {
-                    // Reconnect to another node with the cursor, each
-                    // client after its own delay: thousands of them must
-                    // not land on the other nodes in the same second.
-                    let retry = rand::random_range(0..=jitter_ms);
-                    yield Ok(Bytes::from(format!("retry: {retry}\n\n")));
-                    break "shutdown";
-                }
+                ended = ticket.ended() => match ended {
+                    End::Revoked(reason) => {
+                        // No `id:`: the stream is over for this token; the
+                        // client's last cursor still resumes with a new one.
+                        let data = json!({"reason": reason}).to_string();
+                        yield Ok(control(None, ControlEvent::Revoked, &data));
+                        break "revoked";
+                    }
+                    End::Shutdown => {
+                        // Reconnect to another node with the cursor, each
+                        // client after its own delay: thousands of them must
+                        // not land on the other nodes in the same second.
+                        let retry = rand::random_range(0..=jitter_ms);
+                        yield Ok(Bytes::from(format!("retry: {retry}\n\n")));
+                        break "shutdown";
+                    }
+                },
                 item = sub.next() => match item {
                     Some(Ok(Item::Event { frame: f, live, .. })) => {
                         delivered.increment(1);
@@ -309,7 +299,7 @@ fn stream(
                     }
                     Some(Err(e)) => {
                         // The client reconnects with its cursor and resumes.
-                        tracing::warn!(parent: &span, error = %e, "stream ended by a bus error");
+                        tracing::warn!(parent: &end.span, error = %e, "stream ended by a bus error");
                         metrics::counter!(m::BUS_ERRORS).increment(1);
                         break "bus_error";
                     }

@@ -1,5 +1,5 @@
 //! What every HTTP handler shares: the node's hub and streams, the
-//! subscriber auth, the endpoint's settings and the shutdown signal.
+//! subscriber auth, the endpoint's settings and the drain signal.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,9 +38,25 @@ pub(crate) struct AppState {
     pub(super) streams: Arc<Streams>,
     pub(super) auth: Arc<SubscriberAuth>,
     pub(super) config: Arc<HttpConfig>,
-    /// Flips to true when the node shuts down; open streams then close.
-    pub(super) shutdown: watch::Receiver<bool>,
     /// True from SIGTERM on: `/readyz` says 503 while the node still serves.
     pub(super) draining: watch::Receiver<bool>,
     pub(super) metrics: Option<PrometheusHandle>,
+    pub(super) meters: Meters,
+}
+
+/// The streams' metric handles, looked up once: each lookup makes a handle
+/// of its own, which every open stream would hold.
+#[derive(Clone)]
+pub(crate) struct Meters {
+    pub(super) open: metrics::Gauge,
+    pub(super) delivered: metrics::Counter,
+}
+
+impl Meters {
+    pub(super) fn new() -> Meters {
+        Meters {
+            open: metrics::gauge!(crate::metrics::STREAMS_OPEN),
+            delivered: metrics::counter!(crate::metrics::EVENTS_DELIVERED),
+        }
+    }
 }
