@@ -139,7 +139,9 @@ pub struct IdleIo<T> {
     inner: T,
     activity: Arc<Activity>,
     idle: Duration,
-    timer: Pin<Box<Sleep>>,
+    /// Only while no request is open: a stream may stay open for hours,
+    /// and would hold a timer it never polls (112 bytes a stream).
+    timer: Option<Pin<Box<Sleep>>>,
     listener: &'static str,
     _admitted: Admitted,
 }
@@ -154,7 +156,7 @@ impl<T> IdleIo<T> {
     ) -> IdleIo<T> {
         IdleIo {
             inner,
-            timer: Box::pin(tokio::time::sleep(idle)),
+            timer: None,
             activity,
             idle,
             listener,
@@ -169,14 +171,20 @@ impl<T> IdleIo<T> {
         // When the last request ends, the next read finds the timer due (or
         // due soon) and re-arms it from the moment the connection fell idle.
         if self.activity.open.load(Ordering::Acquire) > 0 {
+            self.timer = None;
             return false;
         }
-        while self.timer.as_mut().poll(cx).is_ready() {
+        let (activity, idle) = (&self.activity, self.idle);
+        let timer = self.timer.get_or_insert_with(|| {
+            let since = activity.idle_since().unwrap_or_else(Instant::now);
+            Box::pin(tokio::time::sleep_until(since + idle))
+        });
+        while timer.as_mut().poll(cx).is_ready() {
             let now = Instant::now();
-            match self.activity.idle_since() {
-                Some(since) if now >= since + self.idle => return true,
-                Some(since) => self.timer.as_mut().reset(since + self.idle),
-                None => self.timer.as_mut().reset(now + self.idle),
+            match activity.idle_since() {
+                Some(since) if now >= since + idle => return true,
+                Some(since) => timer.as_mut().reset(since + idle),
+                None => timer.as_mut().reset(now + idle),
             }
         }
         false

@@ -338,16 +338,36 @@ pub struct Hub {
     fanout: Arc<Fanout>,
 }
 
-/// One local listener of one channel; leaving is dropping it.
+/// One local listener of one channel; leaving is dropping it, or
+/// [`Hub::leave`] after [`Listener::keep`].
 pub struct Listener {
     channel: Channel,
-    hub: Hub,
+    /// `None` once kept: the holder leaves the channel itself.
+    hub: Option<Hub>,
+}
+
+impl Listener {
+    /// Stops this listener from leaving its channel when dropped: the
+    /// caller calls [`Hub::leave`] itself (a subscription, which holds the
+    /// hub and its channels anyway, rather than 64 bytes more a channel).
+    pub fn keep(mut self) {
+        self.hub = None;
+    }
 }
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        let mut slots = self.hub.fanout.lock();
-        let last = match slots.map.get_mut(&self.channel) {
+        if let Some(hub) = self.hub.take() {
+            hub.leave(&self.channel);
+        }
+    }
+}
+
+impl Hub {
+    /// Leaves `channel` once, for a listener that was kept.
+    pub fn leave(&self, channel: &Channel) {
+        let mut slots = self.fanout.lock();
+        let last = match slots.map.get_mut(channel) {
             Some(slot) => {
                 slot.listeners -= 1;
                 slot.listeners == 0
@@ -355,19 +375,19 @@ impl Drop for Listener {
             None => false,
         };
         if last {
-            slots.recent(&self.channel, |r| *r = Recent::default());
+            slots.recent(channel, |r| *r = Recent::default());
             let watched = slots
                 .map
-                .remove(&self.channel)
+                .remove(channel)
                 .is_some_and(|slot| slot.watched.started());
             metrics::gauge!(crate::metrics::CHANNELS_WATCHED).set(slots.map.len() as f64);
-            self.hub.fanout.gauges.bytes.set(slots.recent_bytes as f64);
+            self.fanout.gauges.bytes.set(slots.recent_bytes as f64);
             drop(slots);
             if !watched {
                 return;
             }
-            let bus = self.hub.bus.clone();
-            let channel = self.channel.clone();
+            let bus = self.bus.clone();
+            let channel = channel.clone();
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(async move {
                     if let Err(e) = bus.unwatch(&channel).await {
@@ -524,7 +544,7 @@ impl Hub {
         // releases the slot.
         let listener = Listener {
             channel: channel.clone(),
-            hub: self.clone(),
+            hub: Some(self.clone()),
         };
         if let Some(watched) = watched {
             watched

@@ -87,7 +87,15 @@ pub struct Subscription {
     /// what was queued. Their next page is read once `pending` is empty,
     /// before any live event.
     unfinished: Vec<usize>,
-    _listeners: Vec<Listener>,
+}
+
+/// A subscription listens to each of its channels until dropped.
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        for channel in &self.channels {
+            self.hub.leave(channel);
+        }
+    }
 }
 
 impl Subscription {
@@ -106,6 +114,8 @@ impl Subscription {
             receivers.push(rx);
             listeners.push(listener);
         }
+        // From here the subscription leaves its channels when dropped.
+        listeners.into_iter().for_each(Listener::keep);
         let live = match <[_; 1]>::try_from(receivers) {
             Ok([rx]) => Live::One(rx),
             Err(receivers) => Live::Many(
@@ -123,7 +133,6 @@ impl Subscription {
             live,
             pending: VecDeque::new(),
             unfinished: Vec::new(),
-            _listeners: listeners,
         };
         match resume {
             None => {
@@ -362,6 +371,32 @@ mod tests {
     /// A channel starts on a small ring; a burst its listeners have not read
     /// grows it, and every listener, on one channel or several, gets every
     /// event live and in order: none lagged, none caught up from history.
+    #[tokio::test]
+    async fn a_subscription_leaves_its_channels_when_dropped_and_only_then() {
+        let (hub, _bus) = hub(8);
+        let (a, b) = (ch("a"), ch("b"));
+        let watched = |hub: &Hub| hub.fanout.lock().map.len();
+        let both = Subscription::open(&hub, ChannelSet::new(vec![a.clone(), b.clone()]), None)
+            .await
+            .unwrap();
+        let one = Subscription::open(&hub, ChannelSet::new(vec![a.clone()]), None)
+            .await
+            .unwrap();
+        assert_eq!(watched(&hub), 2);
+        drop(both);
+        // `a` still has a listener; `b` has none.
+        assert_eq!(watched(&hub), 1);
+        assert!(
+            hub.fanout
+                .lock()
+                .map
+                .get(&a)
+                .is_some_and(|s| s.listeners == 1)
+        );
+        drop(one);
+        assert_eq!(watched(&hub), 0);
+    }
+
     #[tokio::test]
     async fn a_burst_grows_the_ring_and_no_listener_misses_a_live_event() {
         let (hub, bus) = hub_with_ring(256);
