@@ -154,6 +154,7 @@ pub(crate) async fn serve<IO>(
     idle: std::time::Duration,
     activity: &Arc<crate::connections::Activity>,
     tasks: &tokio_util::task::TaskTracker,
+    opening: &tokio::sync::Semaphore,
 ) -> Outcome<IO>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -176,12 +177,24 @@ where
     };
     // The connection is not idle while its one request is answered.
     let busy = activity.begin();
+    // Opens answered at once are bounded: one in progress holds ~5 KB of
+    // routing, handler and bus state while it waits (for Valkey's
+    // subscribe, say), and a burst of thousands would leave that much per
+    // stream in the allocator's keeping after they finish. One waiting
+    // here holds only its request. The permit is taken after the head is
+    // read, so a client that sends nothing holds none (change 47).
+    let permit = match opening.acquire().await {
+        Ok(permit) => permit,
+        // Never closed.
+        Err(_) => return Outcome::Done,
+    };
     // Boxed: the request and routing state live only while the answer is
     // made, not for the whole life of the stream task.
     let response = match Box::pin(router.oneshot(request)).await {
         Ok(r) => r,
         Err(never) => match never {},
     };
+    drop(permit);
     match response
         .extensions()
         .get::<DirectFrames>()

@@ -29,6 +29,13 @@ use tokio::time::Sleep;
 use crate::connections::{Activity, Gate, IdleIo, Track, tune};
 use crate::metrics as m;
 
+/// Stream requests on plain HTTP/1.1 that are routed and answered at once;
+/// more wait, each holding only its parsed request (see `direct::serve`).
+/// Far above what the opens of one node ever need in flight to keep both
+/// cores busy (`bench connect` on Valkey batches its subscribes well
+/// within it), and a bound on the memory a burst of them leaves behind.
+const OPENING_AT_ONCE: usize = 256;
+
 /// Connection bounds of the HTTP listener.
 #[derive(Clone)]
 pub struct ListenerConfig {
@@ -76,6 +83,7 @@ pub async fn serve(
     // Every connection's task, so shutdown can wait for the streams served
     // outside hyper too.
     let tasks = tokio_util::task::TaskTracker::new();
+    let opening = Arc::new(tokio::sync::Semaphore::new(OPENING_AT_ONCE));
     tune(&listener, config.idle_timeout);
     let down = async move {
         // An error means the node is gone: stop too.
@@ -115,11 +123,13 @@ pub async fn serve(
         let router = router.clone();
         let max_head = config.max_head_bytes;
         let spawner = tasks.clone();
+        let opening = opening.clone();
         let fut = async move {
             let result = match tls {
                 None => {
-                    let direct =
-                        super::direct::serve(io, router, max_head, idle, &activity, &spawner);
+                    let direct = super::direct::serve(
+                        io, router, max_head, idle, &activity, &spawner, &opening,
+                    );
                     let io = match direct.await {
                         super::direct::Outcome::Done => return,
                         super::direct::Outcome::Hyper(io) => io,

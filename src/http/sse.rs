@@ -86,7 +86,10 @@ pub(super) async fn events(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let params = Params::parse(query.as_deref());
-    let subscriber = authenticate(&state, &headers, &params)
+    // The steps that wait are boxed, so an open waiting for one of them
+    // holds room for that step only: thousands may wait at once when a
+    // node's clients all come back (change 47).
+    let subscriber = Box::pin(authenticate(&state, &headers, &params))
         .await
         .inspect_err(|e| {
             let reason = match e {
@@ -146,7 +149,7 @@ pub(super) async fn events(
             };
             metrics::counter!(m::STREAMS_REFUSED, "reason" => reason).increment(1);
         })?;
-    let subscription = Subscription::open(&state.hub, channels, resume).await?;
+    let subscription = Box::pin(Subscription::open(&state.hub, channels, resume)).await?;
     // Debug level: at the default `info` an idle stream costs no span.
     let span = tracing::debug_span!(
         "stream",

@@ -137,14 +137,16 @@ impl Subscription {
         match resume {
             None => {
                 for channel in &sub.channels {
-                    let head = sub.hub.live_position(channel).await?;
+                    // Boxed, as catching up is: an open waiting to listen
+                    // should not hold room for the steps after it.
+                    let head = Box::pin(sub.hub.live_position(channel)).await?;
                     sub.positions.push(head);
                 }
             }
             Some(positions) => {
                 sub.positions = positions.into_vec();
                 let all: Vec<usize> = (0..sub.channels.len()).collect();
-                sub.catch_up(&all).await?;
+                Box::pin(sub.catch_up(&all)).await?;
             }
         }
         Ok(sub)

@@ -195,3 +195,29 @@ async fn each_listener_refuses_connections_past_its_cap() {
     publish(&mut publisher, "cap", progress(2, 2)).await;
     bridge.stop().await;
 }
+
+/// Stream opens past the number answered at once (256 on plain HTTP/1.1)
+/// wait their turn: each one that arrives together with hundreds of others,
+/// each needing a subscribe on Valkey, still opens and receives its events.
+#[tokio::test]
+async fn stream_opens_past_those_answered_at_once_wait_and_then_deliver() {
+    const STREAMS: usize = 300;
+    let backend = Backend::valkey();
+    let bridge = Bridge::on(&backend, &["--max-streams-per-subject", "0"]).await;
+    let token = subscriber_token(TENANT);
+    let resources: Vec<String> = (0..STREAMS).map(|i| format!("burst-{i}")).collect();
+    let opens = resources.iter().map(|r| {
+        let (bridge, token) = (&bridge, &token);
+        async move { bridge.subscribe(&[&channel(r)], token, None).await }
+    });
+    let mut streams = futures::future::join_all(opens).await;
+    let mut publisher = bridge.publisher().await;
+    for (i, r) in resources.iter().enumerate() {
+        publish(&mut publisher, r, progress(i as u32, STREAMS as u32)).await;
+    }
+    for (i, sse) in streams.iter_mut().enumerate() {
+        let frame = sse.next_event().await;
+        assert_eq!(frame.data_json()["checked"], i, "stream {i}");
+    }
+    bridge.stop().await;
+}

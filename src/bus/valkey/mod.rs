@@ -536,7 +536,7 @@ impl Bus for ValkeyBus {
                 // Watched before, and since confirmed.
                 None if count > 1 => None,
                 None => {
-                    let confirmation = self.subs.start_subscribe(&name).await;
+                    let confirmation = Box::pin(self.subs.start_subscribe(&name)).await;
                     if let Some(w) = self.shared.lock().get_mut(&name) {
                         w.confirmed = Some(confirmation.clone());
                     }
@@ -548,8 +548,11 @@ impl Bus for ValkeyBus {
             Some(confirmation) => self.bounded("subscribe", confirmation).await,
             None => Ok(()),
         };
+        // Each step is boxed: while thousands of opens wait for their
+        // subscribe's confirmation, each holds only that wait, not room for
+        // the largest step as well (change 47).
         let head = match subscribed {
-            Ok(()) => self.history.head(channel).await,
+            Ok(()) => Box::pin(self.history.head(channel)).await,
             Err(e) => Err(e),
         };
         match head {
@@ -566,7 +569,7 @@ impl Bus for ValkeyBus {
             Err(e) => {
                 // The hub unwatches only what it watched: take back this
                 // call's count, and the subscription with the last one.
-                let _ = self.unwatch(channel).await;
+                let _ = Box::pin(self.unwatch(channel)).await;
                 Err(e)
             }
         }
