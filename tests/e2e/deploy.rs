@@ -313,10 +313,32 @@ fn the_default_file_and_the_shipped_config_map_are_valid() {
     config_check(&dir.join("k8s.toml"), &[]);
 }
 
-fn tempdir() -> std::path::PathBuf {
+/// A scratch directory, removed with what it holds when dropped.
+struct Scratch(std::path::PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for Scratch {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempdir() -> Scratch {
     let dir = std::env::temp_dir().join(format!("sse-bridge-deploy-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).expect("a temp dir");
-    dir
+    Scratch(dir)
 }
 
 fn free_port() -> u16 {
@@ -415,5 +437,4 @@ fn the_binary_runs_as_the_image_runs_it() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(status.success(), "{status:?}");
-    let _ = std::fs::remove_dir_all(dir);
 }
