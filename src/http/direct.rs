@@ -106,18 +106,24 @@ enum Head {
 }
 
 async fn read_head<IO: AsyncRead + Unpin>(io: &mut IO, max_head: usize) -> Head {
-    let mut head = Vec::with_capacity(1024);
+    // Most heads fit in 1 KiB; a larger one grows the buffer as it comes.
+    // Every open makes this buffer and frees it, and thousands may wait for
+    // their heads at once: its size is memory the allocator keeps after a
+    // burst (change 48).
+    let mut head = Vec::with_capacity(1024.min(max_head));
     loop {
         if head.len() >= max_head {
             return Head::Other(head);
         }
-        let start = head.len();
-        head.resize(start + (max_head - start).min(4096), 0);
-        let n = match io.read(&mut head[start..]).await {
+        if head.len() == head.capacity() {
+            head.reserve((max_head - head.len()).min(head.capacity()));
+        }
+        // Never past the bound: a read fills at most the spare capacity.
+        let room = head.capacity().min(max_head) - head.len();
+        match (&mut *io).take(room as u64).read_buf(&mut head).await {
             Ok(0) | Err(_) => return Head::Gone,
-            Ok(n) => n,
+            Ok(_) => {}
         };
-        head.truncate(start + n);
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut request = httparse::Request::new(&mut headers);
         match request.parse(&head) {

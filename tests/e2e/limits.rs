@@ -377,3 +377,50 @@ async fn a_client_that_stops_reading_while_10k_events_flow_is_cut_and_others_get
     }
     bridge.stop().await;
 }
+
+/// A stream request whose head is larger than the first read's buffer
+/// (1 KiB) and arrives in pieces is read whole and served.
+#[tokio::test]
+async fn a_large_head_sent_in_pieces_opens_its_stream() {
+    let bridge = Bridge::start(&[]).await;
+    let addr = bridge.http.trim_start_matches("http://").to_owned();
+    let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "GET /v1/events?channel={} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nX-Padding: {}\r\n\r\n",
+        channel("large-head"),
+        subscriber_token(TENANT),
+        "p".repeat(3000),
+    );
+    for piece in head.as_bytes().chunks(700) {
+        socket.write_all(piece).await.unwrap();
+        socket.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut publisher = bridge.publisher().await;
+    // Published once the stream is surely open: its answer has come.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("retry:") {
+        let n = tokio::time::timeout(PATIENCE, socket.read(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    let id = publish(&mut publisher, "large-head", progress(1, 1)).await;
+    while !String::from_utf8_lossy(&got).contains(&format!("id: {id}")) {
+        let n = tokio::time::timeout(PATIENCE, socket.read(&mut buf))
+            .await
+            .expect("the event")
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    bridge.stop().await;
+}
