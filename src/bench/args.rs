@@ -3,6 +3,7 @@
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
+pub use super::idle_floor::FloorShape;
 pub use super::keys::Alg;
 
 #[derive(ValueEnum, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -14,6 +15,11 @@ pub enum Scenario {
     Channels,
     /// N idle streams; server memory per stream.
     Idle,
+    /// The idle scenario against a stand-in server that holds each stream
+    /// with the least a server can (see `idle_floor.rs`): the floor under
+    /// `idle`'s memory per stream.
+    #[serde(rename = "idle-floor")]
+    IdleFloor,
     /// Events/s accepted by PublishStream and by unary Publish.
     Publish,
     /// Latency at a fixed publish rate to N subscribers of one channel.
@@ -75,6 +81,10 @@ pub struct BenchArgs {
     /// conversation); `one`: all on one channel; a number N: spread over N.
     #[arg(long, default_value = "100", value_parser = parse_spread)]
     pub channels_per_stream: Spread,
+    /// For `idle-floor`: how the stand-in holds a stream, `task` (a task
+    /// per stream on a broadcast receiver) or `held` (the socket alone).
+    #[arg(long, value_enum, default_value_t = FloorShape::Task)]
+    pub floor_shape: FloorShape,
     /// For `connect`: the subscriber tokens' algorithm (`rs256` needs
     /// --spawn: the run makes a key pair and gives the bridge its public
     /// half).

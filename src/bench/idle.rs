@@ -43,16 +43,56 @@ async fn valkey_rss(url: &str) -> Result<u64> {
         .ok_or_else(|| anyhow::anyhow!("INFO memory has no used_memory"))
 }
 
-pub(super) async fn run(args: &BenchArgs, bridge: &mut Bridge) -> Result<Idle> {
-    let tenant = bridge.tenant.clone();
-    let tenant = &tenant;
+/// The channel of each of the run's streams, by `--channels-per-stream`,
+/// and how many channels that is.
+pub(super) fn channel_names(args: &BenchArgs, tenant: &str) -> (Vec<String>, usize) {
     let over = match args.channels_per_stream {
         Spread::Own => args.subscribers.max(1),
         Spread::Over(n) => n,
     };
-    let names: Vec<String> = (0..args.subscribers)
+    let names = (0..args.subscribers)
         .map(|i| format!("conversations:{tenant}:idle{}", i % over))
         .collect();
+    (names, over)
+}
+
+impl Idle {
+    pub(super) fn new(args: &BenchArgs, over: usize) -> Self {
+        Idle {
+            load: Load::of(args),
+            channels: over.min(args.subscribers),
+            server_rss_kib_before: None,
+            server_rss_kib_after: None,
+            server_bytes_per_stream: None,
+            valkey_bytes_per_stream: None,
+        }
+    }
+
+    /// The server's memory before and after `streams` opened, and so per
+    /// stream.
+    pub(super) fn with_rss(
+        mut self,
+        before: Option<u64>,
+        after: Option<u64>,
+        streams: usize,
+    ) -> Self {
+        if let (Some(before), Some(after)) = (before, after) {
+            self.server_rss_kib_before = Some(before);
+            self.server_rss_kib_after = Some(after);
+            // No streams, no figure per stream (rather than all the growth
+            // charged to one that does not exist).
+            if streams > 0 {
+                self.server_bytes_per_stream =
+                    Some((after.saturating_sub(before) * 1024) / streams as u64);
+            }
+        }
+        self
+    }
+}
+
+pub(super) async fn run(args: &BenchArgs, bridge: &mut Bridge) -> Result<Idle> {
+    let tenant = bridge.tenant.clone();
+    let (names, over) = channel_names(args, &tenant);
     // A cluster's memory is spread over its primaries: only one Valkey
     // is measured.
     let valkey = args.valkey_url.as_deref().filter(|u| !u.contains('+'));
@@ -67,27 +107,11 @@ pub(super) async fn run(args: &BenchArgs, bridge: &mut Bridge) -> Result<Idle> {
         Some(url) => Some(valkey_rss(url).await?),
         None => None,
     };
-    let mut figures = Idle {
-        load: Load::of(args),
-        channels: over.min(args.subscribers),
-        server_rss_kib_before: None,
-        server_rss_kib_after: None,
-        server_bytes_per_stream: None,
-        valkey_bytes_per_stream: None,
-    };
+    let mut figures =
+        Idle::new(args, over).with_rss(bridge.rss_before, rss_after, args.subscribers);
     if let (Some(before), Some(after)) = (valkey_before, valkey_after) {
         figures.valkey_bytes_per_stream =
             Some(after.saturating_sub(before) / args.subscribers.max(1) as u64);
-    }
-    if let (Some(before), Some(after)) = (bridge.rss_before, rss_after) {
-        figures.server_rss_kib_before = Some(before);
-        figures.server_rss_kib_after = Some(after);
-        // No streams, no figure per stream (rather than all the growth
-        // charged to one that does not exist).
-        if args.subscribers > 0 {
-            figures.server_bytes_per_stream =
-                Some((after.saturating_sub(before) * 1024) / args.subscribers as u64);
-        }
     }
     streams.finish().await;
     Ok(figures)

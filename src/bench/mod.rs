@@ -16,6 +16,7 @@ use serde::Serialize;
 
 pub use args::{BenchArgs, Scenario};
 use bridge::Bridge;
+pub use idle_floor::{FloorServerArgs, FloorShape, serve as serve_floor};
 use report::Report;
 
 mod args;
@@ -28,6 +29,7 @@ mod events;
 mod fanout;
 mod floor;
 mod idle;
+mod idle_floor;
 mod keys;
 mod publish;
 mod readers;
@@ -46,6 +48,11 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         Scenario::Resume => on_bridge(&args, resume::run).await?,
         Scenario::Connect => on_bridge(&args, connect::run).await?,
         Scenario::ReconnectStorm => on_bridge(&args, reconnect_storm::run).await?,
+        Scenario::IdleFloor => to_json(
+            args.scenario,
+            idle_floor::BUS,
+            idle_floor::run(&args).await?,
+        )?,
         Scenario::Floor => to_json(args.scenario, floor::BUS, floor::run(&args).await?)?,
         Scenario::Bus => {
             let (bus, figures) = bus::run(&args).await?;

@@ -54,6 +54,9 @@ pub enum Command {
     Codegen(CodegenArgs),
     /// Load-test a bridge through its real APIs (see docs/benchmarks.md).
     Bench(Box<crate::bench::BenchArgs>),
+    /// The stand-in server `bench idle-floor` spawns and measures.
+    #[command(hide = true)]
+    BenchFloorServer(crate::bench::FloorServerArgs),
     /// The configuration file: print a complete commented one, or check one.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -85,6 +88,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Schema(args) => schema::schema(args),
         Command::Codegen(args) => schema::codegen(args),
         Command::Bench(args) => crate::bench::run(*args).await,
+        Command::BenchFloorServer(args) => crate::bench::serve_floor(args).await,
         Command::Config(ConfigCommand::Default) => {
             print!("{}", config::default_file());
             Ok(())

@@ -296,7 +296,7 @@ async fn reflection_lists_the_publisher() {
 /// checked (benchmarks are not tests); completeness is.
 #[test]
 fn bench_scenarios_run_at_tiny_sizes() {
-    let scenarios: [&[&str]; 13] = [
+    let scenarios: [&[&str]; 15] = [
         &["fanout", "--subscribers", "3", "--events", "20"],
         &["channels", "--subscribers", "3", "--events", "5"],
         &[
@@ -311,6 +311,22 @@ fn bench_scenarios_run_at_tiny_sizes() {
         &["idle", "--subscribers", "5"],
         &["idle", "--subscribers", "5", "--channels-per-stream", "own"],
         &["idle", "--subscribers", "5", "--channels-per-stream", "one"],
+        &[
+            "idle-floor",
+            "--subscribers",
+            "5",
+            "--channels-per-stream",
+            "own",
+        ],
+        &[
+            "idle-floor",
+            "--subscribers",
+            "5",
+            "--channels-per-stream",
+            "one",
+            "--floor-shape",
+            "held",
+        ],
         &["publish", "--events", "40", "--callers", "2"],
         &["resume", "--events", "30"],
         &[
@@ -355,11 +371,19 @@ fn bench_scenarios_run_at_tiny_sizes() {
                 assert_eq!(report["lost"], 0, "{report}");
                 assert!(report["deliveries"].as_u64().unwrap() > 0);
             }
-            "idle" => {
+            "idle" | "idle-floor" => {
                 assert!(report["server_bytes_per_stream"].is_u64(), "{report}");
-                let channels = match args.last() {
-                    Some(&"own") => 5,
-                    Some(&"one") => 1,
+                if args[0] == "idle-floor" {
+                    let held = args.contains(&"held");
+                    assert_eq!(report["floor_shape"], if held { "held" } else { "task" });
+                }
+                let spread = args
+                    .iter()
+                    .position(|a| *a == "--channels-per-stream")
+                    .map(|i| args[i + 1]);
+                let channels = match spread {
+                    Some("own") => 5,
+                    Some("one") => 1,
                     _ => 5, // 100 channels, 5 streams: each its own
                 };
                 assert_eq!(report["channels"], channels, "{report}");
