@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
@@ -32,7 +32,7 @@ use super::args::BenchArgs;
 use super::idle::{Idle, channel_names};
 use super::keys::{Alg, Signer};
 use super::readers::open_streams;
-use super::target::{Target, free_port, rss_kib};
+use super::target::{Target, free_port, rss_kib, wait_for_port};
 
 /// What the report names as the bus: there is none.
 pub(super) const BUS: &str = "none (a stand-in server: see `floor_shape`)";
@@ -191,19 +191,7 @@ pub(super) async fn run(args: &BenchArgs) -> Result<IdleFloor> {
         .kill_on_drop(true)
         .spawn()
         .context("spawn the stand-in server")?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        if let Some(status) = child.try_wait()? {
-            bail!("the stand-in server exited ({status})");
-        }
-        if Instant::now() > deadline {
-            bail!("the stand-in server did not start");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_port(&mut child, port, "the stand-in server").await?;
     let pid = child.id();
     let target = Target {
         http: format!("http://127.0.0.1:{port}"),

@@ -74,21 +74,7 @@ pub(super) async fn spawn_bridge(args: &BenchArgs) -> Result<Target> {
     let mut child = cmd.spawn().context("spawn the bridge")?;
     let pid = child.id();
     let http = format!("http://127.0.0.1:{http_port}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(("127.0.0.1", grpc_port))
-        .await
-        .is_err()
-    {
-        // A bridge that could not start (say Valkey is not there) has said
-        // why on its stderr and exited: point there rather than wait.
-        if let Some(status) = child.try_wait()? {
-            bail!("the spawned bridge exited ({status}); its error is above");
-        }
-        if Instant::now() > deadline {
-            bail!("the spawned bridge did not start");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_port(&mut child, grpc_port, "the spawned bridge").await?;
     Ok(Target {
         http,
         grpc: format!("http://127.0.0.1:{grpc_port}"),
@@ -97,6 +83,30 @@ pub(super) async fn spawn_bridge(args: &BenchArgs) -> Result<Target> {
         pid,
         child: Some(child),
     })
+}
+
+/// Waits until a spawned server (`what`) accepts on `port`. One that could
+/// not start (say Valkey is not there) has said why on its stderr and
+/// exited: point there rather than wait.
+pub(super) async fn wait_for_port(
+    child: &mut tokio::process::Child,
+    port: u16,
+    what: &str,
+) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        if let Some(status) = child.try_wait()? {
+            bail!("{what} exited ({status}); its error is above");
+        }
+        if Instant::now() > deadline {
+            bail!("{what} did not start");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
 }
 
 /// Resident memory of a process, in KiB.
