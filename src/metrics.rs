@@ -9,6 +9,9 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Streams open on this node (gauge).
 pub const STREAMS_OPEN: &str = "sse_bridge_streams_open";
+/// Of the open streams, those asleep in their channel's slot, with no task
+/// of their own (gauge; see `hub::asleep`).
+pub const STREAMS_ASLEEP: &str = "sse_bridge_streams_asleep";
 /// Channels this node has local listeners for (gauge).
 pub const CHANNELS_WATCHED: &str = "sse_bridge_channels_watched";
 /// Events accepted by the bus (counter; `duplicate` for idempotent repeats).

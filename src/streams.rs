@@ -108,6 +108,14 @@ impl Ticket {
     }
 }
 
+impl Ticket {
+    /// Whether the node has ended the stream, without waiting: for a
+    /// stream asleep, which has no task to wait in.
+    pub fn has_ended(&self) -> bool {
+        !self.end.is_empty()
+    }
+}
+
 impl Drop for Ticket {
     fn drop(&mut self) {
         let mut inner = self.streams.lock();

@@ -16,7 +16,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::Router;
@@ -26,7 +26,13 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 use tower::ServiceExt;
+
+use super::sse::{Dormant, ParkSlot};
+use crate::hub::{Check, Delivery, Sleeper};
 
 /// Most headers a head may carry on this path.
 const MAX_HEADERS: usize = 64;
@@ -39,15 +45,16 @@ const MAX_BODY: usize = 64 * 1024;
 /// this module (which takes them first when it serves the connection).
 pub(crate) type Frames = BoxStream<'static, Result<Bytes, std::convert::Infallible>>;
 
-/// Put in a stream response's extensions.
+/// Put in a stream response's extensions: the stream, for either hyper or
+/// this module to take.
 #[derive(Clone)]
-pub(crate) struct DirectFrames(Arc<Mutex<Option<Frames>>>);
+pub(crate) struct DirectFrames(Arc<ParkSlot>);
 
 impl DirectFrames {
     /// The response body and the extension that let either hyper or this
-    /// module take the frames.
-    pub(crate) fn new(frames: Frames) -> (Body, DirectFrames) {
-        let slot = Arc::new(Mutex::new(Some(frames)));
+    /// module take the stream.
+    pub(crate) fn new(dormant: Dormant) -> (Body, DirectFrames) {
+        let slot = Arc::new(ParkSlot::holding(dormant));
         let body = Body::from_stream(LazyFrames {
             slot: slot.clone(),
             frames: None,
@@ -55,14 +62,15 @@ impl DirectFrames {
         (body, DirectFrames(slot))
     }
 
-    fn take(&self) -> Option<Frames> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    fn take(&self) -> Option<(Box<Dormant>, Arc<ParkSlot>)> {
+        Some((self.0.take()?, self.0.clone()))
     }
 }
 
-/// Takes the frames out of the shared slot when hyper first polls.
+/// Starts the stream's frames when hyper first polls. They never sleep:
+/// hyper's connection task holds them anyway.
 struct LazyFrames {
-    slot: Arc<Mutex<Option<Frames>>>,
+    slot: Arc<ParkSlot>,
     frames: Option<Frames>,
 }
 
@@ -71,9 +79,8 @@ impl futures::Stream for LazyFrames {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if self.frames.is_none() {
-            let taken = self.slot.lock().unwrap_or_else(|p| p.into_inner()).take();
-            match taken {
-                Some(f) => self.frames = Some(f),
+            match self.slot.take() {
+                Some(dormant) => self.frames = Some(dormant.start(None)),
                 None => return Poll::Ready(None),
             }
         }
@@ -206,19 +213,49 @@ where
         .get::<DirectFrames>()
         .and_then(DirectFrames::take)
     {
-        Some(frames) => {
-            let mut head = Vec::with_capacity(512);
-            put_head(&mut head, &response, "transfer-encoding: chunked\r\n");
+        Some((dormant, park)) => {
+            let mut out = Vec::with_capacity(512);
+            put_head(&mut out, &response, "transfer-encoding: chunked\r\n");
             drop(response);
-            tasks.spawn(Writer {
-                io,
-                frames,
-                out: head,
-                written: 0,
-                phase: Phase::Start,
-                armed: false,
-                _busy: busy,
-            });
+            if dormant.is_quiet() {
+                // Most streams have nothing to say after their opening:
+                // written here, the stream goes to sleep at once, and no
+                // task or frames are ever made for it unless an event
+                // comes.
+                put_chunk(&mut out, &dormant.opening());
+                if io.write_all(&out).await.is_err() {
+                    return Outcome::Done;
+                }
+                drop(out);
+                let hub = dormant.hub().clone();
+                let channel = dormant.channel().clone();
+                hub.park(
+                    &channel,
+                    Box::new(Asleep {
+                        io,
+                        dormant: *dormant,
+                        park,
+                        busy,
+                        token: tasks.token(),
+                        unsent: Vec::new(),
+                    }),
+                );
+            } else {
+                tasks.spawn(run(
+                    Writer {
+                        io,
+                        frames: dormant.start(Some(park.clone())),
+                        out,
+                        written: 0,
+                        phase: Phase::Start,
+                        armed: false,
+                        park,
+                        dormant: None,
+                        busy,
+                    },
+                    tasks.token(),
+                ));
+            }
         }
         None => Box::pin(answer(io, response)).await,
     }
@@ -321,8 +358,134 @@ struct Writer<IO> {
     /// meanwhile, and they go out together without a trip through the
     /// scheduler.
     armed: bool,
+    /// Where the frames leave the stream when they end to sleep.
+    park: Arc<ParkSlot>,
+    /// Set when they did: once `out` is written the task ends and the
+    /// stream sleeps in its channel's slot.
+    dormant: Option<Box<Dormant>>,
     /// The connection is not idle while it streams.
-    _busy: crate::connections::Busy,
+    busy: crate::connections::Busy,
+}
+
+/// Writes a stream until it ends, or until it sleeps: then it is handed to
+/// its channel's slot with its socket, and this task ends. `token` keeps
+/// the node's drain waiting for a stream asleep as for one with a task.
+async fn run<IO>(mut writer: Writer<IO>, token: TaskTrackerToken)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    (&mut writer).await;
+    let Some(dormant) = writer.dormant.take() else {
+        return;
+    };
+    let hub = dormant.hub().clone();
+    let channel = dormant.channel().clone();
+    let asleep = Box::new(Asleep {
+        io: writer.io,
+        dormant: *dormant,
+        park: writer.park,
+        busy: writer.busy,
+        token,
+        unsent: Vec::new(),
+    });
+    hub.park(&channel, asleep);
+}
+
+/// A keep-alive comment as one chunk of the body.
+const KEEPALIVE_CHUNK: &[u8] = b"d\r\n: keepalive\n\n\r\n";
+
+/// Appends `frame` as one chunk of the body.
+fn put_chunk(out: &mut Vec<u8>, frame: &[u8]) {
+    use std::io::Write;
+    let _ = write!(out, "{:x}\r\n", frame.len());
+    out.extend_from_slice(frame);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A stream asleep in its channel's slot: its socket, its state between
+/// frames, and nothing else.
+struct Asleep<IO> {
+    io: IO,
+    dormant: Dormant,
+    park: Arc<ParkSlot>,
+    busy: crate::connections::Busy,
+    token: TaskTrackerToken,
+    /// What a keep-alive left unwritten: the woken writer starts with it.
+    unsent: Vec<u8>,
+}
+
+impl<IO> Sleeper for Asleep<IO>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    fn let_go(&mut self) -> bool {
+        self.dormant.let_go()
+    }
+
+    fn wake(self: Box<Self>, rx: Option<broadcast::Receiver<Delivery>>) {
+        let Asleep {
+            io,
+            dormant,
+            park,
+            busy,
+            token,
+            unsent,
+        } = *self;
+        let frames = dormant.wake(rx, park.clone());
+        let phase = if unsent.is_empty() {
+            Phase::Wait
+        } else {
+            Phase::Write
+        };
+        let writer = Writer {
+            io,
+            frames,
+            out: unsent,
+            written: 0,
+            phase,
+            armed: false,
+            park,
+            dormant: None,
+            busy,
+        };
+        let tasks = token.task_tracker().clone();
+        tasks.spawn(run(writer, token));
+    }
+
+    fn check(&mut self, now: Instant) -> Check {
+        if self.dormant.has_word(now) {
+            return Check::Wake;
+        }
+        // Looked at, never waited on: the reactor's readiness answers
+        // without a system call while nothing came.
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut probe = [0u8; 32];
+        loop {
+            let mut buf = ReadBuf::new(&mut probe);
+            match Pin::new(&mut self.io).poll_read(&mut cx, &mut buf) {
+                Poll::Pending => break,
+                // Not ours to answer, as for a stream awake.
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => continue,
+                Poll::Ready(_) => return Check::Gone,
+            }
+        }
+        if !self.dormant.keepalive_due(now) {
+            return Check::Stay;
+        }
+        match Pin::new(&mut self.io).poll_write(&mut cx, KEEPALIVE_CHUNK) {
+            Poll::Ready(Ok(n)) if n == KEEPALIVE_CHUNK.len() => Check::Stay,
+            Poll::Ready(Ok(0) | Err(_)) => Check::Gone,
+            // A full socket: the woken writer waits for room.
+            Poll::Ready(Ok(n)) => {
+                self.unsent = KEEPALIVE_CHUNK[n..].to_vec();
+                Check::Wake
+            }
+            Poll::Pending => {
+                self.unsent = KEEPALIVE_CHUNK.to_vec();
+                Check::Wake
+            }
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -379,9 +542,17 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Writer<IO> {
             }
         }
         if ended {
-            out.extend_from_slice(b"0\r\n\r\n");
+            self.end_body();
         }
         ended
+    }
+
+    /// The frames ended: to sleep, or for good (then the body ends).
+    fn end_body(&mut self) {
+        self.dormant = self.park.take();
+        if self.dormant.is_none() {
+            self.out.extend_from_slice(b"0\r\n\r\n");
+        }
     }
 
     /// Waits for the next frame, watching the socket meanwhile: anything
@@ -436,7 +607,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Future for Writer<IO> {
                         };
                     }
                     Some(None) => {
-                        this.out.extend_from_slice(b"0\r\n\r\n");
+                        this.end_body();
                         this.phase = Phase::WriteLast;
                     }
                 },
@@ -458,6 +629,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Future for Writer<IO> {
                     this.out = Vec::new();
                     this.written = 0;
                     this.phase = match this.phase {
+                        Phase::WriteLast if this.dormant.is_some() => return Poll::Ready(()),
                         Phase::WriteLast => Phase::Close,
                         _ => Phase::Wait,
                     };
@@ -564,6 +736,13 @@ mod tests {
         }
         // Bytes after the head (pipelining) go to hyper.
         assert!(served(b"GET /v1/events HTTP/1.1\r\n\r\n", false).is_none());
+    }
+
+    #[test]
+    fn the_keepalive_chunk_is_the_keepalive_comment_chunked() {
+        let mut out = Vec::new();
+        super::put_chunk(&mut out, crate::http::sse::KEEPALIVE);
+        assert_eq!(out, super::KEEPALIVE_CHUNK);
     }
 
     #[test]

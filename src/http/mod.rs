@@ -38,6 +38,7 @@ pub fn router(
 ) -> Router {
     let cors_origins = config.cors_origins.clone();
     let console = config.console.map(console::page);
+    let stream_settings = Arc::new(sse::StreamSettings::new(&config));
     let state = AppState {
         hub,
         streams,
@@ -45,7 +46,7 @@ pub fn router(
         config: Arc::new(config),
         draining,
         metrics,
-        meters: state::Meters::new(),
+        stream_settings,
     };
     let router = Router::new()
         .route("/v1/events", get(sse::events))

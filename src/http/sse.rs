@@ -5,6 +5,7 @@
 //! client sees the `200` headers every later publish will reach it.
 
 use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{RawQuery, State};
@@ -158,9 +159,8 @@ pub(super) async fn events(
         channels = subscription.channels().len(),
     );
     tracing::debug!(parent: &span, resumed = cursor.is_some(), "stream opened");
-    let frames = stream(&state, subscription, ticket, subscriber.exp, span);
-    let frames = frames.boxed();
-    let (body, direct) = DirectFrames::new(frames);
+    let dormant = opened(&state, subscription, ticket, subscriber.exp, span);
+    let (body, direct) = DirectFrames::new(dormant);
     let mut response = (StatusCode::OK, body).into_response();
     response.extensions_mut().insert(direct);
     let h = response.headers_mut();
@@ -218,36 +218,202 @@ fn control(id: Option<&str>, event: ControlEvent, data: &str) -> Bytes {
     Bytes::from(wire::frame(id, event.name(), data.as_bytes()))
 }
 
-fn stream(
+/// How long a stream on the direct path has nothing to write before it
+/// sleeps in its channel's slot (see `crate::hub::Sleeper`): long enough
+/// that a busy stream keeps its task between events, short enough that
+/// the thousands of idle ones hold none.
+const SLEEP_AFTER: Duration = Duration::from_secs(1);
+
+/// A keep-alive comment.
+pub(crate) const KEEPALIVE: &[u8] = b": keepalive\n\n";
+
+/// What every stream of the node shares: its settings, and its metric
+/// handles looked up once (each lookup makes a handle of its own, which
+/// every open stream would hold).
+pub(crate) struct StreamSettings {
+    retry_ms: u64,
+    jitter_ms: u64,
+    keepalive: Duration,
+    open: metrics::Gauge,
+    delivered: metrics::Counter,
+}
+
+impl StreamSettings {
+    pub(super) fn new(config: &super::state::HttpConfig) -> Self {
+        StreamSettings {
+            retry_ms: config.retry.as_millis() as u64,
+            jitter_ms: config.drain_jitter.as_millis() as u64,
+            keepalive: config.keepalive,
+            open: metrics::gauge!(m::STREAMS_OPEN),
+            delivered: metrics::counter!(m::EVENTS_DELIVERED),
+        }
+    }
+}
+
+/// A stream between frames: everything it holds, and all a stream asleep
+/// keeps besides its socket.
+pub(crate) struct Dormant {
+    sub: Subscription,
+    ticket: Ticket,
+    expires: Instant,
+    keepalive_at: Instant,
+    end: StreamEnd,
+    /// Counts the stream in `sse_bridge_streams_open`, awake or asleep.
+    _open: m::GaugeGuard,
+    settings: Arc<StreamSettings>,
+}
+
+impl Dormant {
+    pub(crate) fn channel(&self) -> &Channel {
+        &self.sub.channels()[0]
+    }
+
+    /// See [`Subscription::let_go`].
+    pub(crate) fn let_go(&mut self) -> bool {
+        self.sub.let_go()
+    }
+
+    /// Whether the stream has something of its own to say: its token
+    /// expired, or the node ended it.
+    pub(crate) fn has_word(&self, now: Instant) -> bool {
+        now >= self.expires || self.ticket.has_ended()
+    }
+
+    /// Whether a keep-alive is due; when it is, the next is counted from
+    /// now (the caller writes this one).
+    pub(crate) fn keepalive_due(&mut self, now: Instant) -> bool {
+        let due = now >= self.keepalive_at;
+        if due {
+            self.keepalive_at = now + self.settings.keepalive;
+        }
+        due
+    }
+
+    pub(crate) fn hub(&self) -> &crate::hub::Hub {
+        self.sub.hub()
+    }
+
+    /// Whether it can sleep at once: one channel, listened to live, with
+    /// nothing to replay.
+    pub(crate) fn is_quiet(&self) -> bool {
+        self.sub.is_quiet()
+    }
+
+    /// The frame a stream opens with: the client's reconnect delay.
+    pub(crate) fn opening(&self) -> Bytes {
+        Bytes::from(format!("retry: {}\n\n", self.settings.retry_ms))
+    }
+
+    /// The stream's frames from its opening on; with `park`, they may end
+    /// to sleep.
+    pub(crate) fn start(self, park: Option<Arc<ParkSlot>>) -> super::direct::Frames {
+        let first = self.opening();
+        frames(self, Some(first), park).boxed()
+    }
+
+    /// The stream's frames again, from where it slept, listening from `rx`
+    /// (or still from its own receiver).
+    pub(crate) fn wake(
+        mut self,
+        rx: Option<tokio::sync::broadcast::Receiver<crate::hub::Delivery>>,
+        park: Arc<ParkSlot>,
+    ) -> super::direct::Frames {
+        if let Some(rx) = rx {
+            self.sub.listen_again(rx);
+        }
+        frames(self, None, Some(park)).boxed()
+    }
+}
+
+/// A stream not yet written, or between its frames: where its frames
+/// leave it when they end to sleep rather than for good. Only a stream on
+/// the direct path sleeps; hyper's connection task holds its frames.
+pub(crate) struct ParkSlot {
+    dormant: Mutex<Option<Box<Dormant>>>,
+}
+
+impl ParkSlot {
+    pub(crate) fn holding(dormant: Dormant) -> ParkSlot {
+        ParkSlot {
+            dormant: Mutex::new(Some(Box::new(dormant))),
+        }
+    }
+
+    /// The stream, before its first frame or when its frames ended to
+    /// sleep.
+    pub(crate) fn take(&self) -> Option<Box<Dormant>> {
+        self.dormant
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    fn put(&self, dormant: Dormant) {
+        *self.dormant.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(dormant));
+    }
+}
+
+/// A stream just opened, before its first frame.
+fn opened(
     state: &AppState,
-    mut sub: Subscription,
-    mut ticket: Ticket,
+    sub: Subscription,
+    ticket: Ticket,
     exp: u64,
     span: tracing::Span,
+) -> Dormant {
+    let settings = state.stream_settings.clone();
+    Dormant {
+        sub,
+        ticket,
+        expires: instant_of(exp),
+        keepalive_at: Instant::now() + settings.keepalive,
+        end: StreamEnd {
+            span,
+            why: "client_left",
+            sent: 0,
+        },
+        _open: m::GaugeGuard::new(&settings.open),
+        settings,
+    }
+}
+
+fn frames(
+    mut d: Dormant,
+    first: Option<Bytes>,
+    park: Option<Arc<ParkSlot>>,
 ) -> impl futures::Stream<Item = Result<Bytes, Infallible>> + use<> {
     // Only what the stream needs is kept for its lifetime: an open stream's
-    // size is the bridge's memory per connection.
-    let retry_ms = state.config.retry.as_millis() as u64;
-    let jitter_ms = state.config.drain_jitter.as_millis() as u64;
-    let keepalive_every = state.config.keepalive;
-    let open = state.meters.open.clone();
-    let delivered = state.meters.delivered.clone();
-
+    // size is the bridge's memory per connection. `d` is used in place, not
+    // taken apart: a generator keeps its captures for good, and locals
+    // moved out of them would take their room a second time.
     async_stream::stream! {
-        let _open = m::GaugeGuard::new(&open);
-        drop(open);
-        yield Ok(Bytes::from(format!("retry: {retry_ms}\n\n")));
-        let single = sub.channels().len() == 1;
-        let expires = instant_of(exp);
-        // One timer for both the token's expiry and the next keep-alive
-        // comment, whichever is first: a stream is polled at least once per
-        // event, and each timer polled costs. Kept inline in the stream (an
-        // `Interval` would box one more allocation per stream).
-        let next_comment = |now: Instant| (now + keepalive_every).min(expires);
-        let timer = tokio::time::sleep_until(next_comment(Instant::now()));
+        let fresh = first.is_some();
+        if let Some(first) = first {
+            yield Ok(first);
+        }
+        let single = d.sub.channels().len() == 1;
+        let may_sleep = single && park.is_some();
+        // Events sent when the timer last fired: none since means quiet.
+        let mut seen = d.end.sent;
+        // One timer for the token's expiry, the next keep-alive comment and
+        // the next look at whether the stream is quiet, whichever is first:
+        // a stream is polled at least once per event, and each timer polled
+        // costs. Kept inline in the stream (an `Interval` would box one
+        // more allocation per stream).
+        let expires = d.expires;
+        let next = |keepalive_at: Instant, look: Instant| {
+            let at = keepalive_at.min(expires);
+            if may_sleep { at.min(look) } else { at }
+        };
+        // A stream just opened looks at once: most streams are quiet from
+        // their first frames on, and the room their task held is then free
+        // for the opens after them. A stream woken by an event stays awake
+        // a while, since more usually follow.
+        let now = Instant::now();
+        let first_look = if fresh { now } else { now + SLEEP_AFTER };
+        let timer = tokio::time::sleep_until(next(d.keepalive_at, first_look));
         tokio::pin!(timer);
-        let mut end = StreamEnd { span, why: "client_left", sent: 0 };
-        end.why = loop {
+        let why = loop {
             tokio::select! {
                 biased;
                 _ = &mut timer => {
@@ -256,10 +422,20 @@ fn stream(
                         yield Ok(control(None, ControlEvent::Expired, r#"{"reason":"token_expired"}"#));
                         break "token_expired";
                     }
-                    timer.as_mut().reset(next_comment(now));
-                    yield Ok(Bytes::from_static(b": keepalive\n\n"));
+                    if now >= d.keepalive_at {
+                        d.keepalive_at = now + d.settings.keepalive;
+                        yield Ok(Bytes::from_static(KEEPALIVE));
+                    }
+                    if may_sleep && seen == d.end.sent && d.sub.is_quiet() {
+                        if let Some(slot) = &park {
+                            slot.put(d);
+                            return;
+                        }
+                    }
+                    seen = d.end.sent;
+                    timer.as_mut().reset(next(d.keepalive_at, now + SLEEP_AFTER));
                 }
-                ended = ticket.ended() => match ended {
+                ended = d.ticket.ended() => match ended {
                     End::Revoked(reason) => {
                         // No `id:`: the stream is over for this token; the
                         // client's last cursor still resumes with a new one.
@@ -271,22 +447,22 @@ fn stream(
                         // Reconnect to another node with the cursor, each
                         // client after its own delay: thousands of them must
                         // not land on the other nodes in the same second.
-                        let retry = rand::random_range(0..=jitter_ms);
+                        let retry = rand::random_range(0..=d.settings.jitter_ms);
                         yield Ok(Bytes::from(format!("retry: {retry}\n\n")));
                         break "shutdown";
                     }
                 },
-                item = sub.next() => match item {
+                item = d.sub.next() => match item {
                     Some(Ok(Item::Event { frame: f, live, .. })) => {
-                        delivered.increment(1);
+                        d.settings.delivered.increment(1);
                         if live {
                             f.written_live();
                         }
-                        end.sent += 1;
+                        d.end.sent += 1;
                         if single {
                             yield Ok(f.with_own_id());
                         } else {
-                            let cursor = sub.cursor();
+                            let cursor = d.sub.cursor();
                             let body = f.body();
                             let mut b = Vec::with_capacity(cursor.len() + 5 + body.len());
                             wire::put_id(&mut b, &cursor);
@@ -296,13 +472,13 @@ fn stream(
                     }
                     Some(Ok(Item::Reset { channels, reason })) => {
                         metrics::counter!(m::RESETS, "reason" => reason.to_string()).increment(1);
-                        let names: Vec<&str> = channels.iter().map(|&i| sub.channels()[i].as_str()).collect();
+                        let names: Vec<&str> = channels.iter().map(|&i| d.sub.channels()[i].as_str()).collect();
                         let data = json!({"channels": names, "reason": reason.to_string()}).to_string();
-                        yield Ok(control(Some(&sub.cursor()), ControlEvent::Reset, &data));
+                        yield Ok(control(Some(&d.sub.cursor()), ControlEvent::Reset, &data));
                     }
                     Some(Err(e)) => {
                         // The client reconnects with its cursor and resumes.
-                        tracing::warn!(parent: &end.span, error = %e, "stream ended by a bus error");
+                        tracing::warn!(parent: &d.end.span, error = %e, "stream ended by a bus error");
                         metrics::counter!(m::BUS_ERRORS).increment(1);
                         break "bus_error";
                     }
@@ -310,6 +486,7 @@ fn stream(
                 },
             }
         };
+        d.end.ended(why);
     }
 }
 
@@ -319,6 +496,12 @@ struct StreamEnd {
     span: tracing::Span,
     why: &'static str,
     sent: u64,
+}
+
+impl StreamEnd {
+    fn ended(&mut self, why: &'static str) {
+        self.why = why;
+    }
 }
 
 impl Drop for StreamEnd {

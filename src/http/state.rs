@@ -41,22 +41,6 @@ pub(crate) struct AppState {
     /// True from SIGTERM on: `/readyz` says 503 while the node still serves.
     pub(super) draining: watch::Receiver<bool>,
     pub(super) metrics: Option<PrometheusHandle>,
-    pub(super) meters: Meters,
-}
-
-/// The streams' metric handles, looked up once: each lookup makes a handle
-/// of its own, which every open stream would hold.
-#[derive(Clone)]
-pub(crate) struct Meters {
-    pub(super) open: metrics::Gauge,
-    pub(super) delivered: metrics::Counter,
-}
-
-impl Meters {
-    pub(super) fn new() -> Meters {
-        Meters {
-            open: metrics::gauge!(crate::metrics::STREAMS_OPEN),
-            delivered: metrics::counter!(crate::metrics::EVENTS_DELIVERED),
-        }
-    }
+    /// What every stream shares.
+    pub(super) stream_settings: Arc<super::sse::StreamSettings>,
 }

@@ -6,11 +6,13 @@
 //! (About 500 lines with its tests: the slots, their cache account and the
 //! fan-out change together.)
 
+mod asleep;
 mod frame;
 mod recent;
 mod subscription;
 
 use std::collections::BTreeSet;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{OnceCell, broadcast};
@@ -19,6 +21,7 @@ use crate::bus::{Bus, BusError, Entry, Gap, Sink};
 use crate::channel::{Channel, ChannelMap};
 use crate::cursor::StreamId;
 
+pub use asleep::{Check, Sleeper};
 pub use frame::Frame;
 pub use recent::Page;
 use recent::{Recent, account};
@@ -75,7 +78,9 @@ const FIRST_RING: usize = 4;
 const GROWTH: usize = 8;
 
 struct Slot {
-    tx: broadcast::Sender<Delivery>,
+    /// Made while any listener is awake: a channel whose listeners all
+    /// sleep holds no ring (~300 bytes; see [`Slot::sender`]).
+    tx: Option<broadcast::Sender<Delivery>>,
     /// The capacity of `tx`'s ring.
     ring: usize,
     recent: Recent,
@@ -90,6 +95,9 @@ struct Slot {
     /// together wait for one read instead of each sending its own. Made at
     /// the first read: most channels never need one (56 bytes each).
     reading: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// The channel's streams asleep: counted in `listeners`, but with no
+    /// receiver of `tx`; the next delivery wakes them.
+    parked: Vec<Box<dyn Sleeper>>,
 }
 
 /// A channel's watch on the bus: shared while it starts, so listeners that
@@ -171,6 +179,7 @@ impl Slots {
 struct Gauges {
     bytes: metrics::Gauge,
     evicted: metrics::Counter,
+    asleep: metrics::Gauge,
 }
 
 impl Gauges {
@@ -178,6 +187,7 @@ impl Gauges {
         Gauges {
             bytes: metrics::gauge!(crate::metrics::RECENT_BYTES),
             evicted: metrics::counter!(crate::metrics::RECENT_EVICTED),
+            asleep: metrics::gauge!(crate::metrics::STREAMS_ASLEEP),
         }
     }
 }
@@ -204,19 +214,22 @@ pub struct Fanout {
     recent_budget: usize,
     page_bytes: usize,
     gauges: Gauges,
+    /// Whether the task that looks over the sleepers runs.
+    checking: AtomicBool,
 }
 
 impl Slot {
     fn new(capacity: usize) -> Slot {
         let ring = FIRST_RING.min(capacity);
         Slot {
-            tx: broadcast::channel(ring).0,
+            tx: None,
             ring,
             recent: Recent::default(),
             listeners: 0,
             watched: Watched::Starting(Arc::new(OnceCell::new())),
             live: None,
             reading: None,
+            parked: Vec::new(),
         }
     }
 
@@ -228,21 +241,44 @@ impl Slot {
     fn grow_if_filling(&mut self, capacity: usize) {
         // `len` counts what the slowest receiver has not read; one place is
         // kept for the announcement itself.
-        if self.ring >= capacity || self.tx.len() + 2 < self.ring {
+        let Some(old) = &self.tx else {
+            return;
+        };
+        if self.ring >= capacity || old.len() + 2 < self.ring {
             return;
         }
         let ring = (self.ring * GROWTH).min(capacity);
         let tx = broadcast::channel(ring).0;
-        let receivers = (0..self.tx.receiver_count())
-            .map(|_| tx.subscribe())
-            .collect();
+        let receivers = (0..old.receiver_count()).map(|_| tx.subscribe()).collect();
         let grown = Arc::new(Grown {
             tx: tx.clone(),
             receivers: Mutex::new(receivers),
         });
-        let _ = self.tx.send(Delivery::Grown(grown));
-        self.tx = tx;
+        let _ = old.send(Delivery::Grown(grown));
+        self.tx = Some(tx);
         self.ring = ring;
+    }
+
+    /// The channel's ring, made if every listener was asleep.
+    fn sender(&mut self) -> &broadcast::Sender<Delivery> {
+        let ring = self.ring;
+        self.tx.get_or_insert_with(|| broadcast::channel(ring).0)
+    }
+
+    /// Sends to the listeners awake, if any.
+    fn send(&self, delivery: Delivery) {
+        // No receivers left is not an error: the last listener just went.
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(delivery);
+        }
+    }
+
+    /// Drops the ring once no listener is awake, back to the first size.
+    fn let_ring_go(&mut self, capacity: usize) {
+        if self.tx.as_ref().is_some_and(|tx| tx.receiver_count() == 0) {
+            self.tx = None;
+            self.ring = FIRST_RING.min(capacity);
+        }
     }
 }
 
@@ -255,6 +291,7 @@ impl Fanout {
             recent_budget: config.recent_budget,
             page_bytes: config.page_bytes.max(1),
             gauges: Gauges::new(),
+            checking: AtomicBool::new(false),
         })
     }
 
@@ -284,14 +321,17 @@ impl Sink for Fanout {
             return;
         };
         if !span.is_disabled() {
-            span.record("listeners", slot.tx.receiver_count());
+            let awake = slot.tx.as_ref().map_or(0, |tx| tx.receiver_count());
+            span.record("listeners", awake + slot.parked.len());
         }
         slot.live = slot.live.max(Some(frame.id));
         slot.grow_if_filling(self.capacity);
+        // Sleepers listen again from this delivery on.
+        let mut taken = asleep::Taken::default();
+        slot.wake_all(&mut taken);
         // Sent under the lock so the cache and the broadcast agree on
-        // order. No receivers left is not an error: the last listener just
-        // went.
-        let _ = slot.tx.send(Delivery::Frame(frame.clone()));
+        // order.
+        slot.send(Delivery::Frame(frame.clone()));
         let max_frames = self.recent_frames;
         account(
             &mut slots.recent_bytes,
@@ -301,6 +341,10 @@ impl Sink for Fanout {
             |r| r.push(frame, max_frames),
         );
         slots.fit(self.recent_budget, &self.gauges);
+        drop(guard);
+        if !taken.is_empty() {
+            taken.finish(&self.gauges);
+        }
     }
 
     fn resync(&self, channel: &Channel) {
@@ -312,7 +356,11 @@ impl Sink for Fanout {
             return;
         };
         slot.live = None;
-        let _ = slot.tx.send(Delivery::Resync);
+        let mut taken = asleep::Taken::default();
+        slot.wake_all(&mut taken);
+        slot.send(Delivery::Resync);
+        drop(slots);
+        taken.finish(&self.gauges);
     }
 }
 
@@ -536,7 +584,7 @@ impl Hub {
                 Watched::Starting(cell) => Some(cell.clone()),
                 Watched::Started => None,
             };
-            let pair = (slot.tx.subscribe(), watched);
+            let pair = (slot.sender().subscribe(), watched);
             metrics::gauge!(crate::metrics::CHANNELS_WATCHED).set(slots.map.len() as f64);
             pair
         };

@@ -48,6 +48,9 @@ pub enum Item {
 enum Live {
     One(broadcast::Receiver<Delivery>),
     Many(StreamMap<usize, BroadcastStream<Delivery>>),
+    /// Asleep in the channel's slot (see [`super::Sleeper`]): no receiver
+    /// until the slot wakes the stream with one.
+    Asleep,
 }
 
 impl Live {
@@ -63,6 +66,8 @@ impl Live {
                 Err(broadcast::error::RecvError::Closed) => None,
             },
             Live::Many(merged) => merged.next().await,
+            // Never polled asleep: the stream has no task then.
+            Live::Asleep => std::future::pending().await,
         }
     }
 
@@ -73,6 +78,7 @@ impl Live {
             Live::Many(merged) => {
                 merged.insert(i, BroadcastStream::new(rx));
             }
+            Live::Asleep => *self = Live::One(rx),
         }
     }
 }
@@ -152,8 +158,35 @@ impl Subscription {
         Ok(sub)
     }
 
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
     pub fn channels(&self) -> &[Channel] {
         &self.channels
+    }
+
+    /// Whether the subscription may sleep: one channel, listened to live,
+    /// with nothing queued or left to catch up with.
+    pub fn is_quiet(&self) -> bool {
+        matches!(self.live, Live::One(_)) && self.pending.is_empty() && self.unfinished.is_empty()
+    }
+
+    /// Lets go of the live receiver when nothing waits in it; for
+    /// [`super::Sleeper::let_go`], under the hub's lock.
+    pub fn let_go(&mut self) -> bool {
+        match &self.live {
+            Live::One(rx) if rx.is_empty() && self.is_quiet() => {
+                self.live = Live::Asleep;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Listens again, from `rx`, after sleeping.
+    pub fn listen_again(&mut self, rx: broadcast::Receiver<Delivery>) {
+        self.live.replace(0, rx);
     }
 
     /// The cursor of everything yielded so far.
@@ -175,11 +208,18 @@ impl Subscription {
         // The earliest end of a page that stopped short: frames after it
         // wait for the next pages, so the channels interleave in id order.
         let mut horizon: Option<(StreamId, usize)> = None;
+        // Every read first, every change after: a stream may drop this
+        // future at any await (its timer fired), and must then find itself
+        // as it was, to read the same pages again.
+        let mut pages = Vec::with_capacity(which.len());
         for &i in which {
             let caught = self
                 .hub
                 .catch_up(&self.channels[i], self.positions[i], page_bytes)
                 .await?;
+            pages.push((i, caught));
+        }
+        for (i, caught) in pages {
             if let Some(gap) = caught.gap {
                 self.positions[i] = gap.resume_from;
                 gaps.push((i, gap.reason));
@@ -233,7 +273,15 @@ impl Subscription {
         Ok(())
     }
 
+    fn must_catch_up(&mut self, i: usize) {
+        if !self.unfinished.contains(&i) {
+            self.unfinished.push(i);
+        }
+    }
+
     /// The next item, waiting for live events when nothing is queued.
+    /// Cancel-safe: dropped at any await, the subscription has lost
+    /// nothing, and the next call goes on from where this one was.
     /// `None` only if the hub shut the channels down.
     pub async fn next(&mut self) -> Option<Result<Item, BusError>> {
         loop {
@@ -247,8 +295,10 @@ impl Subscription {
                 return Some(Ok(item));
             }
             if !self.unfinished.is_empty() {
-                let which = std::mem::take(&mut self.unfinished);
-                // Boxed like the other catch-ups below.
+                // Left in `unfinished` until the page is queued (see
+                // `catch_up`). Boxed: catching up is rare, and its state
+                // would otherwise enlarge every idle stream.
+                let which = self.unfinished.clone();
                 if let Err(e) = Box::pin(self.catch_up(&which)).await {
                     return Some(Err(e));
                 }
@@ -265,29 +315,23 @@ impl Subscription {
                         }));
                     }
                 }
+                // Each catch-up below is marked in `unfinished` and read at
+                // the top of the loop, not awaited here: the delivery that
+                // asked for it is gone once taken, and the catch-up must
+                // survive this future being dropped.
                 (i, Ok(Delivery::Grown(grown))) => {
                     let (rx, in_time) = grown.receiver();
                     self.live.replace(i, rx);
                     if !in_time {
                         // Made after the swap: what was sent in between
                         // comes from the cache.
-                        if let Err(e) = Box::pin(self.catch_up(&[i])).await {
-                            return Some(Err(e));
-                        }
+                        self.must_catch_up(i);
                     }
                 }
-                (i, Ok(Delivery::Resync)) => {
-                    // Boxed: catching up is rare, and its state would
-                    // otherwise enlarge every idle stream.
-                    if let Err(e) = Box::pin(self.catch_up(&[i])).await {
-                        return Some(Err(e));
-                    }
-                }
+                (i, Ok(Delivery::Resync)) => self.must_catch_up(i),
                 (i, Err(BroadcastStreamRecvError::Lagged(missed))) => {
                     tracing::debug!(channel = %self.channels[i], missed, "listener lagged; catching up from history");
-                    if let Err(e) = Box::pin(self.catch_up(&[i])).await {
-                        return Some(Err(e));
-                    }
+                    self.must_catch_up(i);
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! End-to-end tests: a real bridge, real gRPC calls through the generated
 //! client, real SSE reads over HTTP.
 
+mod asleep;
 mod balancer;
 mod black_hole;
 mod catalogue;

@@ -95,6 +95,27 @@ async fn disconnect_by_subject_closes_its_streams_on_every_node() {
     b.stop().await;
 }
 
+/// A stream with nothing to write for a second sleeps in its channel's
+/// slot, with no task of its own (see `asleep.rs`): an order reaches it as
+/// it reaches a stream awake, and the stream beside it stays.
+#[tokio::test]
+async fn a_revocation_reaches_a_stream_asleep() {
+    let bridge = Bridge::start(&[]).await;
+    let ch = channel("revoke-asleep");
+    let mut alice = bridge.subscribe(&[&ch], &old_token("alice"), None).await;
+    let mut bob = bridge.subscribe(&[&ch], &old_token("bob"), None).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    let mut admin = bridge
+        .publisher_with(&admin_token("streams:admin", &["*"]))
+        .await;
+    admin.disconnect(subject("alice", "")).await.unwrap();
+    expect_revoked(&mut alice, "logged out").await;
+    let mut publisher = bridge.publisher().await;
+    let id = publish(&mut publisher, "revoke-asleep", progress(1, 1)).await;
+    assert_eq!(bob.next_event().await.id, Some(id));
+    bridge.stop().await;
+}
+
 crate::on_both_buses! {
     async fn disconnect_by_tenant_and_by_channel(backend: Backend) {
         let bridge = Bridge::on(&backend, &[]).await;

@@ -1,0 +1,170 @@
+//! Streams asleep: a stream with nothing to write for a second sleeps in
+//! its channel's slot with no task of its own. Everything a stream awake
+//! does must still reach it: events (none lost, in order), keep-alives,
+//! its token's expiry, the node's shutdown, and its client leaving.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::harness::*;
+
+/// Longer than a stream takes to fall asleep (1 s quiet, then the next
+/// look), so the step after it meets a sleeping stream.
+const ASLEEP: Duration = Duration::from_millis(2_500);
+
+/// Publishes `n` events to `resource` in one `PublishStream`: their ids.
+async fn burst(p: &mut sse_bridge::client::Client, resource: &str, n: u32) -> Vec<String> {
+    let requests = (0..n)
+        .map(|i| sse_bridge::client::request(pb_channel(TENANT, resource), progress(i, n), ""))
+        .collect();
+    publish_all(p, requests)
+        .await
+        .into_iter()
+        .map(|r| r.id)
+        .collect()
+}
+
+/// Opens a stream on `resource` and reads its opening `retry:`.
+async fn open(bridge: &Bridge, resource: &str, token: &str) -> Sse {
+    let mut sse = bridge.subscribe(&[&channel(resource)], token, None).await;
+    let opening = sse.next_frame().await.expect("the opening frame");
+    assert!(opening.retry.is_some(), "{opening:?}");
+    sse
+}
+
+async fn every_event_wakes_a_stream_asleep(backend: Backend) {
+    let bridge = Bridge::on(&backend, &[]).await;
+    let token = subscriber_token(TENANT);
+    let mut sse = open(&bridge, "asleep-events", &token).await;
+    let mut p = bridge.publisher().await;
+    for round in 0..2u32 {
+        tokio::time::sleep(ASLEEP).await;
+        // A burst: the first event wakes the stream; the rest arrive while
+        // it wakes and after. All of them, in order, once each.
+        let ids = burst(&mut p, "asleep-events", 300).await;
+        for (n, id) in ids.iter().enumerate() {
+            let f = sse.next_event().await;
+            assert_eq!(f.id.as_ref(), Some(id), "round {round}, event {n}");
+        }
+    }
+    // A stream that slept resumes like any other from its last cursor.
+    let last = publish(&mut p, "asleep-events", progress(7, 7)).await;
+    assert_eq!(sse.next_event().await.id, Some(last.clone()));
+    drop(sse);
+    let next = publish(&mut p, "asleep-events", progress(8, 8)).await;
+    let mut resumed = bridge
+        .subscribe(&[&channel("asleep-events")], &token, Some(&last))
+        .await;
+    assert_eq!(resumed.next_event().await.id, Some(next));
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn every_event_wakes_a_stream_asleep_on_the_embedded_bus() {
+    every_event_wakes_a_stream_asleep(Backend::Memory).await;
+}
+
+#[tokio::test]
+async fn every_event_wakes_a_stream_asleep_on_valkey() {
+    every_event_wakes_a_stream_asleep(Backend::valkey()).await;
+}
+
+#[tokio::test]
+async fn streams_asleep_on_one_channel_all_wake() {
+    let bridge = Bridge::start(&[]).await;
+    let token = subscriber_token(TENANT);
+    let mut streams = Vec::new();
+    for _ in 0..20 {
+        streams.push(open(&bridge, "asleep-shared", &token).await);
+    }
+    tokio::time::sleep(ASLEEP).await;
+    let mut p = bridge.publisher().await;
+    let ids = burst(&mut p, "asleep-shared", 50).await;
+    for sse in &mut streams {
+        for id in &ids {
+            assert_eq!(sse.next_event().await.id.as_ref(), Some(id));
+        }
+    }
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn a_stream_asleep_gets_keepalives() {
+    let bridge = Bridge::start(&["--keepalive-secs", "1"]).await;
+    let mut sse = open(&bridge, "asleep-keepalive", &subscriber_token(TENANT)).await;
+    // Five keep-alives take four seconds and more: most are written while
+    // the stream sleeps.
+    for n in 0..5 {
+        let f = sse.next_frame().await.expect("the stream stays open");
+        assert!(f.comment, "keep-alive {n}: {f:?}");
+    }
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn a_stream_asleep_ends_at_its_tokens_exp() {
+    let bridge = Bridge::start(&[]).await;
+    let token = hs256(json!({"tenant_id": TENANT, "exp": now_secs() + 4}));
+    let mut sse = open(&bridge, "asleep-exp", &token).await;
+    let expired = sse.next_event().await;
+    assert_eq!(expired.event.as_deref(), Some("bridge.expired"));
+    assert!(sse.next_frame().await.is_none(), "the stream closes");
+    bridge.stop().await;
+}
+
+/// A client that leaves while its stream sleeps gives back its place under
+/// the limits: nothing waits for an event or a keep-alive to notice.
+#[tokio::test]
+async fn a_client_that_leaves_while_its_stream_sleeps_frees_its_place() {
+    let bridge = Bridge::start(&["--max-streams-per-subject", "1"]).await;
+    let token = subscriber_token(TENANT);
+    let sse = open(&bridge, "asleep-leave", &token).await;
+    let url = bridge.events_url(&[&channel("asleep-leave")]);
+    let bearer = format!("Bearer {token}");
+    let second = bridge.get(&url, &[("authorization", &bearer)]).await;
+    assert_eq!(second.status(), 429, "one stream per subject");
+    tokio::time::sleep(ASLEEP).await;
+    drop(sse);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let again = bridge.get(&url, &[("authorization", &bearer)]).await;
+        if again.status() == 200 {
+            break;
+        }
+        assert_eq!(again.status(), 429);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the place of a client that left is never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bridge.stop().await;
+}
+
+/// A node shutting down tells its streams asleep to reconnect elsewhere,
+/// each within the jitter window, as it does its streams awake.
+#[tokio::test]
+async fn a_node_shutting_down_tells_its_streams_asleep_to_reconnect() {
+    let bridge = Bridge::start(&[]).await;
+    let mut sse = open(&bridge, "asleep-drain", &subscriber_token(TENANT)).await;
+    tokio::time::sleep(ASLEEP).await;
+    let reader = tokio::spawn(async move {
+        let mut frames = Vec::new();
+        while let Some(f) = sse.next_frame().await {
+            frames.push(f);
+        }
+        frames
+    });
+    bridge.stop().await;
+    let frames = tokio::time::timeout(PATIENCE, reader)
+        .await
+        .expect("the stream closes")
+        .unwrap();
+    let retries: Vec<u64> = frames
+        .iter()
+        .filter_map(|f| f.retry.as_deref()?.parse().ok())
+        .collect();
+    assert_eq!(retries.len(), 1, "{frames:?}");
+    assert!(retries[0] <= 1000, "{retries:?}");
+}
