@@ -216,6 +216,10 @@ pub struct Fanout {
     gauges: Gauges,
     /// Whether the task that looks over the sleepers runs.
     checking: AtomicBool,
+    /// Sleepers a delivery woke, for that task to start (see
+    /// [`asleep::Taken::hand_over`]).
+    waking: Mutex<asleep::Taken>,
+    wake_now: Arc<tokio::sync::Notify>,
 }
 
 impl Slot {
@@ -292,6 +296,8 @@ impl Fanout {
             page_bytes: config.page_bytes.max(1),
             gauges: Gauges::new(),
             checking: AtomicBool::new(false),
+            waking: Mutex::new(asleep::Taken::default()),
+            wake_now: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -343,7 +349,7 @@ impl Sink for Fanout {
         slots.fit(self.recent_budget, &self.gauges);
         drop(guard);
         if !taken.is_empty() {
-            taken.finish(&self.gauges);
+            taken.hand_over(self);
         }
     }
 
@@ -360,7 +366,7 @@ impl Sink for Fanout {
         slot.wake_all(&mut taken);
         slot.send(Delivery::Resync);
         drop(slots);
-        taken.finish(&self.gauges);
+        taken.hand_over(self);
     }
 }
 
