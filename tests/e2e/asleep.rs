@@ -70,20 +70,29 @@ async fn every_event_wakes_a_stream_asleep_on_valkey() {
     every_event_wakes_a_stream_asleep(Backend::valkey()).await;
 }
 
+/// A channel's few streams (up to four on a node) sleep together and all
+/// wake; a channel more watch keeps its streams awake (its next event would
+/// have to start them all at once).
 #[tokio::test]
-async fn streams_asleep_on_one_channel_all_wake() {
+async fn streams_on_one_channel_all_get_every_event() {
     let bridge = Bridge::start(&[]).await;
     let token = subscriber_token(TENANT);
+    let mut few = Vec::new();
+    for _ in 0..4 {
+        few.push(open(&bridge, "asleep-few", &token).await);
+    }
     let mut streams = Vec::new();
     for _ in 0..20 {
         streams.push(open(&bridge, "asleep-shared", &token).await);
     }
     tokio::time::sleep(ASLEEP).await;
     let mut p = bridge.publisher().await;
-    let ids = burst(&mut p, "asleep-shared", 50).await;
-    for sse in &mut streams {
-        for id in &ids {
-            assert_eq!(sse.next_event().await.id.as_ref(), Some(id));
+    for (resource, group) in [("asleep-few", &mut few), ("asleep-shared", &mut streams)] {
+        let ids = burst(&mut p, resource, 50).await;
+        for sse in group.iter_mut() {
+            for id in &ids {
+                assert_eq!(sse.next_event().await.id.as_ref(), Some(id));
+            }
         }
     }
     bridge.stop().await;
