@@ -306,10 +306,10 @@ impl Dormant {
         self.sub.hub()
     }
 
-    /// Whether it can sleep now: one channel, listened to live, with
-    /// nothing to replay, and few others on this node watching it.
+    /// Whether it can sleep at once: one channel, listened to live, with
+    /// nothing to replay.
     pub(crate) fn is_quiet(&self) -> bool {
-        self.sub.is_quiet() && self.sub.hub().sleeps(self.channel())
+        self.sub.is_quiet()
     }
 
     /// The frame a stream opens with: the client's reconnect delay.
@@ -439,7 +439,7 @@ fn frames(
                         d.keepalive_at = now + d.settings.keepalive;
                         yield Ok(Bytes::from_static(KEEPALIVE));
                     }
-                    if may_sleep && seen == d.end.sent && d.is_quiet() {
+                    if may_sleep && seen == d.end.sent && d.sub.is_quiet() {
                         if let Some(slot) = &park {
                             slot.put(d);
                             return;

@@ -55,14 +55,6 @@ pub trait Sleeper: Send + 'static {
     fn check(&mut self, now: Instant) -> Check;
 }
 
-/// Most listeners a channel may have for its streams to sleep. Sleeping
-/// pays where a stream is alone on its channel (real use: each browser
-/// watches its own scan or conversation), which then holds no ring either.
-/// A channel many watch is woken whole by its next event, every stream
-/// started at once while the events keep coming: on Valkey that cost
-/// fan-out ~10 % of its rate, for ~0.1 KB a stream.
-const SLEEP_MAX_LISTENERS: usize = 4;
-
 /// Sleepers taken out of their slots under the lock, to be woken or
 /// dropped once it is released: waking spawns, and dropping leaves the
 /// channel, which takes the lock.
@@ -127,14 +119,6 @@ impl Taken {
 }
 
 impl Hub {
-    /// Whether streams of `channel` may sleep: few enough watch it.
-    pub fn sleeps(&self, channel: &Channel) -> bool {
-        self.fanout
-            .lock()
-            .get(channel)
-            .is_some_and(|slot| slot.listeners <= SLEEP_MAX_LISTENERS)
-    }
-
     /// Puts a quiet stream of `channel` to sleep, unless something reached
     /// its receiver meanwhile: then it is woken at once, still listening.
     pub fn park(&self, channel: &Channel, mut sleeper: Box<dyn Sleeper>) {
@@ -142,7 +126,7 @@ impl Hub {
         // Deliveries are sent under this lock: an empty receiver now means
         // the slot will wake the sleeper for the next one.
         let slot = match slots.map.get_mut(channel) {
-            Some(slot) if slot.listeners <= SLEEP_MAX_LISTENERS && sleeper.let_go() => slot,
+            Some(slot) if sleeper.let_go() => slot,
             _ => {
                 drop(slots);
                 sleeper.wake(None);

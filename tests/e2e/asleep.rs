@@ -70,9 +70,7 @@ async fn every_event_wakes_a_stream_asleep_on_valkey() {
     every_event_wakes_a_stream_asleep(Backend::valkey()).await;
 }
 
-/// A channel's few streams (up to four on a node) sleep together and all
-/// wake; a channel more watch keeps its streams awake (its next event would
-/// have to start them all at once).
+/// A channel's streams sleep together and all wake, few or many.
 #[tokio::test]
 async fn streams_on_one_channel_all_get_every_event() {
     let bridge = Bridge::start(&[]).await;
