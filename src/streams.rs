@@ -106,9 +106,7 @@ impl Ticket {
             Err(_) => std::future::pending().await,
         }
     }
-}
 
-impl Ticket {
     /// Whether the node has ended the stream, without waiting: for a
     /// stream asleep, which has no task to wait in.
     pub fn has_ended(&self) -> bool {

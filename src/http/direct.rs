@@ -227,34 +227,11 @@ where
                     return Outcome::Done;
                 }
                 drop(out);
-                let hub = dormant.hub().clone();
-                let channel = dormant.channel().clone();
-                hub.park(
-                    &channel,
-                    Box::new(Asleep {
-                        io,
-                        dormant: *dormant,
-                        park,
-                        busy,
-                        token: tasks.token(),
-                        unsent: Vec::new(),
-                    }),
-                );
+                Asleep::sleep(io, *dormant, park, busy, tasks.token());
             } else {
-                tasks.spawn(run(
-                    Writer {
-                        io,
-                        frames: dormant.start(Some(park.clone())),
-                        out,
-                        written: 0,
-                        phase: Phase::Start,
-                        armed: false,
-                        park,
-                        dormant: None,
-                        busy,
-                    },
-                    tasks.token(),
-                ));
+                let frames = dormant.start(Some(park.clone()));
+                let writer = Writer::new(io, frames, out, Phase::Start, park, busy);
+                tasks.spawn(run(writer, tasks.token()));
             }
         }
         None => Box::pin(answer(io, response)).await,
@@ -375,20 +352,33 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     (&mut writer).await;
-    let Some(dormant) = writer.dormant.take() else {
-        return;
-    };
-    let hub = dormant.hub().clone();
-    let channel = dormant.channel().clone();
-    let asleep = Box::new(Asleep {
-        io: writer.io,
-        dormant: *dormant,
-        park: writer.park,
-        busy: writer.busy,
-        token,
-        unsent: Vec::new(),
-    });
-    hub.park(&channel, asleep);
+    if let Some(dormant) = writer.dormant.take() {
+        Asleep::sleep(writer.io, *dormant, writer.park, writer.busy, token);
+    }
+}
+
+impl<IO> Writer<IO> {
+    /// A writer that starts in `phase` with `out` to write.
+    fn new(
+        io: IO,
+        frames: Frames,
+        out: Vec<u8>,
+        phase: Phase,
+        park: Arc<ParkSlot>,
+        busy: crate::connections::Busy,
+    ) -> Writer<IO> {
+        Writer {
+            io,
+            frames,
+            out,
+            written: 0,
+            phase,
+            armed: false,
+            park,
+            dormant: None,
+            busy,
+        }
+    }
 }
 
 /// A keep-alive comment as one chunk of the body.
@@ -414,6 +404,32 @@ struct Asleep<IO> {
     unsent: Vec<u8>,
 }
 
+impl<IO> Asleep<IO>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    /// Hands a quiet stream and its socket to its channel's slot.
+    fn sleep(
+        io: IO,
+        dormant: Dormant,
+        park: Arc<ParkSlot>,
+        busy: crate::connections::Busy,
+        token: TaskTrackerToken,
+    ) {
+        let hub = dormant.hub().clone();
+        let channel = dormant.channel().clone();
+        let asleep = Asleep {
+            io,
+            dormant,
+            park,
+            busy,
+            token,
+            unsent: Vec::new(),
+        };
+        hub.park(&channel, Box::new(asleep));
+    }
+}
+
 impl<IO> Sleeper for Asleep<IO>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -437,17 +453,7 @@ where
         } else {
             Phase::Write
         };
-        let writer = Writer {
-            io,
-            frames,
-            out: unsent,
-            written: 0,
-            phase,
-            armed: false,
-            park,
-            dormant: None,
-            busy,
-        };
+        let writer = Writer::new(io, frames, unsent, phase, park, busy);
         let tasks = token.task_tracker().clone();
         tasks.spawn(run(writer, token));
     }

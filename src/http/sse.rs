@@ -320,8 +320,7 @@ impl Dormant {
     /// The stream's frames from its opening on; with `park`, they may end
     /// to sleep.
     pub(crate) fn start(self, park: Option<Arc<ParkSlot>>) -> super::direct::Frames {
-        let first = self.opening();
-        frames(self, Some(first), park).boxed()
+        frames(self, true, park).boxed()
     }
 
     /// The stream's frames again, from where it slept, listening from `rx`
@@ -334,7 +333,7 @@ impl Dormant {
         if let Some(rx) = rx {
             self.sub.listen_again(rx);
         }
-        frames(self, None, Some(park)).boxed()
+        frames(self, false, Some(park)).boxed()
     }
 }
 
@@ -390,9 +389,11 @@ fn opened(
     }
 }
 
+/// A stream's frames: from its opening `retry:` when `fresh`, else from
+/// where it slept.
 fn frames(
     mut d: Dormant,
-    first: Option<Bytes>,
+    fresh: bool,
     park: Option<Arc<ParkSlot>>,
 ) -> impl futures::Stream<Item = Result<Bytes, Infallible>> + use<> {
     // Only what the stream needs is kept for its lifetime: an open stream's
@@ -400,9 +401,8 @@ fn frames(
     // taken apart: a generator keeps its captures for good, and locals
     // moved out of them would take their room a second time.
     async_stream::stream! {
-        let fresh = first.is_some();
-        if let Some(first) = first {
-            yield Ok(first);
+        if fresh {
+            yield Ok(d.opening());
         }
         let single = d.sub.channels().len() == 1;
         let may_sleep = single && park.is_some();

@@ -348,9 +348,7 @@ impl Sink for Fanout {
         );
         slots.fit(self.recent_budget, &self.gauges);
         drop(guard);
-        if !taken.is_empty() {
-            taken.hand_over(self);
-        }
+        taken.hand_over(self);
     }
 
     fn resync(&self, channel: &Channel) {

@@ -575,4 +575,123 @@ mod tests {
             assert_eq!(next_event(&mut sub).await, (0, *id));
         }
     }
+
+    /// A test's sleeper: reports how it was woken, and with what first.
+    struct Held {
+        sub: Subscription,
+        woke: Option<tokio::sync::oneshot::Sender<(bool, Option<Delivery>)>>,
+    }
+
+    impl crate::hub::Sleeper for Held {
+        fn let_go(&mut self) -> bool {
+            self.sub.let_go()
+        }
+
+        fn wake(mut self: Box<Self>, rx: Option<broadcast::Receiver<Delivery>>) {
+            let given = rx.is_some();
+            if let Some(rx) = rx {
+                self.sub.listen_again(rx);
+            }
+            let first = match &mut self.sub.live {
+                Live::One(rx) => rx.try_recv().ok(),
+                _ => None,
+            };
+            if let Some(woke) = self.woke.take() {
+                let _ = woke.send((given, first));
+            }
+        }
+
+        fn check(&mut self, _now: tokio::time::Instant) -> crate::hub::Check {
+            crate::hub::Check::Stay
+        }
+    }
+
+    async fn asleep(
+        hub: &Hub,
+        c: &Channel,
+    ) -> tokio::sync::oneshot::Receiver<(bool, Option<Delivery>)> {
+        let sub = Subscription::open(hub, ChannelSet::new(vec![c.clone()]), None)
+            .await
+            .unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        hub.park(
+            c,
+            Box::new(Held {
+                sub,
+                woke: Some(tx),
+            }),
+        );
+        rx
+    }
+
+    async fn woken(
+        rx: tokio::sync::oneshot::Receiver<(bool, Option<Delivery>)>,
+    ) -> (bool, Option<Delivery>) {
+        tokio::time::timeout(Duration::from_secs(5), rx)
+            .await
+            .expect("woken in time")
+            .expect("woken")
+    }
+
+    /// A channel whose only listener sleeps holds no ring; its next event
+    /// wakes the sleeper with a receiver that has that event first.
+    #[tokio::test]
+    async fn the_next_event_wakes_a_sleeper_with_that_event_first() {
+        let (hub, bus) = hub(8);
+        let a = ch("sleeps");
+        let woke = asleep(&hub, &a).await;
+        {
+            let slots = hub.fanout.lock();
+            let slot = slots.map.get(&a).expect("the channel's slot");
+            assert_eq!(slot.parked.len(), 1);
+            assert!(slot.tx.is_none(), "no ring while every listener sleeps");
+        }
+        let id = publish(&bus, &a).await;
+        match woken(woke).await {
+            (true, Some(Delivery::Frame(f))) => assert_eq!(f.id, id),
+            other => panic!("expected the event first, got {other:?}"),
+        }
+    }
+
+    /// A resync (the node may have missed events) wakes sleepers too: they
+    /// must check their position against history.
+    #[tokio::test]
+    async fn a_resync_wakes_a_sleeper() {
+        let (hub, _bus) = hub(8);
+        let a = ch("resyncs");
+        let woke = asleep(&hub, &a).await;
+        crate::bus::Sink::resync(&*hub.fanout, &a);
+        assert!(matches!(woken(woke).await, (true, Some(Delivery::Resync))));
+    }
+
+    /// A stream whose receiver already holds an event does not sleep: it is
+    /// woken at once, still listening from its own receiver.
+    #[tokio::test]
+    async fn a_stream_with_an_event_waiting_is_not_put_to_sleep() {
+        let (hub, bus) = hub(8);
+        let a = ch("busy");
+        let sub = Subscription::open(&hub, ChannelSet::new(vec![a.clone()]), None)
+            .await
+            .unwrap();
+        let id = publish(&bus, &a).await;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        hub.park(
+            &a,
+            Box::new(Held {
+                sub,
+                woke: Some(tx),
+            }),
+        );
+        match woken(rx).await {
+            (false, Some(Delivery::Frame(f))) => assert_eq!(f.id, id),
+            other => panic!("expected its own receiver with the event, got {other:?}"),
+        }
+        assert!(
+            hub.fanout
+                .lock()
+                .map
+                .get(&a)
+                .is_none_or(|s| s.parked.is_empty())
+        );
+    }
 }
