@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use super::args::BenchArgs;
 use super::keys::{Alg, Signer};
 use super::readers::{self, Opened, Opening, Pace, Streams};
-use super::target::{Target, rss_kib, spawn_bridge};
+use super::target::{Target, spawn_bridge};
 use crate::client::{self, Client};
 use crate::token;
 
@@ -16,7 +16,6 @@ pub(super) struct Bridge {
     pub(super) target: Target,
     pub(super) tenant: String,
     pub(super) publisher: Client,
-    pub(super) rss_before: Option<u64>,
     pub(super) bus: &'static str,
 }
 
@@ -49,7 +48,6 @@ impl Bridge {
         )?;
         let connected = client::connect(&target.grpc, &pub_token).await;
         let publisher = target.explain(connected.map_err(Into::into)).await?;
-        let rss_before = target.pid.and_then(rss_kib);
         let bus = super::args::bus_name(
             args,
             if args.spawn {
@@ -62,7 +60,6 @@ impl Bridge {
             target,
             tenant,
             publisher,
-            rss_before,
             bus,
         })
     }

@@ -90,6 +90,9 @@ impl Idle {
     }
 }
 
+/// How long the bridge rests before each memory reading.
+pub(super) const SETTLE: Duration = Duration::from_secs(2);
+
 pub(super) async fn run(args: &BenchArgs, bridge: &mut Bridge) -> Result<Idle> {
     let tenant = bridge.tenant.clone();
     let (names, over) = channel_names(args, &tenant);
@@ -100,15 +103,20 @@ pub(super) async fn run(args: &BenchArgs, bridge: &mut Bridge) -> Result<Idle> {
         Some(url) => Some(valkey_rss(url).await?),
         None => None,
     };
+    // Both readings are taken after the same 2 s at rest: an allocator that
+    // returns freed pages after a delay (jemalloc's, change 50) would
+    // otherwise return the start-up's only during the run, and make each
+    // stream look cheaper than it is.
+    tokio::time::sleep(SETTLE).await;
+    let rss_before = bridge.target.pid.and_then(rss_kib);
     let streams = bridge.open_streams(&names, args.subscribers, false).await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(SETTLE).await;
     let rss_after = bridge.target.pid.and_then(rss_kib);
     let valkey_after = match valkey {
         Some(url) => Some(valkey_rss(url).await?),
         None => None,
     };
-    let mut figures =
-        Idle::new(args, over).with_rss(bridge.rss_before, rss_after, args.subscribers);
+    let mut figures = Idle::new(args, over).with_rss(rss_before, rss_after, args.subscribers);
     if let (Some(before), Some(after)) = (valkey_before, valkey_after) {
         figures.valkey_bytes_per_stream =
             Some(after.saturating_sub(before) / args.subscribers.max(1) as u64);

@@ -29,7 +29,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast;
 
 use super::args::BenchArgs;
-use super::idle::{Idle, channel_names};
+use super::idle::{Idle, SETTLE, channel_names};
 use super::keys::{Alg, Signer};
 use super::readers::open_streams;
 use super::target::{Target, free_port, rss_kib, wait_for_port};
@@ -201,10 +201,12 @@ pub(super) async fn run(args: &BenchArgs) -> Result<IdleFloor> {
         pid,
         child: Some(child),
     };
+    // Read as `idle` reads the bridge: each after the same rest.
+    tokio::time::sleep(SETTLE).await;
     let rss_before = pid.and_then(rss_kib);
     let (names, over) = channel_names(args, "floor");
     let streams = open_streams(&target, &names, args.subscribers, "floor", false).await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(SETTLE).await;
     let rss_after = pid.and_then(rss_kib);
     streams.finish().await;
     drop(target);
