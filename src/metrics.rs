@@ -105,22 +105,3 @@ fn start_upkeep(handle: &PrometheusHandle) {
         tracing::warn!(error = %e, "no metrics upkeep thread; histograms fold only when scraped");
     }
 }
-
-/// Decrements a gauge when dropped: ties a gauge to a value's lifetime.
-pub struct GaugeGuard(::metrics::Gauge);
-
-impl GaugeGuard {
-    /// Counts one more in `gauge` until dropped. Takes a handle looked up
-    /// once: every lookup makes a handle of its own, which a guard held by
-    /// each open stream would keep (32 bytes a stream).
-    pub fn new(gauge: &::metrics::Gauge) -> GaugeGuard {
-        gauge.increment(1.0);
-        GaugeGuard(gauge.clone())
-    }
-}
-
-impl Drop for GaugeGuard {
-    fn drop(&mut self) {
-        self.0.decrement(1.0);
-    }
-}

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::auth::Subscriber;
 use crate::bus::Orders;
-use crate::channel::Channel;
+use crate::channel::ChannelSet;
 use crate::revocation::Revocation;
 
 /// How long a node remembers an order, to refuse tokens issued before it.
@@ -45,8 +45,9 @@ pub enum OpenError {
 
 struct Open {
     tenant: Uuid,
-    subject: Option<String>,
-    channels: Vec<Channel>,
+    /// The same string as its key in `per_subject`.
+    subject: Option<Arc<str>>,
+    channels: ChannelSet,
     end: Option<oneshot::Sender<End>>,
 }
 
@@ -64,7 +65,7 @@ struct Inner {
     next: u64,
     open: HashMap<u64, Open>,
     per_tenant: HashMap<Uuid, usize>,
-    per_subject: HashMap<(Uuid, String), usize>,
+    per_subject: HashMap<(Uuid, Arc<str>), usize>,
     revoked: Vec<Revocation>,
     /// Set at shutdown: streams opened from now on end at once.
     closing: bool,
@@ -143,7 +144,7 @@ impl Streams {
     pub fn open(
         self: &Arc<Self>,
         who: &Subscriber,
-        channels: &[Channel],
+        channels: &ChannelSet,
     ) -> Result<Ticket, OpenError> {
         let mut inner = self.lock();
         let subject = who.subject.as_deref();
@@ -162,7 +163,7 @@ impl Streams {
         if max > 0 && inner.per_tenant.get(&who.tenant).copied().unwrap_or(0) >= max {
             return Err(OpenError::Tenant { max });
         }
-        let subject_key = who.subject.clone().map(|s| (who.tenant, s));
+        let subject_key = subject.map(|s| (who.tenant, Arc::<str>::from(s)));
         let max = self.limits.per_subject;
         if let Some(key) = &subject_key {
             if max > 0 && inner.per_subject.get(key).copied().unwrap_or(0) >= max {
@@ -170,9 +171,12 @@ impl Streams {
             }
         }
         *inner.per_tenant.entry(who.tenant).or_default() += 1;
-        if let Some(key) = subject_key {
+        let subject = subject_key.map(|key| {
+            let (_, subject) = &key;
+            let subject = subject.clone();
             *inner.per_subject.entry(key).or_default() += 1;
-        }
+            subject
+        });
         let id = inner.next;
         inner.next += 1;
         let (tx, rx) = oneshot::channel();
@@ -187,8 +191,8 @@ impl Streams {
             id,
             Open {
                 tenant: who.tenant,
-                subject: who.subject.clone(),
-                channels: channels.to_vec(),
+                subject,
+                channels: channels.clone(),
                 end,
             },
         );
@@ -261,26 +265,26 @@ mod tests {
             per_tenant: 3,
             per_subject: 2,
         });
-        let a1 = streams.open(&who("a", 1), &[]).unwrap();
-        let _a2 = streams.open(&who("a", 1), &[]).unwrap();
+        let a1 = streams.open(&who("a", 1), &ChannelSet::default()).unwrap();
+        let _a2 = streams.open(&who("a", 1), &ChannelSet::default()).unwrap();
         assert_eq!(
-            streams.open(&who("a", 1), &[]).err(),
+            streams.open(&who("a", 1), &ChannelSet::default()).err(),
             Some(OpenError::Subject { max: 2 })
         );
-        let _b1 = streams.open(&who("b", 1), &[]).unwrap();
+        let _b1 = streams.open(&who("b", 1), &ChannelSet::default()).unwrap();
         assert_eq!(
-            streams.open(&who("c", 1), &[]).err(),
+            streams.open(&who("c", 1), &ChannelSet::default()).err(),
             Some(OpenError::Tenant { max: 3 })
         );
         drop(a1);
-        assert!(streams.open(&who("a", 1), &[]).is_ok());
+        assert!(streams.open(&who("a", 1), &ChannelSet::default()).is_ok());
     }
 
     #[tokio::test]
     async fn orders_close_matching_streams_and_refuse_older_tokens() {
         let streams = Streams::new(StreamLimits::default());
-        let mut a = streams.open(&who("a", 10), &[]).unwrap();
-        let _b = streams.open(&who("b", 10), &[]).unwrap();
+        let mut a = streams.open(&who("a", 10), &ChannelSet::default()).unwrap();
+        let _b = streams.open(&who("b", 10), &ChannelSet::default()).unwrap();
         let order = Revocation {
             target: Target::Subject {
                 subject: "a".into(),
@@ -292,17 +296,17 @@ mod tests {
         assert_eq!(streams.revoke(&order), 1);
         assert_eq!(a.ended().await, End::Revoked("logout".into()));
         assert!(matches!(
-            streams.open(&who("a", 19), &[]),
+            streams.open(&who("a", 19), &ChannelSet::default()),
             Err(OpenError::Revoked { .. })
         ));
-        assert!(streams.open(&who("a", 20), &[]).is_ok());
-        assert!(streams.open(&who("b", 5), &[]).is_ok());
+        assert!(streams.open(&who("a", 20), &ChannelSet::default()).is_ok());
+        assert!(streams.open(&who("b", 5), &ChannelSet::default()).is_ok());
     }
 
     #[tokio::test]
     async fn shutdown_ends_open_streams_and_those_opened_after() {
         let streams = Streams::new(StreamLimits::default());
-        let mut open = streams.open(&who("a", 1), &[]).unwrap();
+        let mut open = streams.open(&who("a", 1), &ChannelSet::default()).unwrap();
         let mut untouched = tokio::spawn(async move { open.ended().await });
         // Nothing ends a stream before the node closes.
         assert!(
@@ -312,7 +316,7 @@ mod tests {
         );
         streams.close_all();
         assert_eq!(untouched.await.unwrap(), End::Shutdown);
-        let mut late = streams.open(&who("b", 1), &[]).unwrap();
+        let mut late = streams.open(&who("b", 1), &ChannelSet::default()).unwrap();
         assert_eq!(late.ended().await, End::Shutdown);
     }
 }

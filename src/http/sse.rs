@@ -271,9 +271,34 @@ pub(crate) struct Dormant {
     expires: Instant,
     keepalive_at: Instant,
     end: StreamEnd,
-    /// Counts the stream in `sse_bridge_streams_open`, awake or asleep.
-    _open: m::GaugeGuard,
-    settings: Arc<StreamSettings>,
+    /// Also counts the stream in `sse_bridge_streams_open`, awake or asleep.
+    settings: Counted,
+}
+
+/// The node's stream settings, held by one open stream: counted in
+/// `sse_bridge_streams_open` while held. One pointer where a guard beside
+/// the settings took three (16 bytes less per stream).
+struct Counted(Arc<StreamSettings>);
+
+impl Counted {
+    fn new(settings: Arc<StreamSettings>) -> Counted {
+        settings.open.increment(1.0);
+        Counted(settings)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.open.decrement(1.0);
+    }
+}
+
+impl std::ops::Deref for Counted {
+    type Target = StreamSettings;
+
+    fn deref(&self) -> &StreamSettings {
+        &self.0
+    }
 }
 
 impl Dormant {
@@ -384,8 +409,7 @@ fn opened(
             why: "client_left",
             sent: 0,
         },
-        _open: m::GaugeGuard::new(&settings.open),
-        settings,
+        settings: Counted::new(settings),
     }
 }
 
