@@ -14,6 +14,11 @@
 # the release binary (docs/deploy.md says what was and was not exercised).
 
 FROM rust:1.95-slim-bookworm AS builder
+# jemalloc, the bridge's allocator, is built from C with make (the slim
+# image has gcc but not make).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends make=4.3-4.1 \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 # protox compiles proto/ in build.rs: no protoc needed.
