@@ -385,6 +385,9 @@ impl<IO> Writer<IO> {
 const KEEPALIVE_CHUNK: &[u8] = b"d\r\n: keepalive\n\n\r\n";
 /// Its length, as a sleeper's offset into it.
 const KEEPALIVE_LEN: u8 = KEEPALIVE_CHUNK.len() as u8;
+/// Reads a look makes past what a sleeping stream's client sent, at most
+/// (64 bytes each); the rest waits for the next look.
+const PROBE_READS: usize = 8;
 
 /// Appends `frame` as one chunk of the body.
 fn put_chunk(out: &mut Vec<u8>, frame: &[u8]) {
@@ -468,33 +471,48 @@ where
             return Check::Wake;
         }
         // Looked at, never waited on: the reactor's readiness answers
-        // without a system call while nothing came.
+        // without a system call while nothing came. What a client sends is
+        // not ours to answer (as for a stream awake) and is read past, a
+        // bounded amount per look: this runs under the hub's lock.
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        let mut probe = [0u8; 32];
-        loop {
+        let mut probe = [0u8; 64];
+        for _ in 0..PROBE_READS {
             let mut buf = ReadBuf::new(&mut probe);
             match Pin::new(&mut self.io).poll_read(&mut cx, &mut buf) {
                 Poll::Pending => break,
-                // Not ours to answer, as for a stream awake.
                 Poll::Ready(Ok(())) if !buf.filled().is_empty() => continue,
                 Poll::Ready(_) => return Check::Gone,
             }
         }
-        if !self.dormant.keepalive_due(now) {
-            return Check::Stay;
+        if self.dormant.keepalive_due(now) {
+            Check::KeepAlive
+        } else {
+            Check::Stay
         }
+    }
+
+    fn keep_alive(mut self: Box<Self>, rx: broadcast::Receiver<Delivery>) {
+        self.dormant.listen_again(rx);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
         match Pin::new(&mut self.io).poll_write(&mut cx, KEEPALIVE_CHUNK) {
-            Poll::Ready(Ok(n)) if n == KEEPALIVE_CHUNK.len() => Check::Stay,
-            Poll::Ready(Ok(0) | Err(_)) => Check::Gone,
+            Poll::Ready(Ok(n)) if n == KEEPALIVE_CHUNK.len() => {
+                // Asleep again, unless an event came meanwhile: then
+                // `park` wakes it, still listening.
+                let hub = self.dormant.hub().clone();
+                let channel = self.dormant.channel().clone();
+                hub.park(&channel, self);
+            }
+            // The client left.
+            Poll::Ready(Ok(0) | Err(_)) => drop(self),
             // A full socket: the woken writer waits for room.
             Poll::Ready(Ok(n)) => {
                 // `n` is less than the chunk's 19 bytes here.
                 self.unsent = u8::try_from(n).unwrap_or(KEEPALIVE_LEN);
-                Check::Wake
+                self.wake(None);
             }
             Poll::Pending => {
                 self.unsent = 0;
-                Check::Wake
+                self.wake(None);
             }
         }
     }

@@ -348,6 +348,14 @@ impl Dormant {
         frames(self, true, park).boxed()
     }
 
+    /// Listens again, from `rx`, after sleeping.
+    pub(crate) fn listen_again(
+        &mut self,
+        rx: tokio::sync::broadcast::Receiver<crate::hub::Delivery>,
+    ) {
+        self.sub.listen_again(rx);
+    }
+
     /// The stream's frames again, from where it slept, listening from `rx`
     /// (or still from its own receiver).
     pub(crate) fn wake(
@@ -356,7 +364,7 @@ impl Dormant {
         park: Arc<ParkSlot>,
     ) -> super::direct::Frames {
         if let Some(rx) = rx {
-            self.sub.listen_again(rx);
+            self.listen_again(rx);
         }
         frames(self, false, Some(park)).boxed()
     }
@@ -459,8 +467,7 @@ fn frames(
                         yield Ok(control(None, ControlEvent::Expired, r#"{"reason":"token_expired"}"#));
                         break "token_expired";
                     }
-                    if now >= d.keepalive_at {
-                        d.keepalive_at = now + d.settings.keepalive;
+                    if d.keepalive_due(now) {
                         yield Ok(Bytes::from_static(KEEPALIVE));
                     }
                     if may_sleep && seen == d.end.sent && d.sub.is_quiet() {
@@ -536,6 +543,8 @@ struct StreamEnd {
 }
 
 impl StreamEnd {
+    // A method rather than an assignment: the lint for unused assignments
+    // does not see the read in `Drop`.
     fn ended(&mut self, why: &'static str) {
         self.why = why;
     }

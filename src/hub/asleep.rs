@@ -34,6 +34,9 @@ pub enum Check {
     Stay,
     /// It has work of its own: wake it.
     Wake,
+    /// A keep-alive is due: it is taken out listening, to write it once the
+    /// hub's lock is released (see [`Sleeper::keep_alive`]).
+    KeepAlive,
     /// Its client left: drop it.
     Gone,
 }
@@ -51,8 +54,15 @@ pub trait Sleeper: Send + 'static {
     fn wake(self: Box<Self>, rx: Option<broadcast::Receiver<Delivery>>);
 
     /// The periodic look, under the hub's lock: only what needs no waiting
-    /// (the socket and the ticket are looked at, never waited on).
+    /// and no system call (the socket's readiness and the ticket are looked
+    /// at, never waited on).
     fn check(&mut self, now: Instant) -> Check;
+
+    /// Writes the keep-alive [`Check::KeepAlive`] found due, outside the
+    /// hub's lock, listening from `rx` meanwhile (subscribed before the
+    /// stream left its slot, so nothing sent in between is missed); then
+    /// sleeps again, or wakes when something came or the socket is full.
+    fn keep_alive(self: Box<Self>, rx: broadcast::Receiver<Delivery>);
 }
 
 /// Sleepers taken out of their slots under the lock, to be woken or
@@ -61,6 +71,10 @@ pub trait Sleeper: Send + 'static {
 #[derive(Default)]
 pub(super) struct Taken {
     woken: Vec<(Box<dyn Sleeper>, broadcast::Receiver<Delivery>)>,
+    /// Keep-alives to write: a system call each, which would hold every
+    /// delivery of the node back if made under the hub's lock (streams
+    /// opened in the same second keep their keep-alives in step).
+    keeping: Vec<(Box<dyn Sleeper>, broadcast::Receiver<Delivery>)>,
     gone: Vec<Box<dyn Sleeper>>,
 }
 
@@ -77,17 +91,16 @@ impl Slot {
             .extend(parked.into_iter().map(|sleeper| (sleeper, tx.subscribe())));
     }
 
-    /// Wakes the `i`th sleeper.
-    fn wake_one(&mut self, i: usize, taken: &mut Taken) {
+    /// Takes the `i`th sleeper out, listening.
+    fn take_one(&mut self, i: usize) -> (Box<dyn Sleeper>, broadcast::Receiver<Delivery>) {
         let sleeper = self.parked.swap_remove(i);
-        let rx = self.sender().subscribe();
-        taken.woken.push((sleeper, rx));
+        (sleeper, self.sender().subscribe())
     }
 }
 
 impl Taken {
     pub(super) fn is_empty(&self) -> bool {
-        self.woken.is_empty() && self.gone.is_empty()
+        self.woken.is_empty() && self.keeping.is_empty() && self.gone.is_empty()
     }
 
     /// Hands sleepers a delivery woke to the task that looks over them,
@@ -101,18 +114,22 @@ impl Taken {
         }
         let mut waking = fanout.waking.lock().unwrap_or_else(|p| p.into_inner());
         waking.woken.extend(self.woken);
+        waking.keeping.extend(self.keeping);
         waking.gone.extend(self.gone);
         drop(waking);
         fanout.wake_now.notify_one();
     }
 
-    /// Outside the hub's lock.
+    /// Outside the hub's lock. A sleeper that writes its keep-alive is
+    /// counted again when it parks again.
     pub(super) fn finish(self, gauges: &super::Gauges) {
-        gauges
-            .asleep
-            .decrement((self.woken.len() + self.gone.len()) as f64);
+        let out = self.woken.len() + self.keeping.len() + self.gone.len();
+        gauges.asleep.decrement(out as f64);
         for (sleeper, rx) in self.woken {
             sleeper.wake(Some(rx));
+        }
+        for (sleeper, rx) in self.keeping {
+            sleeper.keep_alive(rx);
         }
         drop(self.gone);
     }
@@ -173,7 +190,8 @@ async fn look_over(fanout: Weak<Fanout>, wake_now: Arc<tokio::sync::Notify>) {
 }
 
 impl Fanout {
-    fn check_sleepers(&self, now: Instant) {
+    /// One look over every sleeper of the node.
+    pub(super) fn check_sleepers(&self, now: Instant) {
         let mut taken = Taken::default();
         {
             let mut slots = self.lock();
@@ -185,7 +203,8 @@ impl Fanout {
                 while i < slot.parked.len() {
                     match slot.parked[i].check(now) {
                         Check::Stay => i += 1,
-                        Check::Wake => slot.wake_one(i, &mut taken),
+                        Check::Wake => taken.woken.push(slot.take_one(i)),
+                        Check::KeepAlive => taken.keeping.push(slot.take_one(i)),
                         Check::Gone => taken.gone.push(slot.parked.swap_remove(i)),
                     }
                 }

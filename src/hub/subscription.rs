@@ -600,6 +600,9 @@ mod tests {
     struct Held {
         sub: Subscription,
         woke: Option<tokio::sync::oneshot::Sender<(bool, Option<Delivery>)>>,
+        /// A keep-alive due at the next look; `true`: the channel resyncs
+        /// while it is written.
+        keep: Option<bool>,
     }
 
     impl crate::hub::Sleeper for Held {
@@ -622,23 +625,41 @@ mod tests {
         }
 
         fn check(&mut self, _now: tokio::time::Instant) -> crate::hub::Check {
-            crate::hub::Check::Stay
+            match self.keep {
+                Some(_) => crate::hub::Check::KeepAlive,
+                None => crate::hub::Check::Stay,
+            }
         }
+
+        fn keep_alive(mut self: Box<Self>, rx: broadcast::Receiver<Delivery>) {
+            self.sub.listen_again(rx);
+            let hub = self.sub.hub().clone();
+            let channel = self.sub.channels()[0].clone();
+            if self.keep.take() == Some(true) {
+                crate::bus::Sink::resync(&*hub.fanout, &channel);
+            }
+            hub.park(&channel, self);
+        }
+    }
+
+    async fn open_one(hub: &Hub, c: &Channel) -> Subscription {
+        Subscription::open(hub, ChannelSet::new(vec![c.clone()]), None)
+            .await
+            .unwrap()
     }
 
     async fn asleep(
         hub: &Hub,
         c: &Channel,
     ) -> tokio::sync::oneshot::Receiver<(bool, Option<Delivery>)> {
-        let sub = Subscription::open(hub, ChannelSet::new(vec![c.clone()]), None)
-            .await
-            .unwrap();
+        let sub = open_one(hub, c).await;
         let (tx, rx) = tokio::sync::oneshot::channel();
         hub.park(
             c,
             Box::new(Held {
                 sub,
                 woke: Some(tx),
+                keep: None,
             }),
         );
         rx
@@ -690,9 +711,7 @@ mod tests {
     async fn a_stream_with_an_event_waiting_is_not_put_to_sleep() {
         let (hub, bus) = hub(8);
         let a = ch("busy");
-        let sub = Subscription::open(&hub, ChannelSet::new(vec![a.clone()]), None)
-            .await
-            .unwrap();
+        let sub = open_one(&hub, &a).await;
         let id = publish(&bus, &a).await;
         let (tx, rx) = tokio::sync::oneshot::channel();
         hub.park(
@@ -700,6 +719,7 @@ mod tests {
             Box::new(Held {
                 sub,
                 woke: Some(tx),
+                keep: None,
             }),
         );
         match woken(rx).await {
@@ -713,5 +733,48 @@ mod tests {
                 .get(&a)
                 .is_none_or(|s| s.parked.is_empty())
         );
+    }
+
+    /// A sleeper whose keep-alive is due leaves its slot listening, writes
+    /// it outside the hub's lock, and sleeps again: its channel holds no
+    /// ring afterwards.
+    #[tokio::test]
+    async fn a_sleeper_sleeps_again_after_its_keep_alive() {
+        let (hub, _bus) = hub(8);
+        let a = ch("keeps");
+        let (sub, woke) = (open_one(&hub, &a).await, None);
+        hub.park(
+            &a,
+            Box::new(Held {
+                sub,
+                woke,
+                keep: Some(false),
+            }),
+        );
+        hub.fanout.check_sleepers(tokio::time::Instant::now());
+        let slots = hub.fanout.lock();
+        let slot = slots.map.get(&a).expect("the channel's slot");
+        assert_eq!(slot.parked.len(), 1, "asleep again");
+        assert!(slot.tx.is_none(), "no ring while every listener sleeps");
+    }
+
+    /// What the channel sends while a keep-alive is written reaches the
+    /// stream: it was subscribed before it left its slot, and wakes with it.
+    #[tokio::test]
+    async fn a_delivery_during_a_keep_alive_wakes_the_sleeper() {
+        let (hub, _bus) = hub(8);
+        let a = ch("keeps-busy");
+        let sub = open_one(&hub, &a).await;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        hub.park(
+            &a,
+            Box::new(Held {
+                sub,
+                woke: Some(tx),
+                keep: Some(true),
+            }),
+        );
+        hub.fanout.check_sleepers(tokio::time::Instant::now());
+        assert!(matches!(woken(rx).await, (false, Some(Delivery::Resync))));
     }
 }
