@@ -175,3 +175,97 @@ async fn a_node_shutting_down_tells_its_streams_asleep_to_reconnect() {
     assert_eq!(retries.len(), 1, "{frames:?}");
     assert!(retries[0] <= 1000, "{retries:?}");
 }
+
+/// The node's `sse_bridge_streams_asleep` gauge, read from `/metrics`.
+async fn asleep_gauge(http: &str) -> f64 {
+    let text = http_client()
+        .get(format!("{http}/metrics"))
+        .send()
+        .await
+        .expect("/metrics answers")
+        .text()
+        .await
+        .expect("a body");
+    text.lines()
+        .find_map(|l| l.strip_prefix("sse_bridge_streams_asleep "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Waits until the gauge reads `want`, within [`PATIENCE`].
+async fn until_asleep(http: &str, want: f64) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let now = asleep_gauge(http).await;
+        if now == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "sse_bridge_streams_asleep stayed {now}, not {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A quiet stream really sleeps, and sleeps again after an event and after
+/// its keep-alives: the tests above pass for a stream awake too, so this
+/// one reads the node's gauge. The bridge runs as a process of its own:
+/// the metrics recorder is process-wide, and the other tests' streams
+/// would count in an in-process one.
+#[tokio::test]
+async fn a_quiet_stream_sleeps_and_sleeps_again() {
+    let port = |_| {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+    };
+    let (http, grpc) = (port(0), port(1));
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sse-bridge"))
+        .args(["serve", "--jwt-secret", SECRET, "--keepalive-secs", "1"])
+        .args([
+            "--http-addr",
+            &http.to_string(),
+            "--grpc-addr",
+            &grpc.to_string(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the bridge starts");
+    let bridge = Bridge {
+        running: None,
+        http: format!("http://{http}"),
+        grpc: format!("http://{grpc}"),
+    };
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while http_client()
+        .get(format!("{}/readyz", bridge.http))
+        .send()
+        .await
+        .map_or(true, |r| r.status() != 200)
+    {
+        assert!(tokio::time::Instant::now() < deadline, "did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(asleep_gauge(&bridge.http).await, 0.0);
+    let mut sse = open(&bridge, "asleep-gauge", &subscriber_token(TENANT)).await;
+    until_asleep(&bridge.http, 1.0).await;
+    // Keep-alives are written while it sleeps: three of them, and it is
+    // asleep after them.
+    for n in 0..3 {
+        let f = sse.next_frame().await.expect("the stream stays open");
+        assert!(f.comment, "keep-alive {n}: {f:?}");
+    }
+    until_asleep(&bridge.http, 1.0).await;
+    // An event wakes it; quiet again, it sleeps again.
+    let mut p = bridge.publisher().await;
+    let id = publish(&mut p, "asleep-gauge", progress(1, 1)).await;
+    assert_eq!(sse.next_event().await.id, Some(id));
+    until_asleep(&bridge.http, 1.0).await;
+    // A client that leaves takes its stream out of the count.
+    drop(sse);
+    until_asleep(&bridge.http, 0.0).await;
+    let _ = child.kill().await;
+}
